@@ -1,0 +1,191 @@
+"""The ReAct loop. It yields typed steps; the UI and CLI only render them.
+
+The model's mistakes (unreadable output, unknown tools, bad arguments, file names that
+do not exist) become observations it can correct, within a bounded number of retries.
+A tool that crashes also becomes an observation (and a logged traceback), so one bad
+call never takes the app down. Backend failures (the LLM itself erroring) are raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Union
+
+from gpt4tools import react
+from gpt4tools.history import Conversation
+from gpt4tools.images import NAME_RE, ImageStore
+from gpt4tools.llm import LLM
+from gpt4tools.prompt import PromptTemplate
+from gpt4tools.registry import ToolRegistry, UnknownToolError
+from gpt4tools.tool import INPUT_ERRORS
+
+log = logging.getLogger(__name__)
+
+
+# -- steps -----------------------------------------------------------------------------
+@dataclass
+class Thought:
+    """The model's text so far in this step (streamed: many updates, the last complete)."""
+
+    text: str
+
+
+@dataclass
+class Action:
+    tool: str
+    tool_input: str
+
+
+@dataclass
+class ObservationStep:
+    tool: str
+    text: str
+    ok: bool = True
+
+
+@dataclass
+class ImageStep:
+    name: str  # as the model sees it, e.g. "image/ab12_edge_abcdefgh_abcdefgh.png"
+    path: str  # on disk, for the UI
+
+
+@dataclass
+class Final:
+    text: str
+    images: list[str] = field(default_factory=list)  # image names the answer mentions (all exist)
+    steps: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Error:
+    """Unusable model output or a stopped loop; `message` is what the model was told."""
+
+    message: str
+
+
+Step = Union[Thought, Action, ObservationStep, ImageStep, Final, Error]
+
+
+@dataclass
+class AgentConfig:
+    max_steps: int = 5  # tool calls per turn
+    max_retries: int = 2  # corrective observations for unusable output, per turn
+    max_new_tokens: int = 256
+    max_input_chars: int = 8000  # longer messages are refused with a clear answer
+
+
+class Agent:
+    def __init__(self, llm: LLM, tools: ToolRegistry, template: PromptTemplate | None = None,
+                 config: AgentConfig | None = None):
+        self.llm = llm
+        self.tools = tools  # only the tools offered to the model: available ones
+        self.template = template or PromptTemplate.load()
+        self.config = config or AgentConfig()
+
+    def prompt(self, conversation: Conversation, user_input: str, scratchpad: str = "") -> str:
+        specs = self.tools.specs()
+        skeleton = self.template.render(specs, "", user_input, scratchpad)
+        budget = self.llm.context_length - self.config.max_new_tokens - self.llm.count_tokens(skeleton)
+        history = conversation.render(max(budget, 0), self.llm.count_tokens)
+        return self.template.render(specs, history, user_input, scratchpad)
+
+    def run(self, user_input: str, conversation: Conversation, store: ImageStore) -> Iterator[Step]:
+        t0 = time.perf_counter()
+        user_input = (user_input or "").strip()
+        refusal = self._refuse(user_input)
+        if refusal:
+            yield Final(refusal)
+            return
+        scratchpad, retries, calls = "", 0, []
+        for _ in range(self.config.max_steps + self.config.max_retries + 1):
+            completion = ""
+            for piece in self.llm.stream(self.prompt(conversation, user_input, scratchpad),
+                                         stop=react.STOP, max_new_tokens=self.config.max_new_tokens):
+                completion += piece
+                yield Thought(completion)
+            decision = react.parse(completion, self.template.ai_prefix)
+
+            problem = None
+            if isinstance(decision, react.ParseError):
+                problem = decision.message
+            elif isinstance(decision, react.FinalAnswer):
+                missing = [n for n in _image_names(decision.text) if not store.exists(n)]
+                if not missing:
+                    final = Final(decision.text, _image_names(decision.text), len(calls), time.perf_counter() - t0)
+                    conversation.add_exchange(user_input, decision.text)
+                    yield final
+                    return
+                problem = (f"{', '.join(missing)} does not exist. Only mention files that exist: "
+                           f"{', '.join(store.names()[-5:]) or 'none'}.")
+                if retries >= self.config.max_retries:  # give up correcting: strip the fake names
+                    text = _strip_names(decision.text, missing)
+                    conversation.add_exchange(user_input, text)
+                    yield Final(text, _image_names(text), len(calls), time.perf_counter() - t0)
+                    return
+            elif len(calls) >= self.config.max_steps:
+                problem = f"The step limit ({self.config.max_steps} tool calls) is reached. Answer now without tools."
+            elif calls and calls[-1] == decision:
+                problem = "You just ran exactly this. Use its observation, or answer the human now."
+            if problem is not None:
+                retries += 1
+                yield Error(problem)
+                if retries > self.config.max_retries:
+                    break
+                scratchpad += completion.rstrip() + "\n" + react.OBSERVATION + react.render_observation(problem)
+                continue
+
+            calls.append(decision)
+            yield Action(decision.tool, decision.tool_input)
+            obs_text, ok, image = self._call(decision, store)
+            yield ObservationStep(decision.tool, obs_text, ok)
+            if image:
+                yield ImageStep(image, str(store.resolve(image)))
+            scratchpad += react.render_step(decision, obs_text)
+
+        text = self._fallback_answer(calls, scratchpad, store)
+        conversation.add_exchange(user_input, text)
+        yield Final(text, _image_names(text), len(calls), time.perf_counter() - t0)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _refuse(self, user_input: str) -> str | None:
+        if not user_input:
+            return "Please type a message (you can also upload an image first)."
+        if len(user_input) > self.config.max_input_chars:
+            return (f"Your message is {len(user_input):,} characters long; the limit is "
+                    f"{self.config.max_input_chars:,}. Please shorten it.")
+        return None
+
+    def _call(self, call: react.ToolCall, store: ImageStore) -> tuple[str, bool, str | None]:
+        try:
+            tool = self.tools.resolve(call.tool)
+        except UnknownToolError as e:
+            return str(e), False, None
+        try:
+            obs = tool(call.tool_input, store)
+            return obs.text, obs.ok, obs.image
+        except INPUT_ERRORS as e:
+            return f"Error: {e}", False, None
+        except Exception as e:  # a bug in the tool: keep serving, tell the model, log it
+            log.exception("tool %s crashed on %r", tool.spec.name, call.tool_input)
+            return f"Error: {tool.spec.name} failed ({type(e).__name__}: {e})", False, None
+
+    def _fallback_answer(self, calls: list, scratchpad: str, store: ImageStore) -> str:
+        """When the model never gave a usable answer: report what the tools produced."""
+        made = [n for n in _image_names(scratchpad) if store.exists(n)]
+        if made:
+            return f"I could not finish in {len(calls)} steps. The last result is {made[-1]}."
+        return "Sorry, I could not work out how to do that. Could you rephrase the request?"
+
+
+def _image_names(text: str) -> list[str]:
+    return list(dict.fromkeys(NAME_RE.findall(text)))
+
+
+def _strip_names(text: str, names: list[str]) -> str:
+    for n in names:
+        text = text.replace(n, "(no such file)")
+    return re.sub(r"\s+", " ", text).strip()

@@ -1,0 +1,54 @@
+"""Conversation memory: human and AI turns, images announced as in the paper, and
+trimming to the model's context that never drops the latest image's announcement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from gpt4tools.prompt import PromptTemplate
+
+
+@dataclass
+class Turn:
+    role: str  # "human" or "ai"
+    text: str
+    image: str | None = None  # set on the human turn that announces an image
+
+
+@dataclass
+class Conversation:
+    template: PromptTemplate
+    turns: list[Turn] = field(default_factory=list)
+
+    def add_image(self, name: str, description: str) -> None:
+        human, ai = self.template.image_announcement(name, description)
+        self.turns += [Turn("human", human, image=name), Turn("ai", ai, image=name)]
+
+    def add_exchange(self, user: str, answer: str) -> None:
+        self.turns += [Turn("human", user), Turn("ai", answer)]
+
+    def images(self) -> list[str]:
+        return [t.image for t in self.turns if t.image and t.role == "human"]
+
+    def clear(self) -> None:
+        self.turns.clear()
+
+    def render(self, budget_tokens: int | None = None, count: Callable[[str], int] = lambda s: len(s) // 3) -> str:
+        """The history text, oldest turns dropped first to fit `budget_tokens`.
+
+        Turns go in (human, ai) pairs. The most recent image announcement is kept even
+        if older plain turns must go, so the model can still name the last image.
+        """
+        pairs = [self.turns[i : i + 2] for i in range(0, len(self.turns), 2)]
+        lines = lambda ps: "\n".join(self.template.history_line(t.role, t.text) for p in ps for t in p)
+        if budget_tokens is None:
+            return lines(pairs)
+        last_image = max((i for i, p in enumerate(pairs) if p[0].image), default=None)
+        kept = list(range(len(pairs)))
+        while kept and count(lines(pairs[i] for i in kept)) > budget_tokens:
+            droppable = [i for i in kept if i != last_image]
+            if not droppable:
+                break
+            kept.remove(droppable[0])
+        return lines(pairs[i] for i in kept)

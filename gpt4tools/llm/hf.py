@@ -1,0 +1,102 @@
+"""transformers backend, with an optional peft LoRA adapter. CPU or CUDA, fp32 or bf16."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from gpt4tools.llm import Generation, StopStream, cut_at_stop
+
+
+def resolve_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        # bf16 halves memory and is faster on CPUs with AVX-512 BF16 and on recent GPUs;
+        # fp16 would overflow on CPU.
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16
+    return {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+            "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}[dtype]
+
+
+class HFCausalLM:
+    def __init__(self, model: str | Path, adapter: str | Path | None = None, device: str = "cpu",
+                 dtype: str = "auto", max_context: int = 4096, name: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = device
+        self.adapter = str(adapter) if adapter else None
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model))
+        self.model = AutoModelForCausalLM.from_pretrained(str(model), dtype=resolve_dtype(dtype, device))
+        if adapter:
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, str(adapter))
+        self.model.to(device).eval()
+        cfg_ctx = getattr(self.model.config, "max_position_embeddings", None) or max_context
+        self.context_length = min(int(cfg_ctx), max_context)
+        self.name = name or (f"{Path(str(model)).name}+{Path(str(adapter)).name}" if adapter else Path(str(model)).name)
+        self._lock = threading.Lock()  # one generate at a time: CPU threads are the bottleneck anyway
+        torch.set_grad_enabled(False)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def _inputs(self, prompt: str):
+        enc = self.tokenizer(prompt, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def _gen_kwargs(self, stop: Sequence[str], max_new_tokens: int) -> dict:
+        kw = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                  pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+        if stop:
+            kw.update(stop_strings=list(stop), tokenizer=self.tokenizer)
+        return kw
+
+    def generate(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> Generation:
+        t0 = time.perf_counter()
+        inputs = self._inputs(prompt)
+        n_prompt = inputs["input_ids"].shape[1]
+        with self._lock:
+            out = self.model.generate(**inputs, **self._gen_kwargs(stop, max_new_tokens))
+        new = out[0, n_prompt:]
+        text, which = cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), stop)
+        return Generation(text, n_prompt, int(new.shape[0]), which, time.perf_counter() - t0)
+
+    def stream(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> Iterator[str]:
+        from transformers import TextIteratorStreamer
+
+        inputs = self._inputs(prompt)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        errors: list[BaseException] = []
+
+        def work():
+            try:
+                with self._lock:
+                    self.model.generate(**inputs, **self._gen_kwargs(stop, max_new_tokens), streamer=streamer)
+            except BaseException as e:  # re-raised in the caller's thread below
+                errors.append(e)
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        buf = StopStream(stop)
+        for piece in streamer:
+            out = buf.feed(piece)
+            if out:
+                yield out
+            if buf.stopped is not None:
+                break
+        for _ in streamer:  # drain, so the worker thread can finish
+            pass
+        tail = buf.flush()
+        if tail:
+            yield tail
+        thread.join()
+        if errors:
+            raise errors[0]

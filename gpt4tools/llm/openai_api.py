@@ -1,0 +1,64 @@
+"""Any OpenAI-compatible HTTP server: vLLM, Ollama, llama.cpp's server, OpenAI itself.
+
+Uses the completions endpoint by default (the GPT4Tools prompt is one completion
+prompt); `chat=True` sends it as a single user message for chat-only servers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Iterator, Sequence
+
+from gpt4tools.llm import Generation, StopStream, cut_at_stop
+
+
+class OpenAICompatible:
+    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
+                 chat: bool = False, context_length: int = 8192, timeout: float = 120.0, max_retries: int = 2):
+        from openai import OpenAI
+
+        self.model = model
+        self.chat = chat
+        self.context_length = context_length
+        self.name = f"openai:{model}"
+        self.client = OpenAI(
+            base_url=base_url or os.environ.get("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1"),
+            api_key=api_key or os.environ.get("OPENAI_API_KEY", "none"),
+            timeout=timeout, max_retries=max_retries,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return max(1, len(text) // 4)  # the server's tokenizer is unknown here; a safe estimate
+
+    def _request(self, prompt: str, stop: Sequence[str], max_new_tokens: int, stream: bool):
+        # Servers cap the number of stop strings (OpenAI: 4).
+        common = dict(model=self.model, max_tokens=max_new_tokens, temperature=0.0, stop=list(stop)[:4] or None, stream=stream)
+        if self.chat:
+            return self.client.chat.completions.create(messages=[{"role": "user", "content": prompt}], **common)
+        return self.client.completions.create(prompt=prompt, **common)
+
+    def generate(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> Generation:
+        t0 = time.perf_counter()
+        resp = self._request(prompt, stop, max_new_tokens, stream=False)
+        raw = resp.choices[0].message.content if self.chat else resp.choices[0].text
+        text, which = cut_at_stop(raw or "", stop)  # servers differ on honouring stop
+        usage = getattr(resp, "usage", None)
+        return Generation(text, getattr(usage, "prompt_tokens", 0) or 0,
+                          getattr(usage, "completion_tokens", 0) or 0, which, time.perf_counter() - t0)
+
+    def stream(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> Iterator[str]:
+        buf = StopStream(stop)
+        for chunk in self._request(prompt, stop, max_new_tokens, stream=True):
+            if not chunk.choices:
+                continue
+            c = chunk.choices[0]
+            piece = (c.delta.content if self.chat else c.text) or ""
+            out = buf.feed(piece)
+            if out:
+                yield out
+            if buf.stopped is not None:
+                break
+        tail = buf.flush()
+        if tail:
+            yield tail

@@ -1,0 +1,194 @@
+"""The ReAct text format (REFERENCE.md §1): written and read here, and nowhere else.
+
+The agent parses completions with `parse`, the data builder writes samples with
+`render_call`/`render_final`/`render_observation`, and the scorer extracts the paper's
+fields with `fields` (the original regexes, so benchmark numbers stay comparable).
+
+    Thought: Do I need to use a tool? Yes
+    Action: <tool name>
+    Action Input: <arguments joined by ", ">
+    Observation: <filled in by the program>
+
+    Thought: Do I need to use a tool? No
+    AI: <answer>
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+THOUGHT = "Thought: Do I need to use a tool?"
+ACTION = "Action:"
+ACTION_INPUT = "Action Input:"
+OBSERVATION = "Observation:"
+AI_PREFIX = "AI"
+HUMAN_PREFIX = "Human"
+
+# Generation stops here: the program, not the model, writes observations. The others
+# catch a model that runs on into the next turn of the conversation.
+STOP = (OBSERVATION, f"\n{HUMAN_PREFIX}:", "\nNew input:")
+
+# The paper's scorer regexes (eval/evaluate_result.py), kept verbatim.
+_THOUGHT_RE = re.compile(r"Thought: Do I need to use a tool\? (.*)")
+_ACTION_RE = re.compile(r"Action: (.*)")
+_INPUT_RE = re.compile(r"Action Input: (.*)")
+_AI_RE = re.compile(r"AI: (.*)")
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    tool: str
+    tool_input: str
+
+
+@dataclass(frozen=True)
+class FinalAnswer:
+    text: str
+
+
+@dataclass(frozen=True)
+class ParseError:
+    """The completion could not be read. `message` is written for the model to act on."""
+
+    message: str
+    raw: str = ""
+
+
+Decision = ToolCall | FinalAnswer
+
+
+# -- writing ---------------------------------------------------------------------------
+def render_call(call: ToolCall) -> str:
+    """A tool step as the model writes it, ending where generation stops."""
+    return f"{THOUGHT} Yes\n{ACTION} {call.tool}\n{ACTION_INPUT} {call.tool_input}\n{OBSERVATION}"
+
+
+def render_observation(text: str) -> str:
+    """What the program appends after `render_call`, closing the step."""
+    return f" {text.strip()}\n"
+
+
+def render_final(answer: FinalAnswer, ai_prefix: str = AI_PREFIX) -> str:
+    return f"{THOUGHT} No\n{ai_prefix}: {answer.text.strip()}"
+
+
+def render_step(call: ToolCall, observation: str) -> str:
+    """A finished tool step, as it appears in a scratchpad."""
+    return render_call(call) + render_observation(observation)
+
+
+def render_trajectory(steps: list[tuple[ToolCall, str]], final: FinalAnswer | None = None) -> str:
+    text = "".join(render_step(c, o) for c, o in steps)
+    return text + (render_final(final) if final else "")
+
+
+# -- reading ---------------------------------------------------------------------------
+def _line_after(text: str, prefix: str) -> str | None:
+    """The rest of the first line starting with `prefix` (at a line start), else None."""
+    m = re.search(rf"(?m)^[ \t]*{re.escape(prefix)}[ \t]*(.*)$", text)
+    return m.group(1).strip() if m else None
+
+
+def parse(completion: str, ai_prefix: str = AI_PREFIX) -> Decision | ParseError:
+    """Read the model's next decision from a completion. Never raises.
+
+    Lenient where intent is clear (a missing Thought line before a well-formed
+    Action, an answer after "No" without the "AI:" prefix); strict where guessing
+    would run the wrong tool.
+    """
+    if not isinstance(completion, str):
+        return ParseError("the model returned no text", raw=repr(completion))
+    text = completion.split(OBSERVATION, 1)[0]  # anything after is the model imagining
+    thought = _line_after(text, THOUGHT)
+    action = _line_after(text, ACTION)
+    answer_m = re.search(rf"(?m)^[ \t]*{re.escape(ai_prefix)}:[ \t]?", text)
+
+    wants_tool = thought is not None and thought.lower().startswith("yes")
+    no_tool = thought is not None and thought.lower().startswith("no")
+
+    if action is not None and not no_tool:
+        if not action:
+            return ParseError("'Action:' must be followed by a tool name.", completion)
+        tool_input = _line_after(text, ACTION_INPUT)
+        if tool_input is None:
+            return ParseError(f"After 'Action: {action}' write 'Action Input: <the input>' on the next line.", completion)
+        return ToolCall(action, tool_input)
+    if wants_tool:
+        return ParseError(
+            "You answered Yes but gave no 'Action:' line. Write 'Action: <tool name>' and 'Action Input: <input>'.",
+            completion,
+        )
+    if answer_m is not None:
+        answer = _cut_runaway(text[answer_m.end():])
+        if answer:
+            return FinalAnswer(answer)
+        return ParseError(f"'{ai_prefix}:' must be followed by your answer.", completion)
+    if no_tool:
+        rest = _cut_runaway(text.split(thought, 1)[1] if thought else "")
+        if rest:
+            return FinalAnswer(rest)
+    return ParseError(
+        f"Could not read your reply. Start with '{THOUGHT} Yes' and an 'Action:' line, "
+        f"or '{THOUGHT} No' and '{ai_prefix}: <answer>'.",
+        completion,
+    )
+
+
+def _cut_runaway(text: str) -> str:
+    """An answer ends where the model starts writing the next turn or a new thought."""
+    for marker in (f"\n{HUMAN_PREFIX}:", "\nThought:", "\nNew input:", f"\n{OBSERVATION}"):
+        text = text.split(marker, 1)[0]
+    return text.strip()
+
+
+@dataclass
+class Trajectory:
+    """A whole assistant turn: tool steps with their observations, then maybe an answer."""
+
+    steps: list[tuple[ToolCall, str]] = field(default_factory=list)
+    final: FinalAnswer | None = None
+
+
+def parse_trajectory(text: str, ai_prefix: str = AI_PREFIX) -> Trajectory:
+    """Split a multi-step text (scratchpad or sample output) into steps. Never raises."""
+    traj = Trajectory()
+    chunks = re.split(rf"(?m)^(?={re.escape(THOUGHT)})", text)
+    for chunk in chunks:
+        if not chunk.strip():
+            continue
+        decision = parse(chunk, ai_prefix)
+        if isinstance(decision, ToolCall):
+            obs = chunk.split(OBSERVATION, 1)[1].strip() if OBSERVATION in chunk else ""
+            traj.steps.append((decision, obs))
+        elif isinstance(decision, FinalAnswer):
+            traj.final = decision
+    return traj
+
+
+@dataclass(frozen=True)
+class Fields:
+    """The paper scorer's view of an output: every thought, action and input, stripped."""
+
+    thoughts: list[str]
+    actions: list[str]
+    inputs: list[str]
+    has_ai: bool
+
+    @property
+    def uses_tool(self) -> bool:
+        return bool(self.actions) and bool(self.inputs)
+
+
+def fields(text: str) -> Fields:
+    return Fields(
+        thoughts=[t.strip() for t in _THOUGHT_RE.findall(text)],
+        actions=[a.strip() for a in _ACTION_RE.findall(text)],
+        inputs=[i.strip() for i in _INPUT_RE.findall(text)],
+        has_ai=bool(_AI_RE.search(text)),
+    )
+
+
+def reference_uses_tool(text: str) -> bool:
+    """The paper's test for a tool-using reference: both markers present."""
+    return "Action:" in text and "Action Input:" in text

@@ -1,0 +1,76 @@
+"""One conversation: its own image folder, its memory, and the agent that serves it.
+
+The app creates one per browser session and the CLI one per run; sessions share the
+agent (and so the loaded LLM and tool models) but never each other's folders.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Iterator
+
+from gpt4tools.agent import Agent, Step
+from gpt4tools.history import Conversation
+from gpt4tools.images import ImageStore
+from gpt4tools.paths import runs_dir
+
+log = logging.getLogger(__name__)
+DESCRIBE_TOOL = "Get Photo Description"
+
+
+def sessions_dir() -> Path:
+    return runs_dir() / "sessions"
+
+
+class Session:
+    def __init__(self, agent: Agent, root: Path | None = None):
+        self.id = secrets.token_hex(8)
+        self.agent = agent
+        self.store = ImageStore(root or sessions_dir() / self.id)
+        self.conversation = Conversation(agent.template)
+        self.last_used = time.time()
+
+    def add_image(self, src) -> str:
+        """Store an upload (path or PIL image), announce it with a description; return its name."""
+        name = self.store.add_upload(src)
+        self.conversation.add_image(name, self.describe(name))
+        self.last_used = time.time()
+        return name
+
+    def describe(self, name: str) -> str:
+        """The upload's description, from the captioning tool when it can run (as the paper did)."""
+        tool = self.agent.tools.get(DESCRIBE_TOOL)
+        if tool is None:
+            return "an image uploaded by the user"
+        try:
+            return tool(name, self.store).text.replace("\n", " ")
+        except Exception:  # a description is a nicety; the upload must still succeed
+            log.exception("describing %s failed", name)
+            return "an image uploaded by the user"
+
+    def send(self, message: str) -> Iterator[Step]:
+        self.last_used = time.time()
+        yield from self.agent.run(message, self.conversation, self.store)
+
+    def clear(self) -> None:
+        self.conversation.clear()
+        self.store.clear()
+
+
+def cleanup_sessions(max_age_s: float = 24 * 3600, root: Path | None = None) -> int:
+    """Delete session folders untouched for `max_age_s`. Returns how many went."""
+    root = root or sessions_dir()
+    if not root.is_dir():
+        return 0
+    gone = 0
+    now = time.time()
+    for d in root.iterdir():
+        newest = max((p.stat().st_mtime for p in d.rglob("*")), default=d.stat().st_mtime)
+        if d.is_dir() and now - newest > max_age_s:
+            shutil.rmtree(d, ignore_errors=True)
+            gone += 1
+    return gone

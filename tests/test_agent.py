@@ -1,0 +1,118 @@
+"""Every branch of the loop, with a scripted LLM and small real tools."""
+
+import pytest
+
+from fakes import Ask, Crash, Invert, Missing
+from gpt4tools import react
+from gpt4tools.agent import Action, Agent, AgentConfig, Error, Final, ImageStep, ObservationStep, Thought
+from gpt4tools.history import Conversation
+from gpt4tools.llm import ScriptedLLM, StopStream
+from gpt4tools.prompt import PromptTemplate
+from gpt4tools.registry import ToolRegistry
+
+T = PromptTemplate.load()
+
+
+def call(tool, inp):
+    return react.render_call(react.ToolCall(tool, inp))
+
+
+def final(text):
+    return react.render_final(react.FinalAnswer(text))
+
+
+def run(script, message, store, conv=None, tools=(Invert(), Ask(), Crash()), **cfg):
+    llm = ScriptedLLM(script)
+    agent = Agent(llm, ToolRegistry(tools), T, AgentConfig(**cfg))
+    conv = conv or Conversation(T)
+    steps = [s for s in agent.run(message, conv, store) if not isinstance(s, Thought)]
+    return steps, llm, conv
+
+
+def test_tool_then_answer(store, upload):
+    name = upload("chelsea.jpg")
+    conv = Conversation(T)
+    conv.add_image(name, "a cat")
+    steps, llm, conv = run([call("Invert The Image", name), final("done")], f"invert {name}", store, conv)
+    assert isinstance(steps[0], Action) and steps[0].tool == "Invert The Image"
+    assert isinstance(steps[1], ObservationStep) and steps[1].ok
+    assert isinstance(steps[2], ImageStep) and store.exists(steps[2].name)
+    # the second prompt carries the first step and its observation in the scratchpad
+    assert f"Action Input: {name}\nObservation: Result saved as {steps[2].name}\n" in llm.prompts[1]
+    assert f"image named {name}" in llm.prompts[0] and "New input: invert" in llm.prompts[0]
+
+
+def test_final_answer_is_remembered(store):
+    steps, llm, conv = run([final("4")], "what is 2+2?", store)
+    assert steps == [Final("4", [], 0, steps[0].seconds)]
+    assert conv.turns[-2].text == "what is 2+2?" and conv.turns[-1].text == "4"
+
+
+def test_unknown_tool_and_parse_error_become_observations(store, upload):
+    name = upload("chelsea.jpg")
+    steps, llm, _ = run([call("Fly Away", name), "gibberish", final("ok")], "x", store)
+    obs = [s for s in steps if isinstance(s, ObservationStep)]
+    assert not obs[0].ok and "not a valid tool" in obs[0].text and "Invert The Image" in obs[0].text
+    assert any(isinstance(s, Error) and "Could not read" in s.message for s in steps)
+    assert isinstance(steps[-1], Final) and steps[-1].text == "ok"
+
+
+def test_tool_crash_and_bad_input_keep_going(store, upload):
+    name = upload("chelsea.jpg")
+    script = [call("Crash", "now"), call("Invert The Image", "image/nothere.png"),
+              call("Invert The Image", "../../etc/passwd"), call("Ask", name), final("done")]
+    steps, llm, _ = run(script, "x", store, max_steps=5)
+    obs = [s for s in steps if isinstance(s, ObservationStep)]
+    assert "ZeroDivisionError" in obs[0].text and not obs[0].ok
+    assert "does not exist" in obs[1].text and "outside" in obs[2].text
+    assert "takes 2" in obs[3].text  # wrong argument count
+    assert steps[-1].text == "done"
+
+
+def test_fake_file_name_in_answer_is_corrected(store, upload):
+    name = upload("chelsea.jpg")
+    steps, llm, _ = run([final("Saved as image/zzzzzzzz.png"), final(f"It is {name}")], "x", store)
+    assert isinstance(steps[0], Error) and "image/zzzzzzzz.png does not exist" in steps[0].message
+    assert steps[-1].text == f"It is {name}" and steps[-1].images == [name]
+    steps, _, _ = run([final("see image/zzzzzzzz.png")] * 3, "x", store)
+    assert "image/zzzzzzzz.png" not in steps[-1].text
+
+
+def test_loops_are_bounded(store, upload):
+    name = upload("chelsea.jpg")
+    steps, llm, _ = run([call("Invert The Image", name)] * 20, "x", store, max_steps=3, max_retries=2)
+    assert sum(isinstance(s, Action) for s in steps) == 1  # the repeat is refused
+    assert isinstance(steps[-1], Final) and len(llm.prompts) <= 6
+    rambling = ["Thought: hmm " * 50] * 10
+    steps, llm, _ = run(rambling, "x", store)
+    assert isinstance(steps[-1], Final) and len(llm.prompts) == 3
+
+
+def test_bad_messages_answered_without_the_model(store):
+    for msg in ["", "   ", "x" * 100_000]:
+        steps, llm, _ = run([], msg, store)
+        assert isinstance(steps[0], Final) and not llm.prompts
+
+
+def test_unavailable_tool_reports_reason(store):
+    steps, _, _ = run([call("Missing", "x"), final("ok")], "x", store, tools=(Missing(),))
+    assert "weights fetch no-such-weights" in steps[1].text
+
+
+def test_history_trimming_keeps_latest_image():
+    conv = Conversation(T)
+    conv.add_image("image/aaaaaaaa.png", "first")
+    for i in range(50):
+        conv.add_exchange(f"question {i} " + "word " * 20, "answer")
+    conv.add_image("image/bbbbbbbb.png", "second")
+    conv.add_exchange("last", "reply")
+    text = conv.render(budget_tokens=100, count=lambda s: len(s.split()))
+    assert "image/bbbbbbbb.png" in text and "question 0 " not in text and "last" in text
+    assert len(text.split()) <= 100
+
+
+@pytest.mark.parametrize("pieces", [["Thought: x\nObs", "ervation: y"], ["Thought: x\nObservation:", " y"], ["a", "b"]])
+def test_stop_stream_never_shows_stop_strings(pieces):
+    buf = StopStream(["Observation:"])
+    shown = "".join(buf.feed(p) for p in pieces) + buf.flush()
+    assert "Observ" not in shown and shown == "".join(pieces).split("Observation:")[0]

@@ -1,0 +1,61 @@
+from hypothesis import given, settings, strategies as st
+
+from gpt4tools import react
+from gpt4tools.react import FinalAnswer, ParseError, ToolCall
+
+line = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1, max_size=60).map(str.strip).filter(
+    lambda s: s and "Observation:" not in s and "AI:" not in s and not s.startswith(("Thought:", "Action", "Human:", "New input:"))
+)
+
+
+@given(tool=line, tool_input=line)
+def test_call_round_trip(tool, tool_input):
+    assert react.parse(react.render_call(ToolCall(tool, tool_input))) == ToolCall(tool, tool_input)
+
+
+@given(answer=line)
+def test_final_round_trip(answer):
+    assert react.parse(react.render_final(FinalAnswer(answer))) == FinalAnswer(answer)
+
+
+@given(st.text(max_size=400))
+@settings(max_examples=300)
+def test_parse_never_raises(text):
+    assert isinstance(react.parse(text), (ToolCall, FinalAnswer, ParseError))
+    react.parse_trajectory(text)
+    react.fields(text)
+
+
+def test_stops_at_observation_and_ignores_imagined_rest():
+    text = ("Thought: Do I need to use a tool? Yes\nAction: Edge Detection On Image\n"
+            "Action Input: image/abcdefgh.png\nObservation: image/fake.png\nThought: Do I need to use a tool? No\nAI: done")
+    assert react.parse(text) == ToolCall("Edge Detection On Image", "image/abcdefgh.png")
+
+
+def test_runaway_answer_is_cut():
+    text = "Thought: Do I need to use a tool? No\nAI: 2 + 2 is 4.\nHuman: thanks\nAI: you're welcome"
+    assert react.parse(text) == FinalAnswer("2 + 2 is 4.")
+
+
+def test_errors_are_written_for_the_model():
+    yes_no_action = react.parse("Thought: Do I need to use a tool? Yes\nI will look at it.")
+    assert isinstance(yes_no_action, ParseError) and "Action:" in yes_no_action.message
+    missing_input = react.parse("Thought: Do I need to use a tool? Yes\nAction: Detection\n")
+    assert isinstance(missing_input, ParseError) and "Action Input" in missing_input.message
+    assert isinstance(react.parse(""), ParseError)
+
+
+def test_lenient_where_intent_is_clear():
+    assert react.parse("Action: Detection\nAction Input: image/a.png") == ToolCall("Detection", "image/a.png")
+    assert react.parse("Thought: Do I need to use a tool? No\nParis is the capital.") == FinalAnswer("Paris is the capital.")
+
+
+def test_trajectory_and_fields():
+    steps = [(ToolCall("Edge Detection On Image", "image/abcdefgh.png"), "Result saved as image/x1_edge_abcdefgh_abcdefgh.png"),
+             (ToolCall("Generate Image Condition On Canny Image", "image/x1_edge_abcdefgh_abcdefgh.png, a red car"), "Result saved as image/y.png")]
+    text = react.render_trajectory(steps, FinalAnswer("Here it is: image/y.png"))
+    traj = react.parse_trajectory(text)
+    assert traj.steps == steps and traj.final == FinalAnswer("Here it is: image/y.png")
+    f = react.fields(text)
+    assert f.thoughts == ["Yes", "Yes", "No"] and f.actions == [s[0].tool for s in steps] and f.has_ai
+    assert react.reference_uses_tool(text) and not react.reference_uses_tool(react.render_final(FinalAnswer("hi")))
