@@ -84,6 +84,13 @@ class PromptTemplate:
         return f"{prefix}: {text}"
 
 
+def record_prompt(record: dict) -> str:
+    """The model's prompt for a GPT4Tools record: its instruction, plus its input when not
+    empty (as alpaca does). Training and the benchmark both call this, so they cannot drift."""
+    extra = record.get("input")
+    return record["instruction"] + (f"\n{extra}" if extra and isinstance(extra, str) else "")
+
+
 def builtin_names() -> list[str]:
     return sorted(p.stem for p in TEMPLATE_DIR.glob("*.json"))
 

@@ -9,6 +9,7 @@ import their heavy dependencies lazily.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Protocol, Sequence
 
 
@@ -113,7 +114,7 @@ def resolve_model(model: str) -> tuple[str, str | None]:
         model = DEFAULT_MODEL
         cand = paths.REPO / DEFAULT_ADAPTER_DIR
         adapter = str(cand) if (cand / "adapter_config.json").is_file() else None
-    if model in weights.load_manifest():
+    if not Path(model).exists() and model in weights.load_manifest():
         return str(weights.path(model) / "hf"), adapter
     return model, adapter
 

@@ -42,7 +42,6 @@ class HFCausalLM:
         self.context_length = min(int(cfg_ctx), max_context)
         self.name = name or (f"{Path(str(model)).name}+{Path(str(adapter)).name}" if adapter else Path(str(model)).name)
         self._lock = threading.Lock()  # one generate at a time: CPU threads are the bottleneck anyway
-        torch.set_grad_enabled(False)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)
@@ -51,19 +50,19 @@ class HFCausalLM:
         enc = self.tokenizer(prompt, return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items()}
 
-    def _gen_kwargs(self, stop: Sequence[str], max_new_tokens: int) -> dict:
+    def _gen_kwargs(self, stop: Sequence[str], max_new_tokens: int, prompt_len: int) -> dict:
         kw = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                   pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
         if stop:
-            kw.update(stop_strings=list(stop), tokenizer=self.tokenizer)
+            kw["stopping_criteria"] = [_StopOnStrings(self.tokenizer, stop, prompt_len)]
         return kw
 
     def generate(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> Generation:
         t0 = time.perf_counter()
         inputs = self._inputs(prompt)
         n_prompt = inputs["input_ids"].shape[1]
-        with self._lock:
-            out = self.model.generate(**inputs, **self._gen_kwargs(stop, max_new_tokens))
+        with self._lock, _no_grad():
+            out = self.model.generate(**inputs, **self._gen_kwargs(stop, max_new_tokens, n_prompt))
         new = out[0, n_prompt:]
         text, which = cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), stop)
         return Generation(text, n_prompt, int(new.shape[0]), which, time.perf_counter() - t0)
@@ -77,8 +76,9 @@ class HFCausalLM:
 
         def work():
             try:
-                with self._lock:
-                    self.model.generate(**inputs, **self._gen_kwargs(stop, max_new_tokens), streamer=streamer)
+                with self._lock, _no_grad():
+                    self.model.generate(**inputs, **self._gen_kwargs(stop, max_new_tokens, inputs["input_ids"].shape[1]),
+                                        streamer=streamer)
             except BaseException as e:  # re-raised in the caller's thread below
                 errors.append(e)
                 streamer.end()
@@ -100,3 +100,24 @@ class HFCausalLM:
         thread.join()
         if errors:
             raise errors[0]
+
+
+def _no_grad():
+    import torch
+
+    return torch.inference_mode()
+
+
+class _StopOnStrings:
+    """Stop when the decoded continuation contains a stop string. Decoding (instead of
+    matching token ids) works for every tokenizer, whatever way it splits the string."""
+
+    def __init__(self, tokenizer, stop: Sequence[str], prompt_len: int):
+        self.tokenizer, self.stop, self.prompt_len = tokenizer, [s for s in stop if s], prompt_len
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        done = [any(s in self.tokenizer.decode(row[self.prompt_len:], skip_special_tokens=True) for s in self.stop)
+                for row in input_ids]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

@@ -1,0 +1,184 @@
+"""The benchmark runner and the score command: resume, baseline, and bad input files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from gpt4tools import bench, react
+from gpt4tools.llm import ScriptedLLM
+
+IMG = "image/abcdefgh.png"
+
+
+def call(tool: str, args: str) -> str:
+    return react.render_call(react.ToolCall(tool, args))
+
+
+def final(text: str) -> str:
+    return react.render_final(react.FinalAnswer(text))
+
+
+RECORDS = [
+    {"id": "seg-1", "instruction": "PROMPT seg-1\n", "input": "", "output": call("Segment the Image", IMG)},
+    {"id": 2, "instruction": "PROMPT det-2\n", "input": "",
+     "output": call("Detect the Give Object", f"{IMG}, cat")},
+    {"id": "chat-3", "instruction": "PROMPT chat-3", "input": "What is 2+2?", "output": final("4.")},
+    {"id": "det-4", "instruction": "PROMPT det-4\n", "input": "",
+     "output": call("Detect the Give Object", f"{IMG}, red apple")},
+]
+# What a perfect model writes for each record, as scripted completions (stop strings cut them).
+PERFECT = {
+    "seg-1": call("Segment the Image", "image/zzzzzzzz.png") + " imagined observation\nThought: more",
+    "2": call("Detect the Give Object", "image/zzzzzzzz.png, cat"),
+    "chat-3": final("It is 4."),
+    "det-4": call("Detect the Give Object", "image/zzzzzzzz.png, red apple"),
+}
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(RECORDS), encoding="utf-8")
+    return path
+
+
+def write_jsonl(path, lines):
+    path.write_text("".join((ln if isinstance(ln, str) else json.dumps(ln)) + "\n" for ln in lines), encoding="utf-8")
+    return path
+
+
+def read_jsonl(path):
+    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines()]
+
+
+# -- bench -------------------------------------------------------------------------------
+def test_bench_resumes_without_regenerating(data, tmp_path):
+    out = tmp_path / "run"
+    first = ScriptedLLM([PERFECT["seg-1"], PERFECT["2"]])
+    seen = []
+    report = bench.run_bench(data, out, llm=first, limit=2, progress_callback=lambda d, t: seen.append((d, t)))
+    assert seen == [(0, 2), (1, 2), (2, 2)]
+    assert report["n"] == 2 and report["SR"] == 1.0 and report["coverage"] == 0.5
+    assert report["problems"]["missing_predictions"]["count"] == 2
+
+    # A kill in the middle of writing the next line leaves a partial line behind.
+    with (out / "predictions.jsonl").open("a", encoding="utf-8") as f:
+        f.write('{"id": "chat-3", "outp')
+    second = ScriptedLLM([PERFECT["chat-3"], PERFECT["det-4"]])
+    report = bench.run_bench(data, out, llm=second)
+    assert second.prompts == ["PROMPT chat-3\nWhat is 2+2?", "PROMPT det-4\n"]  # only the missing ids; input appended
+    lines = read_jsonl(out / "predictions.jsonl")
+    assert [ln["id"] for ln in lines] == ["seg-1", 2, "chat-3", "det-4"]
+    assert lines[0]["output"].endswith("Action Input: image/zzzzzzzz.png\n")  # cut before "Observation:"
+    assert lines[0]["stop"] == react.OBSERVATION
+    assert report["n"] == 4 and report["SR"] == 1.0 and report["coverage"] == 1.0
+    assert report["problems"] == {}
+    assert {"seg-1", "2", "chat-3", "det-4"} == {str(ln["id"]) for ln in lines}
+
+
+def test_bench_scores_a_wrong_model(data, tmp_path):
+    llm = ScriptedLLM([call("Detect the Give Object", f"{IMG}, cat")] * 2 + [final("4")] * 2)
+    report = bench.run_bench(data, tmp_path / "run", llm=llm)
+    per_tool = report["per_tool"]
+    assert per_tool["Segment the Image"]["SR"] == 0.0  # wrong tool
+    assert per_tool["Detect the Give Object"]["SR"] == 0.5  # det-4 answered with no tool
+    assert per_tool["no tool"]["SR"] == 1.0
+    assert report["SR"] == pytest.approx(2 / 4)
+
+
+def test_no_tool_baseline_cli_scores_the_no_tool_share(data, tmp_path, capsys):
+    out = tmp_path / "baseline"
+    assert bench.bench_main(["--data", str(data), "--baseline", "no-tool", "--out", str(out)]) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["SR"] == pytest.approx(1 / 4)  # one of four records needs no tool
+    assert scores["per_tool"]["no tool"]["SR"] == 1.0 and scores["per_tool"]["Segment the Image"]["SR"] == 0.0
+    assert all(ln["output"].startswith(f"{react.THOUGHT} No\nAI: ") for ln in read_jsonl(out / "predictions.jsonl"))
+    assert "SR 25.0 %" in capsys.readouterr().out
+
+
+def test_resume_with_other_settings_is_refused(data, tmp_path):
+    out = tmp_path / "run"
+    bench.run_bench(data, out, baseline="no-tool", limit=1)
+    with pytest.raises(bench.BenchError, match="other settings"):
+        bench.run_bench(data, out, llm=ScriptedLLM(["x"] * 4))
+    assert len(read_jsonl(out / "predictions.jsonl")) == 1
+
+
+def test_bench_cli_rejects_unusable_annotations(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1, "output": "x"}\nnot json\n', encoding="utf-8")  # no instruction
+    assert bench.bench_main(["--data", str(bad), "--baseline", "no-tool", "--out", str(tmp_path / "o")]) == 2
+    assert "no usable records" in capsys.readouterr().err
+
+
+# -- score -------------------------------------------------------------------------------
+def test_score_writes_json_markdown_and_chart(data, tmp_path):
+    pred = write_jsonl(tmp_path / "pred.jsonl", [{"id": k, "output": v} for k, v in PERFECT.items()])
+    assert bench.score_main(["--data", str(data), "--pred", str(pred), "--out", str(tmp_path / "rep")]) == 0
+    scores = json.loads((tmp_path / "rep" / "scores.json").read_text())
+    assert (scores["n"], scores["SR"], scores["coverage"]) == (4, 1.0, 1.0)
+    md = (tmp_path / "rep" / "scores.md").read_text()
+    assert "| **all** | 4 | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 |" in md
+    assert "| Detect the Give Object | 2 |" in md and "| no tool | 1 |" in md
+    with Image.open(tmp_path / "rep" / "scores.png") as im:
+        assert im.format == "PNG" and im.width > 300 and im.height > 100
+
+
+def test_score_reports_bad_predictions_without_crashing(data, tmp_path, capsys):
+    pred = write_jsonl(tmp_path / "pred.jsonl", [
+        {"id": "seg-1", "output": PERFECT["seg-1"]},
+        {"id": "seg-1", "output": "a later duplicate that would fail"},
+        "{broken json",
+        {"id": "ghost", "output": PERFECT["2"]},
+        {"id": 2, "output": ""},
+        ["not", "an", "object"],
+    ])
+    assert bench.score_main(["--data", str(data), "--pred", str(pred)]) == 0
+    scores = json.loads((tmp_path / "scores.json").read_text())  # default: beside --pred
+    p = scores["problems"]
+    assert p["duplicate_prediction_ids"]["examples"] == ["seg-1"]
+    assert p["malformed_prediction_lines"]["examples"] == [3]
+    assert p["unknown_prediction_ids"]["examples"] == ["ghost"]
+    assert p["empty_outputs"]["examples"] == ["2"]
+    assert p["invalid_prediction"]["examples"] == [6]
+    assert sorted(p["missing_predictions"]["examples"]) == ["chat-3", "det-4"]
+    # Scored: seg-1 (the first line, a success) and id 2 (empty, a failure).
+    assert (scores["n"], scores["SR"], scores["coverage"]) == (2, 0.5, 0.5)
+    assert "duplicate_prediction_ids" in capsys.readouterr().err
+
+
+def test_score_accepts_original_code_outputs(data, tmp_path):
+    # The original inference wrote the decoded prompt + continuation, sometimes as [text].
+    rec = RECORDS[0]
+    pred = write_jsonl(tmp_path / "pred.jsonl", [{"id": "seg-1", "output": [rec["instruction"] + PERFECT["seg-1"]]}])
+    report = bench.score_files(data, pred, tmp_path / "rep")
+    assert report["n"] == 1 and report["SR"] == 1.0
+
+
+def test_score_duplicate_annotations_and_jsonl_annotations(tmp_path):
+    ann = write_jsonl(tmp_path / "ann.jsonl", [RECORDS[2], {**RECORDS[2], "output": call("Segment the Image", IMG)}])
+    pred = write_jsonl(tmp_path / "pred.jsonl", [{"id": "chat-3", "output": final("4")}])
+    report = bench.score_files(ann, pred)
+    assert report["SR"] == 1.0  # scored against the first annotation (no tool)
+    assert report["problems"]["duplicate_annotation_ids"]["count"] == 1
+
+
+def test_score_nothing_scorable_exits_nonzero(data, tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    assert bench.score_main(["--data", str(data), "--pred", str(empty)]) == 1
+    assert "nothing could be scored" in capsys.readouterr().err
+    assert json.loads((tmp_path / "scores.json").read_text())["problems"]["missing_predictions"]["count"] == 4
+    assert not (tmp_path / "scores.png").exists()
+    assert bench.score_main(["--data", str(empty), "--pred", str(empty)]) == 1  # empty annotations too
+    assert bench.score_main(["--data", str(tmp_path / "nope.json"), "--pred", str(empty)]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_main_dispatches(data, tmp_path):
+    pred = write_jsonl(tmp_path / "pred.jsonl", [{"id": "chat-3", "output": final("4")}])
+    assert bench.main(["score", "--data", str(data), "--pred", str(pred)]) == 0
+    assert bench.main(["frobnicate"]) == 2

@@ -1,0 +1,123 @@
+"""LoRA training: masking, batching, a real few-step run (tiny model), resume, bad data."""
+
+import json
+
+import pytest
+import torch
+
+from gpt4tools import react
+from gpt4tools.train import IGNORE, TrainConfig, collate, read_records, tokenize_record, train
+
+
+def make_tiny_model(d):
+    """A 2-layer Llama with a word-level tokenizer trained here: plumbing only. (A large init
+    scale, because a frozen lm_head at the usual 0.02 cannot express a confident distribution.)"""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    corpus = [r["instruction"] + " " + r["output"] for r in RECORDS] * 3
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>", "<s>", "</s>"]))
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    hf_tok.save_pretrained(d)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(hf_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.5,
+                      pad_token_id=hf_tok.pad_token_id, bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(d)
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+CALL = react.render_call(react.ToolCall("Edge Detection On Image", "image/abcdefgh.png"))
+RECORDS = [
+    {"instruction": f"Tools: edge, pose. New input: find the edges of image/abcdefgh.png {i}", "input": "", "output": CALL, "id": f"p{i}"}
+    for i in range(6)
+] + [
+    {"instruction": f"Tools: edge, pose. New input: hello there {i}", "input": "", "output": react.render_final(react.FinalAnswer("Hello!")), "id": f"n{i}"}
+    for i in range(6)
+]
+
+
+def write_data(tmp_path, records, name="train.jsonl"):
+    p = tmp_path / name
+    p.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return str(p)
+
+
+def test_prompt_is_masked_and_response_is_learned(tiny_model):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    s = tokenize_record(RECORDS[0], tok, cutoff_len=512)
+    n_resp = s["response_len"]
+    assert s["labels"][:-n_resp] == [IGNORE] * (len(s["labels"]) - n_resp)
+    assert s["labels"][-n_resp:] == s["input_ids"][-n_resp:] and s["labels"][-1] == tok.eos_token_id
+    assert tokenize_record(RECORDS[0], tok, cutoff_len=8) is None  # over the cutoff: skipped, never truncated
+
+
+def test_collate_left_pads_with_true_positions():
+    a = {"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7], "response_len": 2}
+    b = {"input_ids": [5, 6, 7, 8, 9], "labels": [IGNORE, IGNORE, IGNORE, 8, 9], "response_len": 2}
+    batch = collate([a, b], pad_id=0)
+    assert batch["input_ids"][0].tolist() == [0, 0, 5, 6, 7]
+    assert batch["position_ids"][0].tolist()[2:] == [0, 1, 2] and batch["position_ids"][1].tolist() == [0, 1, 2, 3, 4]
+    assert batch["keep"] == 2 and batch["labels"][0, -2:].tolist() == [6, 7]
+
+
+def test_bad_records_are_skipped_and_counted(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text(json.dumps(RECORDS[0]) + "\n{not json\n" + json.dumps({"instruction": "x"}) + "\n\n")
+    records, skipped = read_records([str(p)])
+    assert len(records) == 1 and skipped == {"malformed JSON line": 1, "missing instruction/output": 1}
+    with pytest.raises(ValueError):
+        TrainConfig(cutoff_len=10)
+
+
+def test_training_lowers_loss_saves_and_reloads(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    cfg = TrainConfig(base_model=tiny_model, data=[write_data(tmp_path, RECORDS)], out_dir=str(out), max_steps=40,
+                      gradient_accumulation=2, learning_rate=5e-2, warmup_steps=0, save_steps=100, dtype="fp32", lora_r=8)
+    train(cfg)
+    metrics = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 40 and metrics[-1]["loss"] < 0.2 * metrics[0]["loss"]
+    assert (out / "adapter_model.safetensors").is_file() and (out / "template.json").is_file()
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["samples"] == 12 and len(saved["data_sha256"]) == 64 and saved["lora_alpha"] == 16
+
+    from gpt4tools.llm import load_llm
+    from gpt4tools.train import loss_on_tail
+
+    tuned = load_llm(tiny_model, adapter=str(out), dtype="fp32")
+    base = load_llm(tiny_model, adapter="none", dtype="fp32")
+    batch = collate([tokenize_record(RECORDS[0], tuned.tokenizer, 512)], tuned.tokenizer.pad_token_id)
+    with torch.no_grad():  # the reloaded adapter carries what was learned
+        assert float(loss_on_tail(tuned.model, batch)[0]) < 0.5 * float(loss_on_tail(base.model, batch)[0])
+    gen = tuned.generate(RECORDS[0]["instruction"], stop=react.STOP, max_new_tokens=12)
+    assert 0 < gen.completion_tokens <= 12 and gen.text
+
+
+def test_resume_reaches_the_same_result(tiny_model, tmp_path):
+    data = write_data(tmp_path, RECORDS)
+    common = dict(base_model=tiny_model, data=[data], max_steps=6, gradient_accumulation=2, learning_rate=1e-2,
+                  warmup_steps=0, save_steps=3, dtype="fp32", lora_dropout=0.0)
+    train(TrainConfig(out_dir=str(tmp_path / "straight"), **common))
+
+    def die_after_4(step, total, m):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(out_dir=str(tmp_path / "resumed"), **common), progress=die_after_4)
+    train(TrainConfig(out_dir=str(tmp_path / "resumed"), **common))
+
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "straight" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "resumed" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
