@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "weights": ("gpt4tools.weights:main", "list, fetch and verify model weights (checkpoints/)"),
     "tools": ("gpt4tools.registry:main", "list the 31 tools: availability, backing model, device"),
     "chat": ("gpt4tools.chat:main", "chat in the terminal, or run one turn (--message, --json)"),
+    "data": ("gpt4tools.data.cli:main", "self-instruct data generation: image content -> teacher -> GPT4Tools records"),
+    "train": ("gpt4tools.train:main", "LoRA-tune an LLM on GPT4Tools records (paper defaults; CPU or GPUs)"),
     "bench": ("gpt4tools.bench:bench_main", "run a model on a benchmark file, then score it"),
     "score": ("gpt4tools.bench:score_main", "score predictions against annotations (the paper's metric)"),
     "app": ("app:main", "start the Gradio web app (same as python app.py)"),

@@ -230,7 +230,9 @@ def train(cfg: TrainConfig, progress=None) -> Path:
     total_steps = cfg.max_steps or max(1, int(steps_per_epoch * cfg.epochs))
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, min(cfg.warmup_steps, total_steps // 10 + 1), total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would
+    # step it once per process, which runs the schedule N times too fast under DDP.
+    model, optimizer = accelerator.prepare(model, optimizer)
 
     state = {"step": 0, "micro": 0}
     if cfg.resume and (ckpt / "trainer_state.pt").is_file():
@@ -272,7 +274,8 @@ def train(cfg: TrainConfig, progress=None) -> Path:
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
                 optimizer.zero_grad()
             state["micro"] += 1
             tokens_seen += int(batch["attention_mask"].sum())

@@ -121,3 +121,23 @@ def test_resume_reaches_the_same_result(tiny_model, tmp_path):
     a = load_file(tmp_path / "straight" / "adapter_model.safetensors")
     b = load_file(tmp_path / "resumed" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_two_process_ddp_on_cpu(tiny_model, tmp_path):
+    """The multi-GPU path (torchrun / accelerate, DDP) exercised with 2 CPU processes (gloo)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "ddp"
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "-m", "gpt4tools", "train",
+           "--device", "cpu", "--base-model", tiny_model,
+           "--data", write_data(tmp_path, RECORDS), "--out-dir", str(out), "--max-steps", "3",
+           "--gradient-accumulation", "1", "--dtype", "fp32"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=Path(__file__).parent.parent)
+    assert res.returncode == 0, res.stderr[-2000:]
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["processes"] == 2 and (out / "adapter_model.safetensors").is_file()
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 3  # logged once (rank 0), not per process
+    assert metrics[1]["lr"] > 0  # the schedule runs once per optimizer step, not once per process
