@@ -8,6 +8,7 @@ wrong here raises `ImageError`, whose message is written for the model to read.
 from __future__ import annotations
 
 import os
+import random
 import re
 import secrets
 import shutil
@@ -35,9 +36,28 @@ class ImageLimits:
     max_side_stored: int = 768  # uploads are shrunk to this (CPU tools cost grows with pixels)
 
 
-def random_name(k: int = 8) -> str:
-    """Random lowercase letters, like the paper's image names."""
-    return "".join(secrets.choice(string.ascii_lowercase) for _ in range(k))
+def random_name(k: int = 8, rng: random.Random | None = None) -> str:
+    """Random lowercase letters, like the paper's image names. `rng` makes them reproducible (training data)."""
+    choice = rng.choice if rng is not None else secrets.choice
+    return "".join(choice(string.ascii_lowercase) for _ in range(k))
+
+
+def chained_name(source: str | None, op: str, rng: random.Random | None = None) -> str:
+    """A new name that keeps the chain: <new id>_<op>_<previous id>_<original id>.png.
+
+    As in the paper, the original upload's id survives any number of steps, so the
+    model (and the user) can tell which photo a result came from. A free function so
+    the training-data builder writes exactly the names the app writes (with a seeded `rng`).
+    """
+    choice = rng.choice if rng is not None else secrets.choice
+    new_id = "".join(choice(_ID_ALPHABET) for _ in range(4))
+    op = re.sub(r"[^a-z0-9]+", "-", op.lower()).strip("-") or "result"
+    if source is None:  # generated from text alone
+        return f"{IMAGE_DIR}/{new_id}_{op}.png"
+    stem = Path(source).stem
+    parts = stem.split("_")
+    prev, orig = parts[0], parts[-1]
+    return f"{IMAGE_DIR}/{new_id}_{op}_{prev}_{orig}.png"
 
 
 def open_image(path: str | os.PathLike, limits: ImageLimits = ImageLimits()) -> Image.Image:
@@ -140,23 +160,25 @@ class ImageStore:
         return name
 
     def result_name(self, source: str | None, op: str) -> str:
-        """A new name that keeps the chain: <new id>_<op>_<previous id>_<original id>.png.
-
-        As in the paper, the original upload's id survives any number of steps, so the
-        model (and the user) can tell which photo a result came from.
-        """
-        new_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(4))
-        op = re.sub(r"[^a-z0-9]+", "-", op.lower()).strip("-") or "result"
-        if source is None:  # generated from text alone
-            return f"{IMAGE_DIR}/{new_id}_{op}.png"
-        stem = Path(source).stem
-        parts = stem.split("_")
-        prev, orig = parts[0], parts[-1]
-        return f"{IMAGE_DIR}/{new_id}_{op}_{prev}_{orig}.png"
+        """A new chained name for a result derived from `source` (see `chained_name`)."""
+        return chained_name(source, op)
 
     def save_result(self, img: Image.Image, source: str | None, op: str) -> str:
         name = self.result_name(source, op)
         self._save(img, name)
+        return name
+
+    def save_file(self, data: bytes, source: str | None, op: str, ext: str) -> str:
+        """Store a non-image result (e.g. a 3D mesh) beside the images, under a chained name
+        with extension `ext`. It is never listed or opened as an image (those are .png)."""
+        ext = re.sub(r"[^a-z0-9]+", "", ext.lower())
+        if not ext or ext == "png":
+            raise ValueError(f"save_file is for non-PNG files; got extension {ext!r}")
+        name = self.result_name(source, op)[: -len(".png")] + f".{ext}"
+        dst = self.root / name
+        tmp = dst.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, dst)
         return name
 
     def _save(self, img: Image.Image, name: str) -> None:
