@@ -8,15 +8,20 @@ tests/test_registry.py checks it holds exactly the paper's 31 tools.
 from __future__ import annotations
 
 from gpt4tools.tool import Tool
+from tools.describe import PhotoDescription, VisualQuestionAnswering
+from tools.masks import RemoveObject, SegmentGivenObject
 from tools.maps import EdgeDetection, HedDetection, LineDetection, SegmentImage, SketchDetection
 from tools.faces import DetectFace, RecognizeFace
+from tools.objects import CropGivenObject, DetectGivenObject, ObjectDetection
 from tools.ocr import TextDetection
 from tools.pose import PoseDetection
 from tools.quality import AssessImageQuality
 
 CATALOG: list[type[Tool]] = [
+    # understanding and object tools
+    PhotoDescription, VisualQuestionAnswering, DetectGivenObject, SegmentGivenObject, RemoveObject,
     # condition maps and scene analysis
     EdgeDetection, LineDetection, HedDetection, SketchDetection, SegmentImage, PoseDetection,
     # unseen tools (never in training data)
-    TextDetection, DetectFace, RecognizeFace, AssessImageQuality,
+    TextDetection, ObjectDetection, DetectFace, RecognizeFace, AssessImageQuality, CropGivenObject,
 ]

@@ -1,0 +1,78 @@
+"""Shared plumbing for the torch-backed tools (diffusers / transformers checkpoints).
+
+Weights always come from `checkpoints/<name>/` (a `from_pretrained`-able folder that
+`python -m gpt4tools weights fetch NAME` fills); nothing here ever reaches for a hub.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from gpt4tools import weights
+from gpt4tools.model_cache import CACHE
+from gpt4tools.tool import Availability, Tool
+
+
+def torch_dtype(device: str) -> Any:
+    """Half precision on CUDA (how SD-class models are meant to run there), float32 elsewhere:
+    CPU half-precision kernels are slow or missing for several ops."""
+    import torch
+
+    return torch.float16 if device.startswith("cuda") else torch.float32
+
+
+def device_problem(device: str) -> str | None:
+    """Why `device` cannot be used by torch on this machine, or None if it can."""
+    if device == "cpu":
+        return None
+    if importlib.util.find_spec("torch") is None:
+        return None  # reported as a missing package instead
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return f"device {device!r} was requested but torch sees no CUDA GPU (use _cpu in --load)"
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            return f"device {device!r} does not exist (torch sees {torch.cuda.device_count()} GPU(s))"
+        return None
+    if device == "mps":
+        return None if torch.backends.mps.is_available() else "device 'mps' was requested but is not available"
+    return f"unknown device {device!r} (use cpu, cuda, cuda:N or mps)"
+
+
+def seeded(seed: int) -> Any:
+    """A CPU generator: diffusers draws the noise on it and moves it to the model's device,
+    so a seed gives the same image on CPU and GPU."""
+    import torch
+
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
+def mb(fp32_mb: int, device: str) -> int:
+    """Rough resident size of a model on `device` (half precision on CUDA halves it)."""
+    return fp32_mb // 2 if device.startswith("cuda") else fp32_mb
+
+
+def cached(name: str, device: str, loader: Any, fp32_mb: int) -> Any:
+    """Load `name` for `device` once per process, shared by every tool that uses it."""
+    return CACHE.get(f"{name}@{device}", loader, mb(fp32_mb, device))
+
+
+def checkpoint(name: str) -> str:
+    """The local folder of fetched weights `name`, as a string for `from_pretrained`."""
+    return str(weights.path(name))
+
+
+class TorchTool(Tool):
+    """A tool backed by torch weights: availability also checks that the device exists."""
+
+    packages = ("torch",)
+
+    def availability(self) -> Availability:
+        base = super().availability()
+        if not base.ok:
+            return base
+        problem = device_problem(self.device)
+        return Availability(False, problem) if problem else base
