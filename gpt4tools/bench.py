@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpt4tools import metrics, paths, react
+from gpt4tools import jobs, metrics, paths, react
 from gpt4tools.llm import LLM
 from gpt4tools.prompt import record_prompt
 
@@ -413,7 +413,8 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         settings = {"model": None if args.baseline else args.model, "adapter": args.adapter,
                     "backend": None if args.baseline else args.backend}
         report = run_bench(args.data, out, llm=llm, baseline=args.baseline, limit=args.limit,
-                           max_new_tokens=args.max_new_tokens, settings=settings)
+                           max_new_tokens=args.max_new_tokens, settings=settings,
+                           progress_callback=jobs.progress_callback())  # the app's job runner follows it
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -60,6 +60,10 @@ class Session:
         self.conversation.clear()
         self.store.clear()
 
+    def rewind(self, n_turns: int) -> None:
+        """Forget everything after the first `n_turns` memory turns (the app's Undo); files stay."""
+        del self.conversation.turns[n_turns:]
+
 
 def cleanup_sessions(max_age_s: float = 24 * 3600, root: Path | None = None) -> int:
     """Delete session folders untouched for `max_age_s`. Returns how many went."""

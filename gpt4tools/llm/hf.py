@@ -91,9 +91,12 @@ class HFCausalLM:
             if out:
                 yield out
             if buf.stopped is not None:
+                # Generation ends on its own at the stop string (stopping criteria); drain
+                # what is left so the worker can finish. Only after a break: an exhausted
+                # streamer would block forever on a second pass.
+                for _ in streamer:
+                    pass
                 break
-        for _ in streamer:  # drain, so the worker thread can finish
-            pass
         tail = buf.flush()
         if tail:
             yield tail

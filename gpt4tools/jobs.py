@@ -1,0 +1,256 @@
+"""Long jobs (benchmark, data generation, training) as subprocesses that a UI can watch and stop.
+
+A job runs `python -m gpt4tools <command> <args...>` from the repo root, in its own process
+group (so stopping it also stops any workers it started), with stdout and stderr in
+`<run dir>/log.txt`. Its progress and metrics come from a JSON-lines file that the command
+appends to: the runner passes the file's path in `$GPT4TOOLS_JOB_EVENTS`, and a command
+writes through `reporter()`, which does nothing when the command runs in a terminal.
+
+Event lines are plain objects. A line with "total" and "done" (or "step") is progress;
+its numeric fields are metrics (a loss curve is the "loss" of successive lines). The
+trainer's `metrics.jsonl` ({"step", "total", "loss", ...}) already has this shape, so a
+train job simply names that file as its events file.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Callable
+
+from gpt4tools import paths
+
+EVENTS_ENV = "GPT4TOOLS_JOB_EVENTS"
+LOG_NAME = "log.txt"
+_TAIL_BYTES = 16_384  # how much of the log end a snapshot shows
+
+
+class JobError(RuntimeError):
+    """A job that cannot start: unknown command, or the runner is busy."""
+
+
+# -- the command's side ------------------------------------------------------------------
+class Reporter:
+    """Appends event lines to the file named by $GPT4TOOLS_JOB_EVENTS (no-op without it)."""
+
+    def __init__(self, path: str | os.PathLike | None):
+        self.path = Path(path) if path else None
+
+    def __bool__(self) -> bool:
+        return self.path is not None
+
+    def write(self, **event) -> None:
+        if self.path is None:
+            return
+        event.setdefault("time", round(time.time(), 3))
+        with self.path.open("a", encoding="utf-8") as f:  # one short append per event: safe to tail
+            f.write(json.dumps(event, ensure_ascii=False) + "\n")
+
+    def progress(self, done: int, total: int, **extra) -> None:
+        self.write(done=done, total=total, **extra)
+
+
+def reporter() -> Reporter:
+    return Reporter(os.environ.get(EVENTS_ENV))
+
+
+def progress_callback() -> Callable[[int, int], None] | None:
+    """A `(done, total)` callback for `run_bench(progress_callback=...)`, or None outside a job."""
+    r = reporter()
+    return r.progress if r else None
+
+
+# -- the runner's side -------------------------------------------------------------------
+@dataclass
+class Snapshot:
+    """What a UI shows about a job at one moment."""
+
+    kind: str
+    state: str  # "running", "finished", "failed" or "stopped"
+    returncode: int | None
+    done: int | None
+    total: int | None
+    events: list[dict]
+    log_tail: str
+    seconds: float
+    run_dir: Path
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def fraction(self) -> float | None:
+        if self.done is None or not self.total:
+            return None
+        return min(1.0, self.done / self.total)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def metric(self, name: str) -> list[tuple[float, float]]:
+        """(step, value) pairs of one numeric metric, for a plot."""
+        out = []
+        for i, e in enumerate(self.events):
+            value = e.get(name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out.append((e.get("step", e.get("done", i)), float(value)))
+        return out
+
+    def summary(self) -> str:
+        progress = f" {self.done}/{self.total}" if self.total else ""
+        code = f" (exit code {self.returncode})" if self.state == "failed" else ""
+        return f"{self.kind}: {self.state}{progress}{code}, {self.seconds:.0f} s; run folder {self.run_dir}"
+
+
+def tail(path: Path, max_bytes: int = _TAIL_BYTES, max_lines: int = 60) -> str:
+    """The end of a log, with progress-bar redraws (carriage returns) reduced to their last state."""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - max_bytes))
+            raw = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line.rstrip("\r").rsplit("\r", 1)[-1] for line in raw.split("\n")]
+    return "\n".join(lines[-max_lines:]).strip("\n")
+
+
+class Job:
+    """One subprocess. Create through `JobRunner.start`."""
+
+    def __init__(self, kind: str, command: str, args: list[str], run_dir: Path, events: Path,
+                 env: dict[str, str] | None = None):
+        self.kind = kind
+        self.extra_env = dict(env or {})
+        self.argv = [sys.executable, "-m", "gpt4tools", command, *args]
+        self.run_dir = run_dir
+        self.events_path = events
+        self.log_path = run_dir / LOG_NAME
+        self.proc: subprocess.Popen | None = None
+        self.stopped = False
+        self.started = self.ended = 0.0
+        self._events: list[dict] = []
+        self._offset = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> Job:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.extra_env, EVENTS_ENV: str(self.events_path), "PYTHONUNBUFFERED": "1"}
+        with self.log_path.open("ab") as log:
+            log.write(("$ python " + " ".join(self.argv[1:]) + "\n").encode())
+            log.flush()
+            # A new session: the job and its children form one process group that stop() can end.
+            self.proc = subprocess.Popen(self.argv, cwd=paths.REPO, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.started = time.time()
+        return self
+
+    def _read_events(self) -> None:
+        try:
+            with self.events_path.open("rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except OSError:
+            return
+        end = chunk.rfind(b"\n") + 1  # a line still being written is read next time
+        for line in chunk[:end].splitlines():
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict):
+                self._events.append(event)
+        self._offset += end
+
+    def poll(self) -> Snapshot:
+        with self._lock:
+            self._read_events()
+            code = self.proc.poll() if self.proc else None
+            if code is not None and not self.ended:
+                self.ended = time.time()
+            state = "running" if code is None else "stopped" if self.stopped else "finished" if code == 0 else "failed"
+            last = next((e for e in reversed(self._events) if "total" in e), {})
+            done = last.get("done", last.get("step"))
+            return Snapshot(self.kind, state, code, done, last.get("total"), list(self._events),
+                            tail(self.log_path), (self.ended or time.time()) - self.started, self.run_dir,
+                            self.argv[3:])
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM to the whole group, then SIGKILL after `grace_s` (a resumable job saves on TERM)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.stopped = True
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        except ProcessLookupError:
+            pass
+
+    def wait(self, timeout_s: float | None = None) -> Snapshot:
+        if self.proc is not None:
+            self.proc.wait(timeout_s)
+        return self.poll()
+
+
+def command_exists(command: str) -> bool:
+    from gpt4tools.__main__ import COMMANDS
+
+    return command in COMMANDS
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "run"
+
+
+class JobRunner:
+    """Starts jobs into `runs/<kind>/<time>_<name>/`, at most `limit` running at once.
+
+    Heavy jobs compete for the same GPU or CPU cores, so the default limit is one job at
+    a time across all kinds; a UI keeps serving chat meanwhile (the job is another process).
+    """
+
+    def __init__(self, root: Path | None = None, limit: int = 1):
+        self.root = root
+        self.limit = limit
+        self.jobs: dict[str, Job] = {}  # the latest job of each kind
+        self._lock = threading.Lock()
+        atexit.register(self.stop_all)  # no orphans that nothing watches
+
+    def run_dir(self, kind: str, name: str) -> Path:
+        root = self.root or paths.runs_dir()
+        return root / kind / f"{time.strftime('%Y%m%d-%H%M%S')}_{_slug(name)}"
+
+    def start(self, kind: str, command: str, args: list[str], *, name: str = "", out_flag: str | None = None,
+              events: str = "events.jsonl", run_dir: Path | None = None, env: dict[str, str] | None = None) -> Job:
+        """Start `python -m gpt4tools command args`. With `out_flag`, the run folder is passed
+        as that option (e.g. "--out"), so the command writes its outputs beside the log.
+        `events` names the JSON-lines file to follow, inside the run folder; `env` adds
+        environment variables (e.g. OPENAI_BASE_URL)."""
+        if not command_exists(command):
+            raise JobError(f"`python -m gpt4tools {command}` does not exist in this version")
+        with self._lock:
+            busy = [j for j in self.jobs.values() if j.proc and j.proc.poll() is None]
+            if len(busy) >= self.limit:
+                raise JobError(f"another job is running ({', '.join(j.kind for j in busy)}); stop it or wait")
+            run_dir = run_dir or self.run_dir(kind, name or command)
+            args = [*args, out_flag, str(run_dir)] if out_flag else list(args)
+            job = Job(kind, command, args, run_dir, run_dir / events, env).start()
+            self.jobs[kind] = job
+            return job
+
+    def current(self, kind: str) -> Job | None:
+        return self.jobs.get(kind)
+
+    def stop_all(self) -> None:
+        for job in list(self.jobs.values()):
+            job.stop(grace_s=5.0)

@@ -1,0 +1,395 @@
+"""The chat tab's logic, separate from the layout: rendering agent steps as chat messages,
+one state per browser session, and the guard that serves each session's images only to it.
+
+The agent yields typed steps and `TurnView` only renders them; nothing here edits agent
+memory (beyond `Session`'s own clear/rewind) or parses model text. Images are shown from a
+per-session folder inside Gradio's cache, and `OwnerMiddleware` serves that folder only to
+the browser (cookie) that owns the session, so one user can never fetch another's images,
+even with the URL.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import re
+import secrets
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Union
+
+import gradio as gr
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+
+from gpt4tools import agent as A
+from gpt4tools.images import ImageError
+from gpt4tools.session import Session, sessions_dir
+
+log = logging.getLogger(__name__)
+
+COOKIE = "gpt4tools_owner"  # identifies a browser (or a gradio_client) to the file guard
+PRIVATE = "gpt4tools-private"  # folder in Gradio's cache holding the images each session shows
+AgentSource = Union[A.Agent, Callable[[], A.Agent]]
+
+
+# -- steps -> chat messages ----------------------------------------------------------------
+def _fence(text: str) -> str:
+    """Model text shown verbatim: a code fence longer than any backtick run inside it."""
+    ticks = "`" * max(3, max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    return f"{ticks}text\n{text}\n{ticks}"
+
+
+def _code(text: str) -> str:
+    """Inline code for a one-line value, a fenced block (on its own line) otherwise."""
+    return f"`{text}`" if "`" not in text and "\n" not in text else "\n" + _fence(text)
+
+
+def _headline(text: str, limit: int = 80) -> str:
+    first = text.strip().split("\n")[0]
+    return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
+class TurnView:
+    """Renders one turn's steps as chat messages, in place, as they stream in.
+
+    The model's raw text streams into a pending "💭" message; a tool call replaces it with a
+    collapsible "🛠️ <tool>" message (input, then observation), a result image becomes an
+    image message, an error a "💥" message, and the final answer a normal message.
+    `publish(name)` returns the file to show for an image name (None if it cannot be shown).
+    """
+
+    def __init__(self, publish: Callable[[str], str | None]):
+        self.publish = publish
+        self.messages: list[gr.ChatMessage] = []
+        self._thinking: gr.ChatMessage | None = None
+        self._tool: gr.ChatMessage | None = None
+        self._tool_t0 = 0.0
+        self._shown: set[str] = set()
+
+    def add(self, step: A.Step) -> None:
+        if isinstance(step, A.Thought):
+            if self._thinking is None:
+                self._thinking = gr.ChatMessage("", metadata={"title": "💭 Thinking…", "status": "pending"})
+                self.messages.append(self._thinking)
+            self._thinking.content = _fence(step.text)
+            return
+        thinking, self._thinking = self._thinking, None
+        if isinstance(step, A.Error):  # keep the unusable output, folded, above what the model was told
+            if thinking is not None:
+                thinking.metadata = {"title": "💭 Model output", "status": "done"}
+            self.messages.append(gr.ChatMessage(step.message, metadata={"title": f"💥 {_headline(step.message)}",
+                                                                        "status": "done"}))
+            return
+        if thinking is not None:  # a tool call or an answer says the same, parsed
+            self.messages.remove(thinking)
+        if isinstance(step, A.Action):
+            self._tool = gr.ChatMessage(f"**Input:** {_code(step.tool_input)}",
+                                        metadata={"title": f"🛠️ {step.tool}", "status": "pending"})
+            self._tool_t0 = time.perf_counter()
+            self.messages.append(self._tool)
+        elif isinstance(step, A.ObservationStep):
+            self._observe(step)
+        elif isinstance(step, A.ImageStep):
+            self._image(step.name)
+        elif isinstance(step, A.Final):
+            self.messages.append(gr.ChatMessage(step.text))
+            for name in step.images:  # an answer that names an earlier result shows it again
+                self._image(name)
+
+    def _observe(self, step: A.ObservationStep) -> None:
+        msg, self._tool = self._tool, None
+        if msg is None:  # an observation without its action (not produced by Agent, but be total)
+            msg = gr.ChatMessage("", metadata={"title": f"🛠️ {step.tool}"})
+            self.messages.append(msg)
+        msg.content += f"\n\n**Observation:** {step.text}"
+        msg.metadata = {"title": f"{'🛠️' if step.ok else '💥'} {step.tool}", "status": "done",
+                        "duration": round(time.perf_counter() - self._tool_t0, 2)}
+
+    def _image(self, name: str) -> None:
+        if name in self._shown:
+            return
+        path = self.publish(name)
+        if path is not None:
+            self._shown.add(name)
+            self.messages.append(gr.ChatMessage({"path": path, "alt_text": name}))
+
+    def fail(self, exc: BaseException) -> None:
+        """The backend failed (not a model mistake): say so, keep what was shown."""
+        if self._thinking is not None:
+            self._thinking.metadata = {"title": "💭 Model output", "status": "done"}
+            self._thinking = None
+        self.messages.append(gr.ChatMessage(f"{type(exc).__name__}: {exc}", metadata={"title": "💥 The model failed"}))
+
+
+# -- who may fetch which file ----------------------------------------------------------------
+class FileGuard:
+    """Maps each session's serving folder to the owner token of the browser that created it."""
+
+    def __init__(self) -> None:
+        self._owners: dict[str, str | None] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def root() -> Path:
+        from gradio.utils import get_upload_folder  # GRADIO_TEMP_DIR, read when used
+
+        return Path(get_upload_folder()).resolve() / PRIVATE
+
+    def register(self, folder_id: str, owner: str | None) -> Path:
+        with self._lock:
+            self._owners[folder_id] = owner
+        folder = self.root() / folder_id
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def forget(self, folder_id: str) -> None:
+        with self._lock:
+            self._owners.pop(folder_id, None)
+        shutil.rmtree(self.root() / folder_id, ignore_errors=True)
+
+    def allows(self, path: str, owner: str | None) -> bool:
+        """May a request with this owner cookie fetch this URL path? Only if it names a
+        registered folder whose owner matches; any oddity in the path is a refusal."""
+        match = re.search(rf"/{PRIVATE}/([A-Za-z0-9_-]+)/", os.path.normpath(path).replace("\\", "/") + "/")
+        if match is None or owner is None:
+            return False
+        with self._lock:
+            expected = self._owners.get(match.group(1))
+        return expected is not None and hmac.compare_digest(expected, owner)
+
+
+class OwnerMiddleware:
+    """Gives every browser an owner cookie, and refuses private files to anyone else."""
+
+    def __init__(self, app, guard: FileGuard):
+        self.app = app
+        self.guard = guard
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request = Request(scope)
+        owner = request.cookies.get(COOKIE)
+        if PRIVATE in scope["path"] and not self.guard.allows(scope["path"], owner):
+            refusal = PlainTextResponse("Forbidden: this file belongs to another session.", 403)
+            return await refusal(scope, receive, send)
+        if owner is not None:
+            return await self.app(scope, receive, send)
+        token = secrets.token_urlsafe(24)
+
+        async def send_with_cookie(message):
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("set-cookie", f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax")
+            await send(message)
+
+        return await self.app(scope, receive, send_with_cookie)
+
+
+# -- the agent, loaded once, possibly failing ---------------------------------------------
+class AgentHolder:
+    """The shared agent. A factory that fails (no weights yet) leaves the reason to show; the
+    next chat turn tries again after `retry_s`."""
+
+    def __init__(self, source: AgentSource, retry_s: float = 60.0):
+        self._factory = source if callable(source) and not isinstance(source, A.Agent) else None
+        self.agent: A.Agent | None = source if isinstance(source, A.Agent) else None
+        self.error = ""
+        self.retry_s = retry_s
+        self._failed_at = 0.0
+        self._lock = threading.Lock()
+
+    def get(self) -> A.Agent | None:
+        if self.agent is not None or self._factory is None:
+            return self.agent
+        with self._lock:
+            due = not self._failed_at or time.monotonic() - self._failed_at >= self.retry_s
+            if self.agent is None and due:
+                try:
+                    self.agent = self._factory()
+                    self.error = ""
+                except Exception as e:  # missing weights, bad flags, backend down: shown, not fatal
+                    log.exception("loading the agent failed")
+                    self.error = f"{type(e).__name__}: {e}"
+                    self._failed_at = time.monotonic()
+        return self.agent
+
+    @property
+    def loading(self) -> bool:
+        return self.agent is None and not self.error and self._factory is not None
+
+    def load_in_background(self) -> None:
+        threading.Thread(target=self.get, name="load-agent", daemon=True).start()
+
+    def status(self, n_tools_total: int | None = None) -> str:
+        if self.agent is None:
+            if self.error:
+                return f"⚠️ **The model could not be loaded** — {self.error}"
+            return "⏳ Loading the model…"
+        llm, tools = self.agent.llm, self.agent.tools
+        adapter = getattr(llm, "adapter", None)
+        of = f" of {n_tools_total}" if n_tools_total is not None else ""
+        return (f"**Model:** `{llm.name}` · **Adapter:** `{Path(adapter).name if adapter else 'none'}` · "
+                f"**Tools:** {len(tools)}{of} available")
+
+
+# -- one browser session --------------------------------------------------------------------
+class ChatState:
+    """A browser session's conversation: its `Session`, what the chat shows, undo marks."""
+
+    def __init__(self, guard: FileGuard, owner: str | None):
+        self.guard = guard
+        self.folder_id = secrets.token_hex(12)
+        self.folder = guard.register(self.folder_id, owner)
+        self.session: Session | None = None
+        self.history: list[gr.ChatMessage] = []
+        self.marks: list[tuple[int, int]] = []  # per user turn: (chat messages, memory turns) before it
+        self.lock = threading.Lock()
+
+    def ensure_session(self, agent: A.Agent) -> Session:
+        if self.session is None:
+            self.session = Session(agent)
+        return self.session
+
+    def publish(self, name: str) -> str | None:
+        """Copy a session image into the served folder; return that path."""
+        try:
+            src = self.session.store.resolve(name)
+        except (ImageError, AttributeError):
+            return None
+        dst = self.folder / src.name
+        if not dst.exists():
+            shutil.copyfile(src, dst)
+        return str(dst)
+
+    def mark(self) -> None:
+        self.marks.append((len(self.history), len(self.session.conversation.turns) if self.session else 0))
+
+    def undo(self) -> None:
+        if not self.marks:
+            return
+        n_messages, n_turns = self.marks.pop()
+        del self.history[n_messages:]
+        if self.session is not None:
+            self.session.rewind(n_turns)
+
+    def clear(self) -> None:
+        self.history.clear()
+        self.marks.clear()
+        if self.session is not None:
+            self.session.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        """Gradio dropped the session (tab closed, expired): delete its files."""
+        self.guard.forget(self.folder_id)
+        if self.session is not None and sessions_dir().resolve() in self.session.store.root.parents:
+            shutil.rmtree(self.session.store.root, ignore_errors=True)
+
+
+def close_state(state: ChatState | None) -> None:
+    if state is not None:
+        state.close()
+
+
+class ChatApp:
+    """The chat tab's logic, independent of the layout (tests call it without a server)."""
+
+    def __init__(self, agent: AgentSource, guard: FileGuard | None = None, n_tools_total: int | None = None):
+        self.holder = AgentHolder(agent)
+        self.guard = guard or FileGuard()
+        self.n_tools_total = n_tools_total
+
+    def status(self) -> str:
+        return self.holder.status(self.n_tools_total)
+
+    def new_state(self, request: gr.Request | None) -> ChatState:
+        cookies = getattr(request, "cookies", None) or {}
+        return ChatState(self.guard, cookies.get(COOKIE))
+
+    def respond(self, message: dict | None, state: ChatState | None, request: gr.Request | None = None
+                ) -> Iterator[tuple[list, Any, ChatState]]:
+        """One user turn: store the uploads, run the agent, stream the rendered steps.
+
+        Yields (chat messages, textbox update, state); the textbox is cleared and locked
+        while the turn runs (the event's `.then` unlocks it)."""
+        state = state or self.new_state(request)
+        busy = gr.MultimodalTextbox(value=None, interactive=False)
+        if not state.lock.acquire(blocking=False):  # a second submit from the same session (API)
+            yield state.history + [gr.ChatMessage("Please wait: the previous message is still running.",
+                                                  metadata={"title": "💥 Busy"})], gr.skip(), state
+            return
+        try:
+            yield from self._turn(message or {}, state, busy)
+        finally:
+            state.lock.release()
+
+    def _turn(self, message: dict, state: ChatState, busy) -> Iterator[tuple[list, Any, ChatState]]:
+        text = (message.get("text") or "").strip()
+        files = [f if isinstance(f, str) else f.get("path", "") for f in message.get("files") or []]
+        if not text and not files:
+            yield state.history, gr.skip(), state
+            return
+        if self.holder.agent is None:  # the first turn may have to wait for the model to load
+            yield state.history + [gr.ChatMessage("This turn starts as soon as the model is ready.",
+                                                  metadata={"title": "⏳ Loading the model", "status": "pending"})
+                                   ], busy, state
+        agent = self.holder.get()
+        state.mark()
+        if agent is None:
+            state.history += [gr.ChatMessage(text or f"({len(files)} image(s))", role="user"),
+                              gr.ChatMessage(self.status(), metadata={"title": "💥 No model"})]
+            yield state.history, busy, state
+            return
+        session = state.ensure_session(agent)
+        for path in files:
+            state.history.extend(self._upload(state, session, path, acknowledge=not text))
+            yield state.history, busy, state
+        if not text:
+            return
+        state.history.append(gr.ChatMessage(text, role="user"))
+        view = TurnView(state.publish)
+        base = len(state.history)
+        last = 0.0
+        try:
+            for step in session.send(text):
+                view.add(step)
+                now = time.perf_counter()
+                if not isinstance(step, A.Thought) or now - last > 0.05:  # streamed tokens: ~20 updates/s
+                    state.history[base:] = view.messages
+                    last = now
+                    yield state.history, busy, state
+        except Exception as e:  # the LLM backend failed: show it, keep serving
+            log.exception("turn failed")
+            view.fail(e)
+        state.history[base:] = view.messages
+        yield state.history, busy, state
+
+    def _upload(self, state: ChatState, session: Session, path: str, acknowledge: bool) -> list[gr.ChatMessage]:
+        shown = Path(path).name or "upload"
+        if PRIVATE in Path(path).resolve().parts:  # gradio accepts any file in its cache; not these
+            return [gr.ChatMessage(f"{shown} is not an upload.", metadata={"title": "💥 Upload refused"})]
+        try:
+            name = session.add_image(path)
+        except ImageError as e:  # wrong type, too many bytes or pixels, too small: say which
+            return [gr.ChatMessage(f"{shown}: {e}", metadata={"title": "💥 Upload refused"})]
+        shown_upload = gr.ChatMessage({"path": state.publish(name), "alt_text": name}, role="user")
+        return [shown_upload, gr.ChatMessage(f"Received `{name}`.")] if acknowledge else [shown_upload]
+
+    def clear(self, state: ChatState | None) -> tuple[list, ChatState | None]:
+        if state is not None:
+            with state.lock:  # after a running turn, never under it
+                state.clear()
+        return [], state
+
+    def undo(self, state: ChatState | None) -> tuple[list, ChatState | None]:
+        if state is None:
+            return [], state
+        with state.lock:
+            state.undo()
+        return state.history, state

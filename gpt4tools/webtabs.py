@@ -1,0 +1,438 @@
+"""The web app's Tools, Benchmark, Data and Train tabs (the Chat tab is in app.py).
+
+The three job tabs run `python -m gpt4tools <command>` through `gpt4tools.jobs`, so a long
+job is another process: the chat keeps serving, and a job survives a closed browser tab
+(reopen the tab and press "Watch" to follow it again). Which options each tab passes is
+written down in the tab's `*_args` function; the commands themselves own their defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import tempfile
+import time
+from pathlib import Path
+from collections.abc import Iterator
+
+import gradio as gr
+import pandas as pd
+
+from gpt4tools import paths
+from gpt4tools.jobs import JobError, JobRunner, Snapshot, command_exists
+from gpt4tools.model_cache import CACHE
+
+METRICS = ("SR_t", "SR_act", "SR_args", "SR", "IoU")
+POLL_S = 0.5  # how often a watched job's files are read
+HEAVY = "heavy"  # concurrency id of events that load models in the app process
+WATCH = {"concurrency_limit": 8, "concurrency_id": "watch"}  # watchers only poll files; several browsers may follow
+
+
+# -- Tools ----------------------------------------------------------------------------------
+def _describe(registry) -> list[dict]:
+    """registry.describe, but one tool whose availability check raises shows as unavailable
+    (with the error) instead of taking the tab down."""
+    from gpt4tools.registry import describe
+
+    try:
+        return describe(registry)
+    except Exception:
+        rows = []
+        for name in registry:
+            try:
+                rows += describe(registry.subset([name]))
+            except Exception as e:
+                tool = registry[name]
+                rows.append({"name": name, "available": False, "reason": f"availability check failed: {e}",
+                             "model": tool.model, "learned": tool.learned, "device": tool.device,
+                             "seen": tool.spec.seen, "follows": tool.spec.follows})
+        return rows
+
+
+def _tool_rows(registry) -> pd.DataFrame:
+    rows = [{"Tool": r["name"], "Available": "✅" if r["available"] else "❌", "Why not / how to enable": r["reason"],
+             "Backing model": r["model"], "Kind": "learned" if r["learned"] else "classical", "Device": r["device"],
+             "Seen in training": "yes" if r["seen"] else "no (zero-shot)", "Chained after": r["follows"] or ""}
+            for r in _describe(registry)]
+    return pd.DataFrame(rows, columns=["Tool", "Available", "Why not / how to enable", "Backing model", "Kind",
+                                       "Device", "Seen in training", "Chained after"])
+
+
+def _cache_text() -> str:
+    keys = CACHE.keys()
+    loaded = ", ".join(f"`{k}`" for k in keys) or "none"
+    return f"**Loaded models** ({CACHE.used_mb()} of {CACHE.budget_mb} MB budget): {loaded}"
+
+
+def warm_up(registry, name: str) -> str:
+    """Load a tool's models by running it once on an example photo (the cache keeps them)."""
+    from gpt4tools.images import ImageStore
+
+    if not name:
+        return "Choose a tool first."
+    tool = registry[name]
+    avail = registry.availability(name, refresh=True)
+    if not avail.ok:
+        return f"💥 {name} is unavailable: {avail.reason}"
+    with tempfile.TemporaryDirectory(prefix="gpt4tools-warmup-") as tmp:
+        store = ImageStore(tmp)
+        parts = [store.add_upload(paths.assets_dir() / "chelsea.jpg") if a.kind == "image"
+                 else "what is in the image?" if a.name == "question" else "a cat" for a in tool.spec.args]
+        t0 = time.perf_counter()
+        try:
+            tool(tool.spec.join_input(parts), store)
+        except Exception as e:  # shown, not raised: a broken tool must not break the tab
+            return f"💥 {name} failed: {type(e).__name__}: {e}"
+    return f"{name} ran in {time.perf_counter() - t0:.1f} s; its models stay loaded. " + _cache_text()
+
+
+def tools_tab(registry) -> None:
+    if registry is None:
+        gr.Markdown("No tool registry: the agent could not be built (see the status line in Chat).")
+        return
+    names = list(registry)
+    table = gr.Dataframe(_tool_rows(registry), interactive=False, wrap=True, elem_id="tools_table",
+                         label=f"{len(names)} tools", max_height=900,
+                         column_widths=["19%", "7%", "27%", "17%", "8%", "6%", "8%", "8%"])
+    cache_md = gr.Markdown(_cache_text(), elem_id="cache_status")
+    with gr.Row():
+        pick = gr.Dropdown(names, label="Tool", value=None, scale=3)
+        load_btn = gr.Button("Load (runs it once)", scale=1)
+    with gr.Row():
+        loaded = gr.Dropdown(CACHE.keys(), label="Loaded model", value=None, scale=3)
+        unload_btn = gr.Button("Unload", scale=1)
+        unload_all_btn = gr.Button("Unload all", scale=1)
+    refresh_btn = gr.Button("Re-check availability", size="sm")
+
+    def refresh(note: str = ""):
+        for n in names:
+            registry.availability(n, refresh=True)
+        return _tool_rows(registry), note or _cache_text(), gr.Dropdown(choices=CACHE.keys(), value=None)
+
+    def unload(key: str | None):
+        gone = CACHE.unload(key or "\0")  # no key: unload nothing
+        return _cache_text() + (f" (unloaded {', '.join(gone)})" if gone else ""), gr.Dropdown(choices=CACHE.keys())
+
+    load_btn.click(lambda n: refresh(warm_up(registry, n)), pick, [table, cache_md, loaded],
+                   concurrency_limit=1, concurrency_id=HEAVY, api_visibility="private")
+    unload_btn.click(unload, loaded, [cache_md, loaded], api_visibility="private")
+    unload_all_btn.click(lambda: unload(""), None, [cache_md, loaded], api_visibility="private")
+    refresh_btn.click(refresh, None, [table, cache_md, loaded], api_visibility="private")
+
+
+# -- shared job controls --------------------------------------------------------------------
+def _jobs_disabled(runner: JobRunner | None, enabled: bool) -> bool:
+    if runner is None or not enabled:
+        gr.Markdown("Jobs are disabled in this app (it is public, or started without a job runner). "
+                    "Run `python app.py --jobs` on a trusted machine to use this tab.")
+        return True
+    return False
+
+
+def _watch(runner: JobRunner, kind: str, progress: gr.Progress) -> Iterator[Snapshot | None]:
+    """Follow the current job of `kind` until it ends, moving the progress bar."""
+    job = runner.current(kind)
+    if job is None:
+        yield None
+        return
+    while True:
+        snap = job.poll()
+        if snap.total:
+            stage = (snap.events[-1].get("stage") if snap.events else None) or kind  # data build names its stages
+            progress((min(snap.done or 0, snap.total), snap.total), desc=str(stage), unit="steps")
+        else:
+            progress(None, desc=f"{kind}: {snap.state}")
+        yield snap
+        if not snap.running:
+            return
+        time.sleep(POLL_S)
+
+
+def _status(snap: Snapshot | None) -> str:
+    if snap is None:
+        return "No job started in this app yet."
+    icon = {"running": "⏳", "finished": "✅", "failed": "💥", "stopped": "⏹️"}[snap.state]
+    return f"{icon} {snap.summary()}"
+
+
+def _start(runner: JobRunner, kind: str, command: str, args: list[str], **kw) -> str:
+    try:
+        job = runner.start(kind, command, args, **kw)
+    except JobError as e:
+        raise gr.Error(str(e)) from None
+    return f"⏳ started: `python -m gpt4tools {command} {shlex.join(job.argv[4:])}`"
+
+
+def _stop(runner: JobRunner, kind: str) -> str:
+    job = runner.current(kind)
+    if job is None:
+        return "No job to stop."
+    job.stop()
+    return _status(job.poll())
+
+
+# -- Benchmark ------------------------------------------------------------------------------
+def annotation_files() -> list[tuple[str, str]]:
+    """Benchmark-shaped files under data/ and runs/data/ (label relative to the repo)."""
+    found = []
+    for root in (paths.REPO / "data", paths.runs_dir() / "data"):
+        if root.is_dir():
+            found += [p for p in root.rglob("*") if p.suffix in (".json", ".jsonl") and p.is_file()]
+    label = lambda p: str(p.relative_to(paths.REPO)) if paths.REPO in p.parents else str(p)  # noqa: E731
+    return [(label(p), str(p)) for p in sorted(found)[:500]]
+
+
+def bench_runs() -> list[tuple[str, str]]:
+    root = paths.runs_dir() / "bench"
+    runs = sorted(root.glob("*/scores.json"), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []
+    return [(p.parent.name, str(p.parent)) for p in runs]
+
+
+def _pct(x) -> float | None:
+    return None if x is None else round(100 * x, 1)
+
+
+def scores_tables(reports: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(overall: one row per run, per tool: one row per run and tool), metrics in %."""
+    overall = [{"Run": run, "n": r["n"], "Coverage %": _pct(r.get("coverage")),
+                **{f"{m} %": _pct(r[m]) for m in METRICS}} for run, r in reports.items()]
+    per_tool = [{"Run": run, "Tool": tool, "n": t["n"], **{f"{m} %": _pct(t[m]) for m in METRICS}}
+                for run, r in reports.items() for tool, t in r["per_tool"].items()]
+    cols = [f"{m} %" for m in METRICS]
+    return (pd.DataFrame(overall, columns=["Run", "n", "Coverage %", *cols]),
+            pd.DataFrame(per_tool, columns=["Run", "Tool", "n", *cols]))
+
+
+def sr_chart(reports: dict[str, dict]):
+    """Grouped horizontal bars: SR per tool (and overall), one colour per run."""
+    from matplotlib.figure import Figure  # no pyplot: no global state in a server
+
+    tools = ["all"] + sorted({t for r in reports.values() for t in r["per_tool"]})
+    fig = Figure(figsize=(8, 1.5 + 0.35 * len(tools) * max(1, len(reports)) ** 0.5), layout="constrained")
+    ax = fig.subplots()
+    height = 0.8 / max(1, len(reports))
+    for i, (run, r) in enumerate(reports.items()):
+        values = [100 * (r["SR"] if t == "all" else (r["per_tool"].get(t) or {}).get("SR") or 0) for t in tools]
+        ys = [k + i * height for k in range(len(tools))]
+        bars = ax.barh(ys, values, height=height, label=run)
+        ax.bar_label(bars, fmt="%.1f", padding=2, fontsize=7)
+    ax.set_yticks([k + 0.4 - height / 2 for k in range(len(tools))], tools, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 110)
+    ax.set_xlabel("success rate SR (%)")
+    if len(reports) > 1:
+        ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def _load_reports(run_dirs: list[str]) -> dict[str, dict]:
+    out = {}
+    for d in run_dirs or []:
+        path = Path(d) / "scores.json"
+        if path.is_file():
+            out[Path(d).name] = json.loads(path.read_text(encoding="utf-8"))
+    return out
+
+
+def bench_args(data: str, baseline: bool, model: str, adapter: str, backend: str, device: str,
+               limit: float) -> list[str]:
+    if not data:
+        raise gr.Error("Choose or upload an annotation file first.")
+    args = ["--data", data]
+    if baseline:
+        return args + ["--baseline", "no-tool"] + (["--limit", str(int(limit))] if limit else [])
+    args += ["--model", model.strip() or "default", "--backend", backend, "--device", device.strip() or "cpu"]
+    if adapter.strip():
+        args += ["--adapter", adapter.strip()]
+    return args + (["--limit", str(int(limit))] if limit else [])
+
+
+def bench_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
+    if _jobs_disabled(runner, enabled):
+        return
+    from gpt4tools.llm import BACKENDS
+
+    with gr.Row():
+        with gr.Column(scale=1):
+            data = gr.Dropdown(annotation_files(), label="Annotation file (data/, runs/data/)", value=None,
+                               elem_id="bench_data")
+            upload = gr.File(label="…or upload one (.json / .jsonl)", file_types=[".json", ".jsonl"], type="filepath")
+            baseline = gr.Checkbox(label="Always-no-tool baseline (no model)", elem_id="bench_baseline")
+            model = gr.Textbox("default", label="Model: default, a local path, a hub id, or the served model name",
+                               elem_id="bench_model")
+            adapter = gr.Textbox("", label="Adapter folder (blank: the model's default; none: base model only)")
+            with gr.Row():
+                backend = gr.Dropdown(list(BACKENDS), value="transformers", label="Backend", elem_id="bench_backend")
+                device = gr.Textbox("cpu", label="Device")
+            base_url = gr.Textbox("", label="Server URL (openai backend; default $OPENAI_BASE_URL)",
+                                  elem_id="bench_url")
+            limit = gr.Number(0, precision=0, minimum=0, label="Only the first N records (0: all)")
+            with gr.Row():
+                run_btn = gr.Button("Run benchmark", variant="primary", elem_id="bench_run")
+                stop_btn = gr.Button("Stop", elem_id="bench_stop")
+                watch_btn = gr.Button("Watch", elem_id="bench_watch")
+        with gr.Column(scale=2):
+            status = gr.Markdown(elem_id="bench_status")
+            log_box = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, elem_id="bench_log")
+            empty = scores_tables({})
+            overall = gr.Dataframe(empty[0], label="Overall", elem_id="bench_overall", interactive=False)
+            per_tool = gr.Dataframe(empty[1], label="Per tool", interactive=False, wrap=True)
+            chart = gr.Plot(label="Success rate per tool")
+    with gr.Accordion("Compare runs (runs/bench/*)", open=False):
+        with gr.Row():
+            runs = gr.Dropdown(bench_runs(), multiselect=True, label="Runs", scale=4)
+            refresh_runs = gr.Button("Refresh list", scale=1)
+        cmp_table = gr.Dataframe(scores_tables({})[0], label="Overall", interactive=False)
+        cmp_chart = gr.Plot(label="SR per tool")
+
+    def start(data, upload, baseline, model, adapter, backend, device, base_url, limit):
+        source = upload or data
+        env = {"OPENAI_BASE_URL": base_url.strip()} if backend == "openai" and base_url.strip() else None
+        name = f"{Path(source or 'data').stem}_{'baseline' if baseline else Path(model or 'default').name}"
+        return _start(runner, "bench", "bench", bench_args(source, baseline, model, adapter, backend, device, limit),
+                      name=name, out_flag="--out", env=env)
+
+    def watch(progress=gr.Progress()):
+        for snap in _watch(runner, "bench", progress):
+            reports = _load_reports([str(snap.run_dir)]) if snap is not None and not snap.running else {}
+            tables = scores_tables(reports) if reports else (None, None)
+            yield (_status(snap), snap.log_tail if snap else "", tables[0], tables[1],
+                   sr_chart(reports) if reports else None)
+
+    def compare(selected):
+        reports = _load_reports(selected)
+        if not reports:
+            return None, None
+        return scores_tables(reports)[0], sr_chart(reports)
+
+    outputs = [status, log_box, overall, per_tool, chart]
+    run_btn.click(start, [data, upload, baseline, model, adapter, backend, device, base_url, limit], status,
+                  concurrency_limit=1, api_name="bench_start").success(
+        watch, None, outputs, api_name="bench_watch", show_progress_on=log_box, **WATCH)
+    watch_btn.click(watch, None, outputs, api_visibility="private", show_progress_on=log_box, **WATCH)
+    stop_btn.click(lambda: _stop(runner, "bench"), None, status, api_name="bench_stop")
+    refresh_runs.click(lambda: gr.Dropdown(choices=bench_runs()), None, runs, api_visibility="private")
+    runs.change(compare, runs, [cmp_table, cmp_chart], api_visibility="private")
+    demo.load(lambda: _status(runner.current("bench") and runner.current("bench").poll()), None, status,
+              api_visibility="private")
+
+
+# -- Data and Train -------------------------------------------------------------------------
+def _missing(command: str) -> str:
+    return (f"`python -m gpt4tools {command}` is not part of this version yet; this tab will run it "
+            "as soon as it exists.")
+
+
+def data_args(split: str, records: float, teacher: str, backend: str, model: str, base_url: str,
+              extra: str) -> list[str]:
+    """`data build` options from the form; the run folder becomes --out (see JobRunner.start)."""
+    args = ["build", "--split", split, "--teacher", teacher]
+    if split == "train" and records:
+        args += ["--train-records", str(int(records))]
+    if teacher == "llm":
+        args += ["--backend", backend, "--model", model.strip() or "default"]
+        args += ["--base-url", base_url.strip()] if base_url.strip() else []
+    return args + shlex.split(extra or "")
+
+
+def data_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
+    if _jobs_disabled(runner, enabled):
+        return
+    exists = command_exists("data")
+    gr.Markdown("Generate GPT4Tools records by self-instruction (`python -m gpt4tools data build`): image content "
+                "→ teacher → filtered train/val records, or the unseen-tool test set. The files land in the run "
+                "folder under runs/data/, where the Benchmark and Train tabs find them. "
+                + ("" if exists else _missing("data")))
+    with gr.Row():
+        with gr.Column(scale=1):
+            with gr.Row():
+                split = gr.Dropdown(["train", "test"], value="train", label="Split (test: the 8 unseen tools)")
+                records = gr.Number(2500, precision=0, minimum=0, label="Training records")
+            teacher = gr.Dropdown(["template", "llm"], value="template", label="Teacher (template: no model)",
+                                  elem_id="data_teacher")
+            with gr.Row():
+                backend = gr.Dropdown(["openai", "transformers", "llamacpp"], value="openai", label="Teacher backend")
+                model = gr.Textbox("default", label="Teacher model")
+            base_url = gr.Textbox("", label="Teacher server URL (openai; default $OPENAI_BASE_URL)")
+            extra = gr.Textbox("", label="More options (e.g. --no-sharegpt --seed 1)", elem_id="data_extra")
+            with gr.Row():
+                run_btn = gr.Button("Start", variant="primary", interactive=exists, elem_id="data_run")
+                stop_btn = gr.Button("Stop")
+                watch_btn = gr.Button("Watch")
+        with gr.Column(scale=2):
+            status = gr.Markdown(elem_id="data_status")
+            log_box = gr.Textbox(label="Log", lines=16, max_lines=16, autoscroll=True, elem_id="data_log")
+
+    def watch(progress=gr.Progress()):
+        for snap in _watch(runner, "data", progress):
+            yield _status(snap), snap.log_tail if snap else ""
+
+    def start(*values):
+        return _start(runner, "data", "data", data_args(*values), name=f"build-{values[0]}", out_flag="--out")
+
+    run_btn.click(start, [split, records, teacher, backend, model, base_url, extra], status,
+                  concurrency_limit=1, api_visibility="private").success(
+        watch, None, [status, log_box], api_visibility="private", show_progress_on=log_box, **WATCH)
+    watch_btn.click(watch, None, [status, log_box], api_visibility="private", show_progress_on=log_box, **WATCH)
+    stop_btn.click(lambda: _stop(runner, "data"), None, status, api_visibility="private")
+
+
+def train_args(base_model: str, data: str, max_steps: float, epochs: float, lr: float, micro_batch: float,
+               grad_accum: float, device: str, extra: str) -> list[str]:
+    args = ["--base-model", base_model.strip() or "default", "--data", *shlex.split(data or "data/train.jsonl"),
+            "--epochs", str(epochs), "--learning-rate", str(lr), "--micro-batch-size", str(int(micro_batch)),
+            "--gradient-accumulation", str(int(grad_accum)), "--device", device.strip() or "auto"]
+    if max_steps:
+        args += ["--max-steps", str(int(max_steps))]
+    return args + shlex.split(extra or "")
+
+
+def _loss_frame(snap: Snapshot | None) -> pd.DataFrame:
+    points = snap.metric("loss") if snap else []
+    return pd.DataFrame(points or [], columns=["step", "loss"])
+
+
+def train_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
+    if _jobs_disabled(runner, enabled):
+        return
+    exists = command_exists("train")
+    gr.Markdown("LoRA-tune the LLM on GPT4Tools records: `python -m gpt4tools train` (paper settings by default). "
+                "The adapter, its prompt template and `metrics.jsonl` land in the run folder. "
+                + ("" if exists else _missing("train")))
+    with gr.Row():
+        with gr.Column(scale=1):
+            base_model = gr.Textbox("default", label="Base model")
+            data = gr.Textbox("data/train.jsonl", label="Training records (space-separated paths)")
+            with gr.Row():
+                max_steps = gr.Number(0, precision=0, minimum=0, label="Max steps (0: from epochs)")
+                epochs = gr.Number(1.0, minimum=0, label="Epochs")
+            with gr.Row():
+                lr = gr.Number(3e-4, label="Learning rate")
+                device = gr.Textbox("auto", label="Device")
+            with gr.Row():
+                micro_batch = gr.Number(1, precision=0, minimum=1, label="Micro batch")
+                grad_accum = gr.Number(8, precision=0, minimum=1, label="Gradient accumulation")
+            extra = gr.Textbox("", label="More options (e.g. --cutoff-len 1024 --lora-r 8)")
+            with gr.Row():
+                run_btn = gr.Button("Start training", variant="primary", interactive=exists, elem_id="train_run")
+                stop_btn = gr.Button("Stop")
+                watch_btn = gr.Button("Watch")
+        with gr.Column(scale=2):
+            status = gr.Markdown(elem_id="train_status")
+            loss = gr.LinePlot(_loss_frame(None), x="step", y="loss", title="Training loss", elem_id="train_loss")
+            log_box = gr.Textbox(label="Log", lines=10, max_lines=10, autoscroll=True, elem_id="train_log")
+
+    def watch(progress=gr.Progress()):
+        for snap in _watch(runner, "train", progress):
+            yield _status(snap), _loss_frame(snap), snap.log_tail if snap else ""
+
+    def start(*values):
+        name = Path(values[1].split()[0] if values[1].strip() else "train").stem
+        return _start(runner, "train", "train", train_args(*values), name=name, out_flag="--out-dir",
+                      events="metrics.jsonl")
+
+    inputs = [base_model, data, max_steps, epochs, lr, micro_batch, grad_accum, device, extra]
+    run_btn.click(start, inputs, status, concurrency_limit=1, api_visibility="private").success(
+        watch, None, [status, loss, log_box], api_visibility="private", show_progress_on=log_box, **WATCH)
+    watch_btn.click(watch, None, [status, loss, log_box], api_visibility="private", show_progress_on=log_box, **WATCH)
+    stop_btn.click(lambda: _stop(runner, "train"), None, status, api_visibility="private")

@@ -1,0 +1,113 @@
+"""LLM backend speed on the real GPT4Tools prompt: time to first token and decode tokens/s.
+
+    python scripts/bench_llm.py --models gemma-3-270m smollm2-135m qwen2.5-coder-0.5b --backends transformers
+    python scripts/bench_llm.py --models gemma-3-270m --backends transformers llamacpp raw-llamacpp
+
+Each (model, backend) runs in this process, one after another, on the same prompt: one
+warm-up, then the median of --repeats runs. `raw-llamacpp` calls llama_cpp.Llama directly
+(no gpt4tools code), the reference our llamacpp backend is compared with. Prints a Markdown
+table and writes JSON with --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gpt4tools import react  # noqa: E402
+from gpt4tools.history import Conversation  # noqa: E402
+from gpt4tools.prompt import PromptTemplate  # noqa: E402
+from gpt4tools.registry import build_registry  # noqa: E402
+
+
+def real_prompt() -> str:
+    t = PromptTemplate.load()
+    reg = build_registry()
+    names = ["Edge Detection On Image", "Detect the Give Object", "Pose Detection On Image", "Get Photo Description"]
+    specs = [reg[n].spec for n in names if n in reg]
+    conv = Conversation(t)
+    conv.add_image("image/qwertyui.png", "a cat lying on a sofa next to a cup of coffee")
+    return t.render(specs, conv.render(), "detect the cat in image/qwertyui.png", "")
+
+
+def time_stream(llm, prompt: str, max_new: int) -> tuple[float, float, int]:
+    t0 = time.perf_counter()
+    first = None
+    text = ""
+    for piece in llm.stream(prompt, stop=react.STOP, max_new_tokens=max_new):
+        if first is None:
+            first = time.perf_counter() - t0
+        text += piece
+    total = time.perf_counter() - t0
+    n = llm.count_tokens(text)
+    return first or total, (n - 1) / max(total - (first or total), 1e-9) if n > 1 else 0.0, n
+
+
+def raw_llamacpp(path: str, prompt: str, max_new: int):
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=path, n_ctx=4096, verbose=False)
+
+    def once():
+        t0 = time.perf_counter()
+        first, n = None, 0
+        for chunk in llm.create_completion(prompt, max_tokens=max_new, temperature=0.0, stop=list(react.STOP), stream=True):
+            if first is None:
+                first = time.perf_counter() - t0
+            n += 1
+        total = time.perf_counter() - t0
+        return first, (n - 1) / max(total - first, 1e-9), n
+
+    return once
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["gemma-3-270m"])
+    ap.add_argument("--backends", nargs="+", default=["transformers"])
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out")
+    args = ap.parse_args()
+
+    from gpt4tools import weights
+    from gpt4tools.llm import load_llm
+
+    prompt = real_prompt()
+    rows = []
+    for model in args.models:
+        for backend in args.backends:
+            t0 = time.perf_counter()
+            if backend == "raw-llamacpp":
+                once = raw_llamacpp(str(weights.path(model) / "model.gguf"), prompt, args.max_new_tokens)
+                n_prompt = None
+            else:
+                llm = load_llm(model, adapter="none", backend=backend, dtype=args.dtype)
+                once = lambda: time_stream(llm, prompt, args.max_new_tokens)  # noqa: E731
+                n_prompt = llm.count_tokens(prompt)
+            load_s = time.perf_counter() - t0
+            once()  # warm-up: page-in, weight repacking
+            runs = [once() for _ in range(args.repeats)]
+            row = {"model": model, "backend": backend, "load_s": round(load_s, 1), "prompt_tokens": n_prompt,
+                   "ttft_s": round(statistics.median(r[0] for r in runs), 3),
+                   "decode_tok_s": round(statistics.median(r[1] for r in runs), 1),
+                   "new_tokens": runs[-1][2]}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print("\n| model | backend | prompt tokens | load s | time to first token s | decode tok/s |\n|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['backend']} | {r['prompt_tokens']} | {r['load_s']} | {r['ttft_s']} | {r['decode_tok_s']} |")
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

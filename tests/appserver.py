@@ -1,0 +1,64 @@
+"""The web app with the scripted agent (tests/fakes.py), served in-process on a free port.
+
+Imported by the client and browser tests (`from appserver import server  # noqa: F401`).
+Everything the app writes (session folders, Gradio's cache, job runs) goes to a temporary
+folder; runs/data/tiny.jsonl there is a small benchmark file the Benchmark tab lists.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ASSETS = REPO / "assets"
+if str(REPO) not in sys.path:  # app.py lives at the repo root
+    sys.path.insert(0, str(REPO))
+
+
+@dataclass
+class Server:
+    url: str
+    demo: object
+    root: Path  # the temporary folder holding runs/ and gradio/
+
+    @property
+    def bench_file(self) -> Path:
+        return self.root / "runs" / "data" / "tiny.jsonl"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")  # module, not session: the environment it sets ends with the module
+def server(tmp_path_factory):
+    from fakes import Ask, Crash, Invert, Missing, bench_records, scripted_agent
+
+    root = tmp_path_factory.mktemp("app")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GPT4TOOLS_RUNS", str(root / "runs"))
+        mp.setenv("GRADIO_TEMP_DIR", str(root / "gradio"))
+        data = root / "runs" / "data" / "tiny.jsonl"
+        data.parent.mkdir(parents=True)
+        data.write_text("".join(json.dumps(r) + "\n" for r in bench_records()))
+
+        import app
+        from gpt4tools.jobs import JobRunner
+        from gpt4tools.registry import ToolRegistry
+
+        registry = ToolRegistry([Invert(), Ask(), Crash(), Missing()])  # the Tools tab shows one unavailable
+        demo = app.build_demo(scripted_agent(delay_s=0.002), registry=registry, runner=JobRunner(root / "runs"))
+        port = free_port()
+        app.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+        try:
+            yield Server(f"http://127.0.0.1:{port}/", demo, root)
+        finally:
+            demo.close()

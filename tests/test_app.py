@@ -1,0 +1,293 @@
+"""The web app without a server: Step -> chat message rendering, chat turns through
+ChatApp with the scripted agent and real small tools, the file guard, and build_demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageOps
+
+REPO = Path(__file__).resolve().parent.parent
+ASSETS = REPO / "assets"
+sys.path.insert(0, str(REPO))
+
+gr = pytest.importorskip("gradio")
+import app  # noqa: E402
+from gpt4tools import webchat as W  # noqa: E402
+from fakes import Ask, Crash, EchoPlanLLM, Invert, Missing, scripted_agent  # noqa: E402
+from gpt4tools.agent import Action, Agent, Error, Final, ImageStep, ObservationStep, Thought  # noqa: E402
+from gpt4tools.registry import ToolRegistry  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Session folders and served copies go to a temporary folder."""
+    monkeypatch.setenv("GPT4TOOLS_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+
+
+def run_turn(chat: W.ChatApp, text: str, files=(), state=None):
+    outputs = list(chat.respond({"text": text, "files": [str(f) for f in files]}, state))
+    history, _, state = outputs[-1]
+    return history, state, outputs
+
+
+def images(messages) -> list[dict]:
+    return [m.content for m in messages if isinstance(m.content, dict) and "path" in m.content]
+
+
+# -- pure rendering ------------------------------------------------------------------------
+def test_turn_view_renders_every_step_kind():
+    view = W.TurnView(publish=lambda name: f"/served/{name.split('/')[-1]}")
+    view.add(Thought("Thought: Do I need"))
+    view.add(Thought("Thought: Do I need to use a tool? Yes\nAction: Invert The Image"))
+    assert len(view.messages) == 1  # streaming updates one pending message
+    thinking = view.messages[0]
+    assert thinking.metadata == {"title": "💭 Thinking…", "status": "pending"} and "Action: Invert" in thinking.content
+
+    view.add(Action("Invert The Image", "image/abcdefgh.png"))
+    assert thinking not in view.messages  # the parsed call replaces the raw text
+    tool = view.messages[0]
+    assert tool.metadata["title"] == "🛠️ Invert The Image" and tool.metadata["status"] == "pending"
+    assert tool.content == "**Input:** `image/abcdefgh.png`"
+
+    view.add(ObservationStep("Invert The Image", "Result saved as image/x1_invert_abcdefgh_abcdefgh.png"))
+    assert tool.metadata["status"] == "done" and tool.metadata["duration"] >= 0
+    assert "**Observation:** Result saved as image/x1_invert" in tool.content
+
+    view.add(ImageStep("image/x1_invert_abcdefgh_abcdefgh.png", "/sessions/s/image/x1.png"))
+    assert view.messages[-1].content == {"path": "/served/x1_invert_abcdefgh_abcdefgh.png",
+                                         "alt_text": "image/x1_invert_abcdefgh_abcdefgh.png"}
+
+    view.add(Thought("Thought: Do I need to use a tool? No\nAI: done"))
+    view.add(Final("Here it is: image/x1_invert_abcdefgh_abcdefgh.png", ["image/x1_invert_abcdefgh_abcdefgh.png"]))
+    assert view.messages[-1].content.startswith("Here it is") and not view.messages[-1].metadata
+    assert len(view.messages) == 3  # tool, image (not shown twice), answer; no leftover thinking
+
+
+def test_turn_view_errors_are_boom_messages():
+    view = W.TurnView(publish=lambda name: None)
+    view.add(Thought("gibberish"))
+    view.add(Error("Could not read your output. Use the format."))
+    assert view.messages[0].metadata == {"title": "💭 Model output", "status": "done"}  # kept, folded
+    assert view.messages[1].metadata["title"].startswith("💥 Could not read")
+    view.add(Action("Crash", "now"))
+    view.add(ObservationStep("Crash", "Error: Crash failed (ZeroDivisionError: boom)", ok=False))
+    assert view.messages[-1].metadata["title"] == "💥 Crash" and "ZeroDivisionError" in view.messages[-1].content
+    view.add(Thought("Thought:"))
+    view.fail(ConnectionError("server down"))
+    assert view.messages[-1].metadata["title"] == "💥 The model failed"
+    assert view.messages[-1].content == "ConnectionError: server down"
+
+
+def test_fence_outlasts_backticks_in_model_text():
+    fenced = W._fence("run ```rm``` now")
+    assert fenced.startswith("````text\n") and fenced.endswith("\n````")
+
+
+# -- chat turns ----------------------------------------------------------------------------
+def test_upload_and_edit_returns_the_real_result():
+    chat = W.ChatApp(scripted_agent())
+    history, state, outputs = run_turn(chat, "please invert this", [ASSETS / "chelsea.jpg"])
+    assert outputs[0][1].interactive is False  # the textbox is locked while the turn runs
+    user_img, bot_img = images(history)
+    assert bot_img["alt_text"].startswith("image/") and "_invert_" in bot_img["alt_text"]
+    upload = Image.open(user_img["path"]).convert("RGB")
+    result = Image.open(bot_img["path"]).convert("RGB")
+    assert list(result.getdata()) == list(ImageOps.invert(upload).getdata())
+    # served copies live in this session's private folder, never in the session store
+    assert Path(bot_img["path"]).parent == state.folder and W.PRIVATE in Path(bot_img["path"]).parts
+    titles = [m.metadata.get("title") for m in history if m.metadata]
+    assert titles == ["🛠️ Invert The Image"]
+    assert history[-1].content == f"Result saved as {bot_img['alt_text']}"
+
+
+def test_second_turn_edits_the_previous_result():
+    chat = W.ChatApp(scripted_agent())
+    history, state, _ = run_turn(chat, "invert this", [ASSETS / "coffee.jpg"])
+    first = images(history)[-1]["alt_text"]
+    history, state, _ = run_turn(chat, "now invert it again", state=state)
+    tool = [m for m in history if m.metadata.get("title") == "🛠️ Invert The Image"][-1]
+    assert first in tool.content  # the chain reuses the last result
+    original = Image.open(ASSETS / "coffee.jpg").convert("RGB")
+    twice = Image.open(images(history)[-1]["path"]).convert("RGB")
+    assert list(twice.getdata()) == list(original.getdata())  # inverted twice = the photo
+
+
+def test_bad_uploads_are_visible_messages(tmp_path):
+    chat = W.ChatApp(scripted_agent())
+    text_file = tmp_path / "notes.png"
+    text_file.write_text("not an image")
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (4, 4)).save(tiny)
+    history, state, _ = run_turn(chat, "invert this", [text_file, tiny])
+    refusals = [m.content for m in history if m.metadata.get("title") == "💥 Upload refused"]
+    assert "notes.png" in refusals[0] and "not a readable image" in refusals[0]
+    assert "tiny.png" in refusals[1] and "at least 16" in refusals[1]
+    assert state.session.store.names() == []
+    assert history[-1].content == "Please upload an image first."  # the turn still ran
+
+
+def test_upload_alone_is_acknowledged_and_remembered():
+    chat = W.ChatApp(scripted_agent())
+    history, state, _ = run_turn(chat, "", [ASSETS / "coffee_sign.jpg"])
+    [name] = state.session.store.names()
+    assert [m.role for m in history] == ["user", "assistant"] and history[1].content == f"Received `{name}`."
+    assert state.session.conversation.images() == [name] and state.session.agent.llm.prompts == []
+    history, state, _ = run_turn(chat, "what size is it", state=state)  # the next turn finds the upload
+    assert history[-2].content.endswith("**Observation:** The image is 600x400 pixels.")
+    assert history[-1].content == "The image is 600x400 pixels."
+
+
+def test_first_turn_waits_visibly_for_the_model():
+    import time
+
+    def slow_factory():
+        time.sleep(0.2)
+        return scripted_agent()
+
+    chat = W.ChatApp(slow_factory)
+    assert chat.holder.loading and chat.status() == "⏳ Loading the model…"
+    history, _, outputs = run_turn(chat, "hello")
+    assert outputs[0][0][-1].metadata["title"] == "⏳ Loading the model"
+    assert history[-1].content == "You said: hello" and not any("Loading" in str(m.metadata) for m in history)
+
+
+def test_files_served_to_another_session_are_not_uploads():
+    chat = W.ChatApp(scripted_agent())
+    history, _, _ = run_turn(chat, "invert this", [ASSETS / "chelsea.jpg"])
+    theirs = images(history)[-1]["path"]  # a path a malicious API client could name
+    history, state, _ = run_turn(chat, "invert this", [theirs])
+    assert any(m.metadata.get("title") == "💥 Upload refused" for m in history)
+    assert state.session.store.names() == []
+
+
+def test_undo_and_clear():
+    chat = W.ChatApp(scripted_agent())
+    history, state, _ = run_turn(chat, "invert this", [ASSETS / "chelsea.jpg"])
+    n_messages, n_turns = len(history), len(state.session.conversation.turns)
+    history, state, _ = run_turn(chat, "invert it again", state=state)
+    assert len(state.session.conversation.turns) == n_turns + 2
+    history, state = chat.undo(state)
+    assert len(history) == n_messages and len(state.session.conversation.turns) == n_turns
+    history, state = chat.clear(state)
+    assert history == [] and state.session.conversation.turns == [] and state.session.store.names() == []
+    assert list(state.folder.iterdir()) == []
+
+
+def test_plain_question_gets_a_plain_answer():
+    chat = W.ChatApp(scripted_agent())
+    history, _, _ = run_turn(chat, "hello there")
+    assert [m.role for m in history] == ["user", "assistant"] and history[-1].content == "You said: hello there"
+
+
+def test_tool_crash_and_llm_failure_keep_serving():
+    chat = W.ChatApp(scripted_agent())
+    history, state, _ = run_turn(chat, "crash please")
+    assert any(m.metadata.get("title") == "💥 Crash" and "ZeroDivisionError" in m.content for m in history)
+
+    class Down(EchoPlanLLM):
+        def stream(self, prompt, **kw):
+            raise ConnectionError("the LLM server is down")
+            yield  # a generator, like a real backend
+
+    broken = W.ChatApp(Agent(Down(), ToolRegistry([Invert()])))
+    history, state, _ = run_turn(broken, "invert this")
+    assert history[-1].metadata["title"] == "💥 The model failed" and "server is down" in history[-1].content
+    assert not state.lock.locked()
+
+
+def test_missing_model_is_explained_not_fatal():
+    def factory():
+        raise FileNotFoundError("weights 'gemma-3-270m' are not in checkpoints/ "
+                                "(run: python -m gpt4tools weights fetch)")
+
+    chat = W.ChatApp(factory)
+    history, _, _ = run_turn(chat, "hello")
+    assert history[-1].metadata["title"] == "💥 No model" and "weights fetch" in history[-1].content
+    assert "could not be loaded" in chat.status() and "gemma-3-270m" in chat.status()
+    demo = app.build_demo(factory, registry=ToolRegistry([Invert(), Missing()]))  # the app still builds
+    assert isinstance(demo, gr.Blocks)
+
+
+def test_status_line_names_model_and_tool_count():
+    chat = W.ChatApp(scripted_agent(), n_tools_total=31)
+    assert chat.status() == "**Model:** `echo-plan` · **Adapter:** `none` · **Tools:** 3 of 31 available"
+
+
+# -- the file guard ------------------------------------------------------------------------
+def test_file_guard_serves_only_the_owner(tmp_path):
+    guard = W.FileGuard()
+    folder = guard.register("abc123", "owner-token")
+    url = f"/gradio_api/file={folder}/x.png"
+    assert guard.allows(url, "owner-token")
+    assert not guard.allows(url, "someone-else") and not guard.allows(url, None)
+    assert not guard.allows(f"/gradio_api/file={folder.parent}/zzz999/x.png", "owner-token")  # unknown folder
+    assert not guard.allows(f"/gradio_api/file={folder}/../zzz999/x.png", "owner-token")  # traversal
+    guard.forget("abc123")
+    assert not folder.exists() and not guard.allows(url, "owner-token")
+
+
+def test_build_demo_exposes_the_documented_endpoints():
+    demo = app.build_demo(scripted_agent(), registry=ToolRegistry([Invert(), Ask(), Crash(), Missing()]),
+                          runner=None, jobs=False)
+    names = {fn.api_name for fn in demo.fns.values()}
+    assert {"chat", "undo", "clear"} <= names
+    assert demo.chat_app.status().startswith("**Model:** `echo-plan`")
+
+
+# -- the other tabs' logic -------------------------------------------------------------------
+def test_tools_tab_rows_and_warm_up():
+    from gpt4tools import webtabs
+    from gpt4tools.model_cache import CACHE
+
+    registry = ToolRegistry([Invert(), Missing()])
+    rows = webtabs._tool_rows(registry)
+    assert list(rows["Tool"]) == ["Invert The Image", "Missing"] and list(rows["Available"]) == ["✅", "❌"]
+    assert "no-such-weights" in rows["Why not / how to enable"][1]
+    assert webtabs.warm_up(registry, "Invert The Image").startswith("Invert The Image ran in")
+    assert webtabs.warm_up(registry, "Missing").startswith("💥 Missing is unavailable")
+    CACHE.get("test-model@cpu", lambda: object(), memory_mb=1)
+    assert "`test-model@cpu`" in webtabs._cache_text()
+    CACHE.unload("test-model@cpu")
+    assert "test-model@cpu" not in webtabs._cache_text()
+
+
+def test_benchmark_tables_and_chart_from_real_scores(tmp_path):
+    from fakes import bench_records
+
+    from gpt4tools import bench, webtabs
+
+    data = tmp_path / "runs" / "data" / "tiny.jsonl"
+    data.parent.mkdir(parents=True)
+    data.write_text("".join(json.dumps(r) + "\n" for r in bench_records()))
+    bench.run_bench(data, tmp_path / "runs" / "bench" / "a", baseline="no-tool")
+    bench.run_bench(data, tmp_path / "runs" / "bench" / "b", baseline="no-tool", limit=5)
+    assert (str(data), str(data)) in webtabs.annotation_files()  # outside the repo: labelled by full path
+    runs = webtabs.bench_runs()
+    assert sorted(label for label, _ in runs) == ["a", "b"]
+    reports = webtabs._load_reports([path for _, path in sorted(runs)])
+    overall, per_tool = webtabs.scores_tables(reports)
+    assert overall.set_index("Run").loc["a", "SR %"] == 40.0 and overall.set_index("Run").loc["b", "n"] == 5
+    assert set(per_tool["Tool"]) == {"Invert The Image", "no tool"}
+    fig = webtabs.sr_chart(reports)
+    bars = fig.axes[0].containers
+    assert len(bars) == 2 and [b.get_width() for b in bars[0]] == [40.0, 0.0, 100.0]  # all, Invert, no tool
+
+
+def test_job_forms_build_the_documented_command_lines():
+    from gpt4tools import webtabs
+
+    assert webtabs.bench_args("d.jsonl", True, "m", "", "transformers", "cpu", 5) == \
+        ["--data", "d.jsonl", "--baseline", "no-tool", "--limit", "5"]
+    assert webtabs.bench_args("d.jsonl", False, "m", "none", "openai", "", 0) == \
+        ["--data", "d.jsonl", "--model", "m", "--backend", "openai", "--device", "cpu", "--adapter", "none"]
+    assert webtabs.data_args("test", 10, "llm", "openai", "qwen", "http://x/v1", "--seed 2") == \
+        ["build", "--split", "test", "--teacher", "llm", "--backend", "openai", "--model", "qwen",
+         "--base-url", "http://x/v1", "--seed", "2"]
+    args = webtabs.train_args("default", "a.jsonl b.jsonl", 10, 1.0, 3e-4, 1, 8, "auto", "--lora-r 8")
+    assert args[args.index("--data") + 1: args.index("--data") + 3] == ["a.jsonl", "b.jsonl"]
+    assert args[-4:] == ["--max-steps", "10", "--lora-r", "8"]
