@@ -124,7 +124,7 @@ def describe(registry: ToolRegistry) -> list[dict]:
         avail = registry.availability(name)
         rows.append({
             "name": name, "available": avail.ok, "reason": avail.reason, "model": tool.model,
-            "learned": tool.learned, "device": tool.device, "args": [a.name for a in tool.spec.args],
+            "learned": tool.learned_now(), "device": tool.device, "args": [a.name for a in tool.spec.args],
             "output": tool.spec.output, "seen": tool.spec.seen, "follows": tool.spec.follows,
             "weights": list(tool.weights),
         })

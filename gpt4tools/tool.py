@@ -154,6 +154,11 @@ class Tool:
                 return Availability(False, status.reason)
         return Availability(True)
 
+    def learned_now(self) -> bool:
+        """Whether what would run now is a learned model (tools with a classical fallback
+        answer for the path their weights select)."""
+        return self.learned
+
     # -- running ----------------------------------------------------------------------
     def run(self, store: ImageStore, **args: Any) -> ToolResult:
         """Compute the result. Image arguments arrive as RGB PIL images, text as str."""

@@ -106,7 +106,7 @@ class Text2Asset3D(TorchTool):
             generator=seeded(self.seed),
         ).images
         latent = latents[0][None]
-        renderer, device = pipe.shap_e_renderer, pipe._execution_device
+        renderer, device = pipe.shap_e_renderer, pipe.device
         with _render_lock:
             views = renderer.decode_to_image(
                 latent,

@@ -71,6 +71,15 @@ class FallbackTool(Tool):
             return Availability(False, f"missing Python package(s): {', '.join(missing)} (pip install them)")
         return Availability(True)
 
+    def backend(self) -> str:
+        raise NotImplementedError
+
+    def learned_now(self) -> bool:
+        return self.backend() in LEARNED_BACKENDS
+
+
+LEARNED_BACKENDS = {"M-LSD", "HED", "SAM"}  # what backend() names when the weights are there
+
 
 # -- edges ----------------------------------------------------------------------------------
 
