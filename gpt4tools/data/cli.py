@@ -1,0 +1,140 @@
+"""python -m gpt4tools data build [...]: self-instruct training data (see gpt4tools/data/__init__.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from gpt4tools.data.build import BuildConfig, build
+from gpt4tools.data.negatives import NegativeFilter
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m gpt4tools data", description="Generate GPT4Tools training data.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build train + val (--split train) or the unseen-tool test set (--split test)")
+    b.add_argument("--out", type=Path, default=Path("data"), help="output folder (default: data)")
+    b.add_argument("--split", choices=("train", "test"), default="train")
+    b.add_argument("--seed", type=int, default=0)
+    g = b.add_argument_group("sizes")
+    g.add_argument("--train-records", type=int, default=2500)
+    g.add_argument("--val-per-tool", type=int, default=50)
+    g.add_argument("--val-finals", type=int, default=100)
+    g.add_argument("--test-per-tool", type=int, default=75)
+    g.add_argument("--negative-share", type=float, default=0.2, help="share of training records with no tool")
+    g.add_argument("--val-negatives", type=int, default=100)
+    g.add_argument("--test-negatives", type=int, default=50)
+    g.add_argument("--merge-share", type=float, default=0.15, help="episodes that continue an earlier exchange")
+    g.add_argument("--max-contents", type=int, default=20000, help="bound on images drawn per split")
+    g.add_argument("--patience", type=int, default=300, help="stop a tool after this many duplicates in a row")
+    g = b.add_argument_group("image content")
+    g.add_argument("--photos", type=Path, action="append", help="folder of photos to analyse (repeatable; default: assets/)")
+    g.add_argument("--no-photos", action="store_true")
+    g.add_argument("--no-synthetic", action="store_true", help="do not use synthetic COCO scenes")
+    g.add_argument("--coco-captions", type=Path)
+    g.add_argument("--coco-instances", type=Path)
+    g.add_argument("--load", help="tools (registry --load syntax) that analyse photos; default all on cpu")
+    g = b.add_argument_group("teacher")
+    g.add_argument("--teacher", choices=("template", "llm"), default="template")
+    g.add_argument("--backend", choices=("openai", "transformers", "llamacpp"), default="openai")
+    g.add_argument("--model", default="default", help="served model name (openai), manifest name, path or hub id")
+    g.add_argument("--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
+    g.add_argument("--chat", action="store_true", help="use the chat endpoint (chat-only servers)")
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--workers", type=int, default=1, help="concurrent teacher requests")
+    g.add_argument("--retries", type=int, default=2, help="extra requests per image when a reply is unusable")
+    g.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request (openai)")
+    g = b.add_argument_group("negatives")
+    g.add_argument("--no-sharegpt", action="store_true")
+    g.add_argument("--alpaca", type=Path, action="append", default=[], help="Alpaca-format JSON/JSONL file (repeatable)")
+    g.add_argument("--max-reply-chars", type=int, default=1500)
+    g.add_argument("--max-prompt-chars", type=int, default=600)
+    g = b.add_argument_group("filtering")
+    g.add_argument("--include-unseen", action="store_true", help="also train on the 8 unseen tools")
+    g.add_argument("--dedupe-threshold", type=float, default=0.7, help="ROUGE-L near-duplicate threshold")
+    g.add_argument("--near-dup-keep", type=int, default=1, help="members of one near-duplicate cluster to keep")
+    g.add_argument("--dedupe-scope", choices=("all", "image"), default="all",
+                   help="compare instructions across the split (default) or only within one image")
+    g.add_argument("--embeddings", action="store_true", help="also filter by all-MiniLM-L6-v2 cosine >= 0.9")
+    g.add_argument("--cutoff", type=int, default=2048, help="drop records longer than this many tokens")
+    g.add_argument("--tokenizer", help="tokenizer dir for token counts (default: 3 characters per token)")
+    g = b.add_argument_group("output")
+    g.add_argument("--json", action="store_true", help="also write a JSON list next to each JSONL file")
+    g.add_argument("--gzip", action="store_true", help="write <name>.jsonl.gz instead of <name>.jsonl")
+    g.add_argument("--work", type=Path, help="work dir for caches and resumable partial files")
+    g.add_argument("--quiet", action="store_true")
+    return ap
+
+
+def _llm_factory(args: argparse.Namespace):
+    def make():
+        from gpt4tools.llm import load_llm
+
+        if args.backend == "openai":
+            return load_llm(args.model, backend="openai", base_url=args.base_url, chat=args.chat,
+                            timeout=args.timeout, max_retries=0)
+        # Name the teacher after the model (a manifest name, or the folder above a ".../hf" dir).
+        path = Path(args.model)
+        name = path.parent.name if path.name == "hf" else path.name
+        if args.backend == "llamacpp":
+            return load_llm(args.model, adapter="none", backend="llamacpp")
+        return load_llm(args.model, adapter="none", backend=args.backend, device=args.device, name=name)
+
+    return make
+
+
+def config_from_args(args: argparse.Namespace) -> BuildConfig:
+    cfg = BuildConfig(
+        out=args.out, split=args.split, seed=args.seed, train_records=args.train_records,
+        val_per_tool=args.val_per_tool, val_finals=args.val_finals, test_per_tool=args.test_per_tool,
+        negative_share=args.negative_share, val_negatives=args.val_negatives, test_negatives=args.test_negatives,
+        merge_share=args.merge_share, max_contents=args.max_contents, patience=args.patience, synthetic=not args.no_synthetic,
+        coco_captions=args.coco_captions, coco_instances=args.coco_instances, teacher=args.teacher,
+        llm=_llm_factory(args) if args.teacher == "llm" else None, workers=args.workers, retries=args.retries,
+        sharegpt=not args.no_sharegpt, alpaca=args.alpaca,
+        negative_filter=NegativeFilter(args.max_reply_chars, args.max_prompt_chars),
+        include_unseen=args.include_unseen, dedupe_threshold=args.dedupe_threshold, near_dup_keep=args.near_dup_keep,
+        dedupe_scope=args.dedupe_scope,
+        embeddings=args.embeddings, cutoff=args.cutoff, tokenizer=args.tokenizer, json=args.json, gzip=args.gzip, work=args.work,
+        echo=None if args.quiet else lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    if args.no_photos:
+        cfg.photos = []
+    elif args.photos:
+        cfg.photos = args.photos
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from gpt4tools.registry import UnknownToolError, build_registry
+
+    try:
+        registry = build_registry(args.load)
+    except UnknownToolError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cfg = config_from_args(args)
+    if not args.quiet:
+        print(f"work dir (caches, progress.jsonl): {cfg.work_dir()}", file=sys.stderr)
+    t0 = time.perf_counter()
+    try:
+        results = build(cfg, registry)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    minutes = (time.perf_counter() - t0) / 60
+    for split, st in results.items():
+        print(f"{split}: {st['records']} records -> {cfg.out / st['file']} ({st['bytes']:,} bytes) "
+              f"kinds {json.dumps(st['by_kind'])}")
+    total = sum(st["records"] for st in results.values())
+    print(f"{total} records in {minutes:.1f} min ({total / max(minutes, 1e-9):.0f} records/min); "
+          f"stats: {cfg.out / 'stats.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Files the builder writes: a resumable work file, final files written atomically,
+a progress log the app's Data tab tails, and stats.
+
+Resuming: records are appended to `<split>-<settings hash>.partial.jsonl` in batches (write, flush,
+fsync). A kill can only cut the last line; on restart that partial line is truncated
+away and the ids already written are skipped. The final `<name>.jsonl` (and `--json`
+list) is written to a temporary file and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file, fsync, rename: readers see the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class RecordWriter:
+    """Append-only JSONL of finished records that survives kill -9 at any point."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.done: dict[str, dict] = {}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file():
+            self._recover()
+
+    def _recover(self) -> None:
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1  # everything after the last newline is a cut line
+        if end < len(data):
+            with open(self.path, "r+b") as f:
+                f.truncate(end)
+        for line in data[:end].splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # cannot happen after truncation, unless the disk lied; the id is redone
+            self.done[rec["id"]] = rec
+
+    def write(self, records: Iterable[dict]) -> int:
+        """Append the records not yet written; returns how many were new."""
+        fresh = [r for r in records if r["id"] not in self.done]
+        if not fresh:
+            return 0
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fresh))
+            f.flush()
+            os.fsync(f.fileno())
+        for r in fresh:
+            self.done[r["id"]] = r
+        return len(fresh)
+
+
+class Progress:
+    """`{"done": i, "total": n, "stage": ...}` per line, flushed at once, to the work dir's
+    progress.jsonl and, when the app runs the build as a job, to $GPT4TOOLS_JOB_EVENTS."""
+
+    def __init__(self, path: Path | None, split: str, echo: Callable[[str], None] | None = None):
+        from gpt4tools.jobs import reporter
+
+        self.path, self.split, self.echo = path, split, echo
+        self.reporter = reporter()
+        self._last = 0.0
+
+    def __call__(self, stage: str, done: int, total: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and done not in (0, total) and now - self._last < 0.5:
+            return  # at most two lines a second, plus every stage's start and end
+        self._last = now
+        line = {"done": done, "total": total, "stage": stage, "split": self.split, "time": round(time.time(), 1)}
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(line) + "\n")
+                f.flush()
+        if self.reporter:
+            self.reporter.progress(done, total, stage=stage, split=self.split)
+        if self.echo is not None:
+            self.echo(f"[{self.split}] {stage}: {done}/{total}")
+
+
+def percentiles(values: Sequence[int], qs: Sequence[int] = (5, 50, 95, 100)) -> dict[str, int]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+    return {f"p{q}": ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))] for q in qs}
+
+
+def split_stats(records: Sequence[dict], dropped: Counter, extra: dict,
+                count_tokens: Callable[[str], int] | None = None) -> dict:
+    """Counts per kind, tool, origin and teacher; dropped per reason; lengths in chars (and tokens)."""
+    lengths = [len(r["instruction"]) + len(r["output"]) for r in records]
+    stats = {
+        "records": len(records),
+        "by_kind": dict(Counter(r["kind"] for r in records).most_common()),
+        "by_tool": dict(sorted(Counter(r["tool"] or "(no tool: final answer or negative)" for r in records).items())),
+        "by_origin": dict(Counter(r["source"].split(":", 1)[0] for r in records).most_common()),
+        "by_teacher": dict(Counter(r["teacher"] for r in records).most_common()),
+        "by_template": dict(Counter(r["template"] for r in records).most_common()),
+        "chars": {"prompt+output": percentiles(lengths), "output": percentiles([len(r["output"]) for r in records])},
+        "dropped": dict(sorted(dropped.items())),
+        **extra,
+    }
+    if count_tokens is not None:
+        stats["tokens"] = {"prompt+output": percentiles([count_tokens(r["instruction"] + r["output"]) for r in records])}
+    return stats
+
+
+def _table(title: str, counts: dict) -> list[str]:
+    rows = [f"### {title}", "", "| | count |", "|---|---:|"]
+    rows += [f"| {k} | {v} |" for k, v in counts.items()]
+    return rows + [""]
+
+
+def stats_markdown(all_stats: dict) -> str:
+    out = ["# Dataset statistics", "", "Generated by `python -m gpt4tools data build`; see stats.json for the same numbers.", ""]
+    for name, st in all_stats.items():
+        out += [f"## {name}: {st['records']} records", ""]
+        if st.get("file"):
+            out += [f"File `{st['file']}` ({st.get('bytes', 0):,} bytes, sha256 `{st.get('sha256', '')}`).", ""]
+        for key in ("by_kind", "by_origin", "by_teacher", "by_template", "by_tool"):
+            out += _table(key.replace("by_", "by "), st[key])
+        lengths = st["chars"]["prompt+output"]
+        out += ["### lengths", "", f"- characters (prompt + output): {lengths}"]
+        if "tokens" in st:
+            out.append(f"- tokens (prompt + output): {st['tokens']['prompt+output']}")
+        out += [""] + _table("dropped (reason)", st["dropped"] or {"(none)": 0})
+    return "\n".join(out)
