@@ -66,6 +66,7 @@ def test_upload_edit_and_follow_up(context, server):  # noqa: F811
     result = chat.locator("img").nth(1)
     expect(result).to_be_visible()
     assert page.evaluate("i => i.naturalWidth", result.element_handle()) == 451  # really loaded
+    expect(chat).to_contain_text(re.compile(r"image/\w+_invert_\w+\.png"), timeout=15_000)  # the final answer
     first = re.search(r"image/\w+_invert_\w+\.png", chat.inner_text()).group(0)
     chat.get_by_text("Invert The Image").first.click()  # unfold the tool step: its input and observation
     expect(chat).to_contain_text(f"Observation: Result saved as {first}", timeout=5_000)
