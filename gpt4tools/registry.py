@@ -7,6 +7,7 @@ Only available tools are offered to the LLM; the others stay listed with the rea
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -138,7 +139,9 @@ def tools_markdown(registry: ToolRegistry) -> str:
            "|---|---|---|---|---|---|---|---|"]
     for tool in registry.values():
         s = tool.spec
-        out.append(f"| {s.name} | {', '.join(a.name for a in s.args)} | {s.output} | {tool.model} | "
+        # A backing model that depends on the weights present documents all its modes in `.doc`.
+        model = getattr(inspect.getattr_static(type(tool), "model"), "doc", tool.model)
+        out.append(f"| {s.name} | {', '.join(a.name for a in s.args)} | {s.output} | {model} | "
                    f"{'yes' if tool.learned else 'no'} | {', '.join(tool.weights) or '-'} | "
                    f"{'yes' if s.seen else 'no'} | {s.follows or ''} |")
     out += ["", "## Descriptions (as the LLM sees them)", ""]

@@ -62,7 +62,7 @@ class TrainConfig:
     mask_prompt: bool = True  # loss on the response only (alpaca-lora's train_on_inputs=False)
     # hardware
     device: str = "auto"  # auto: cuda if available else cpu (accelerate decides under a launcher)
-    dtype: str = "auto"  # auto: bf16 where supported, else fp32
+    dtype: str = "auto"  # auto: bf16 where the hardware has it natively (CUDA, AVX-512 BF16), else fp32
     gradient_checkpointing: bool = False
     threads: int = 0  # CPU threads (0 = torch default)
     # bookkeeping

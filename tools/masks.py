@@ -202,6 +202,8 @@ class _ModelText:
         detector = "OWL-ViT" if weights.status("owlvit").ok else "CenterNet COCO-80"
         return f"{detector} box -> {segmenter_name()}"
 
+    doc = f"OWL-ViT (else CenterNet COCO-80) box -> {SAM}, else {ISNET}, else {GRABCUT}"
+
 
 class SegmentGivenObject(QueryTool):
     spec = ToolSpec(

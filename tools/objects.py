@@ -259,6 +259,11 @@ class ModeText:
     def __get__(self, obj: object, owner: type | None = None) -> str:
         return self.when_present if weights.status(self.weight).ok else self.otherwise
 
+    @property
+    def doc(self) -> str:
+        """Both modes, for docs/tools.md (which must not depend on what this machine has)."""
+        return f"{self.when_present} when `{self.weight}` is fetched, else {self.otherwise}"
+
 
 class QueryTool(Tool):
     """Base of the tools that take (image, object): available when either detector is."""

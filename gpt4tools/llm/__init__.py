@@ -72,6 +72,19 @@ class StopStream:
         return out
 
 
+def generate_many(llm: LLM, prompts: Sequence[str], *, stop: Sequence[str] = (), max_new_tokens: int = 256,
+                  batch_size: int = 1) -> list[Generation]:
+    """Continuations of several prompts: batched where the backend can (`generate_batch`),
+    one by one otherwise. Results are in the order of `prompts`."""
+    batch = getattr(llm, "generate_batch", None)
+    if batch is None or batch_size <= 1:
+        return [llm.generate(p, stop=stop, max_new_tokens=max_new_tokens) for p in prompts]
+    out: list[Generation] = []
+    for i in range(0, len(prompts), batch_size):
+        out += batch(prompts[i:i + batch_size], stop=stop, max_new_tokens=max_new_tokens)
+    return out
+
+
 class ScriptedLLM:
     """Replays canned completions in order (tests, demos). Raises when it runs out."""
 
