@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chat": ("gpt4tools.chat:main", "chat in the terminal, or run one turn (--message, --json)"),
     "data": ("gpt4tools.data.cli:main", "self-instruct data generation: image content -> teacher -> GPT4Tools records"),
     "train": ("gpt4tools.train:main", "LoRA-tune an LLM on GPT4Tools records (paper defaults; CPU or GPUs)"),
+    "export": ("gpt4tools.export:main", "export an adapter: merged HF model, GGUF (LoRA or merged), model card"),
     "bench": ("gpt4tools.bench:bench_main", "run a model on a benchmark file, then score it"),
     "score": ("gpt4tools.bench:score_main", "score predictions against annotations (the paper's metric)"),
     "app": ("app:main", "start the Gradio web app (same as python app.py)"),

@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]  # (done, total); raise from it to stop the run
 BASELINE_ANSWER = "(always-no-tool baseline)"
 _EXAMPLES = 10  # examples kept per problem kind
-_SETTINGS_CHECKED = ("generator", "model", "adapter", "backend", "max_new_tokens")
+_SETTINGS_CHECKED = ("generator", "model", "adapter", "backend", "max_new_tokens", "per_tool", "seed")
 
 
 class BenchError(Exception):
@@ -275,6 +275,23 @@ def _check_settings(out: Path, settings: dict) -> None:
     path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
 
 
+def select_per_tool(records: dict[str, dict], per_tool: int, seed: int = 0) -> dict[str, dict]:
+    """A stratified subset: `per_tool` records for each reference tool (and for "no tool"),
+    drawn with a seeded shuffle, kept in file order. Cheap runs that still cover every tool."""
+    import random
+
+    ids = list(records)
+    random.Random(seed).shuffle(ids)
+    taken: dict[str, int] = {}
+    chosen = set()
+    for rid in ids:
+        key = metrics.reference_tool(records[rid]["output"])
+        if taken.get(key, 0) < per_tool:
+            taken[key] = taken.get(key, 0) + 1
+            chosen.add(rid)
+    return {rid: rec for rid, rec in records.items() if rid in chosen}
+
+
 def run_bench(
     data: str | Path,
     out: str | Path,
@@ -282,6 +299,8 @@ def run_bench(
     llm: LLM | None = None,
     baseline: str | None = None,
     limit: int | None = None,
+    per_tool: int | None = None,
+    seed: int = 0,
     max_new_tokens: int = 256,
     batch_size: int = 1,
     settings: dict | None = None,
@@ -295,6 +314,8 @@ def run_bench(
         llm: a `gpt4tools.llm.LLM`; not needed with baseline="no-tool".
         baseline: "no-tool" for the always-no-tool baseline.
         limit: only the first `limit` annotation records are generated for.
+        per_tool: only a seeded, stratified subset of this many records per reference tool
+            (`select_per_tool`); the report covers that subset.
         batch_size: prompts per batched generate call (backends without batching go one by one).
         settings: extra settings saved to run.json (model, adapter, backend as asked).
         progress_callback: called with (done, total) after each record.
@@ -314,11 +335,16 @@ def run_bench(
     records = load_annotations(data, problems, need_instruction=True)
     if not records:
         raise BenchError(f"no usable records in {data}: {json.dumps(problems.kinds)}")
+    if per_tool is not None:
+        if per_tool < 1:
+            raise BenchError(f"--per-tool must be 1 or more, not {per_tool}")
+        records = select_per_tool(records, per_tool, seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     generator = f"baseline:{baseline}" if baseline else getattr(llm, "name", type(llm).__name__)
     _check_settings(out, {**(settings or {}), "generator": generator, "max_new_tokens": max_new_tokens,
-                          "data": str(data), "stop": list(react.STOP)})
+                          "data": str(data), "stop": list(react.STOP), "per_tool": per_tool,
+                          "seed": seed if per_tool else None})
     pred_path = out / "predictions.jsonl"
     todo_all = list(records.items())[:limit]  # limit None: all
     done = _done_ids(pred_path)
@@ -355,11 +381,12 @@ def _predict(records: list[dict], llm: LLM | None, baseline: str | None, max_new
              "seconds": round(g.seconds, 3)} for r, g in zip(records, gens)]
 
 
-def load_model(model: str, adapter: str | None, backend: str, device: str) -> LLM:
+def load_model(model: str, adapter: str | None, backend: str, device: str, dtype: str = "auto") -> LLM:
     """The one place the benchmark loads an LLM (gpt4tools.llm.load_llm)."""
     from gpt4tools.llm import load_llm
 
-    return load_llm(model=model, adapter=adapter, backend=backend, device=device)
+    extra = {"dtype": dtype} if backend == "transformers" else {}
+    return load_llm(model=model, adapter=adapter, backend=backend, device=device, **extra)
 
 
 # -- command line ------------------------------------------------------------------------
@@ -406,25 +433,30 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--backend", default="transformers", choices=("transformers", "llamacpp", "openai"))
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--limit", type=int, help="only the first N records")
+    p.add_argument("--per-tool", type=int, help="only N records per reference tool (seeded, stratified subset)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --per-tool draw")
     p.add_argument("--out", help="run folder (default: runs/bench/<data>_<model>); an existing one is resumed")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=1,
                    help="prompts decoded together (transformers backend, left-padded): 8-32 on a GPU; "
                         "on a CPU prefill dominates and batching measured no faster")
     p.add_argument("--baseline", choices=("no-tool",), help="write the always-no-tool answer, no model")
+    p.add_argument("--dtype", default="auto", help="transformers backend: auto (bf16 where native, else fp32), fp32, bf16")
     args = p.parse_args(argv)
     name = f"baseline-{args.baseline}" if args.baseline else _slug(args.model)
     name += f"+{_slug(args.adapter)}" if args.adapter and not args.baseline else ""
     out = Path(args.out) if args.out else paths.runs_dir() / "bench" / f"{Path(args.data).stem}_{name}"
     try:
-        llm = None if args.baseline else load_model(args.model, args.adapter, args.backend, args.device)
+        llm = None if args.baseline else load_model(args.model, args.adapter, args.backend, args.device, args.dtype)
     except (OSError, ValueError, ImportError) as e:  # absent weights, unknown backend, missing package
         print(f"error: cannot load the model {args.model!r}: {e}", file=sys.stderr)
         return 2
     try:
         settings = {"model": None if args.baseline else args.model, "adapter": args.adapter,
-                    "backend": None if args.baseline else args.backend}
+                    "backend": None if args.baseline else args.backend,
+                    "dtype": None if args.baseline else args.dtype, "command": " ".join(["python -m gpt4tools bench", *(sys.argv[2:] if argv is None else argv)])}
         report = run_bench(args.data, out, llm=llm, baseline=args.baseline, limit=args.limit,
+                           per_tool=args.per_tool, seed=args.seed,
                            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, settings=settings,
                            progress_callback=jobs.progress_callback())  # the app's job runner follows it
     except BenchError as e:

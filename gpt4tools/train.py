@@ -27,6 +27,8 @@ import logging
 import math
 import os
 import random
+import re
+import shlex
 import shutil
 import sys
 import time
@@ -48,6 +50,9 @@ class TrainConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    # "" = every layer (paper). "top:N" = the last N layers only: backward then stops at the
+    # lowest adapted layer, which measured 1.44x faster on 2 CPU cores with half the layers.
+    lora_layers: str = ""
     # optimisation
     learning_rate: float = 3e-4
     warmup_steps: int = 10
@@ -79,6 +84,8 @@ class TrainConfig:
         if isinstance(self.data, str):
             self.data = [self.data]
         self.target_modules = tuple(self.target_modules)
+        if self.lora_layers and not re.fullmatch(r"top:\d+", self.lora_layers):
+            raise ValueError(f"--lora-layers takes '' (all) or 'top:N', not {self.lora_layers!r}")
 
 
 # -- data -------------------------------------------------------------------------------
@@ -172,6 +179,16 @@ def load_base(cfg: TrainConfig, device: str):
     return path, tokenizer, model
 
 
+def lora_layer_ids(spec: str, n_layers: int) -> list[int] | None:
+    """'' -> None (every layer); 'top:N' -> the indices of the last N layers."""
+    if not spec:
+        return None
+    n = int(spec.split(":")[1])
+    if not 1 <= n <= n_layers:
+        raise ValueError(f"--lora-layers {spec}: the model has {n_layers} layers")
+    return list(range(n_layers - n, n_layers))
+
+
 def data_checksum(paths: list[str]) -> str:
     h = hashlib.sha256()
     for p in paths:
@@ -179,8 +196,9 @@ def data_checksum(paths: list[str]) -> str:
     return h.hexdigest()
 
 
-def train(cfg: TrainConfig, progress=None) -> Path:
-    """Train and save the adapter into cfg.out_dir. `progress(step, total, metrics)` is optional."""
+def train(cfg: TrainConfig, progress=None, command: str | None = None) -> Path:
+    """Train and save the adapter into cfg.out_dir. `progress(step, total, metrics)` is optional;
+    `command` (the command line) is recorded in train_config.json so the run can be repeated."""
     import torch
     from accelerate import Accelerator
     from peft import LoraConfig, PeftModel, get_peft_model
@@ -219,7 +237,8 @@ def train(cfg: TrainConfig, progress=None) -> Path:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
+                      target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM",
+                      layers_to_transform=lora_layer_ids(cfg.lora_layers, model.config.num_hidden_layers))
     if cfg.resume and (ckpt / "adapter_config.json").is_file():
         model = PeftModel.from_pretrained(model, str(ckpt), is_trainable=True)
     else:
@@ -244,7 +263,7 @@ def train(cfg: TrainConfig, progress=None) -> Path:
         accelerator.print(f"resumed at step {state['step']}")
 
     (PromptTemplate.load(cfg.template)).save(out)
-    resolved = {**dataclasses.asdict(cfg), "base_model_path": str(base_path), "data_sha256": data_checksum(cfg.data),
+    resolved = {**dataclasses.asdict(cfg), "command": command, "base_model_path": str(base_path), "data_sha256": data_checksum(cfg.data),
                 "samples": len(samples), "skipped": skipped, "total_steps": total_steps, "processes": accelerator.num_processes}
     (out / "train_config.json").write_text(json.dumps(resolved, indent=2))
     metrics_path = out / "metrics.jsonl"
@@ -358,7 +377,7 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
         cfg = TrainConfig(**vars(args))
-        out = train(cfg)
+        out = train(cfg, command="python -m gpt4tools train " + " ".join(shlex.quote(a) for a in argv))
     except (ValueError, FileNotFoundError, MemoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

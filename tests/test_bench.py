@@ -182,3 +182,21 @@ def test_main_dispatches(data, tmp_path):
     pred = write_jsonl(tmp_path / "pred.jsonl", [{"id": "chat-3", "output": final("4")}])
     assert bench.main(["score", "--data", str(data), "--pred", str(pred)]) == 0
     assert bench.main(["frobnicate"]) == 2
+
+
+def test_per_tool_subset_is_stratified_seeded_and_checked(data, tmp_path):
+    records = {str(r["id"]): r for r in RECORDS}
+    one = bench.select_per_tool(records, 1, seed=0)
+    keys = sorted(bench.metrics.reference_tool(r["output"]) for r in one.values())
+    assert keys == ["Detect the Give Object", "Segment the Image", "no tool"]  # one per tool, no more
+    assert list(one) == [k for k in records if k in one]  # file order kept
+    assert bench.select_per_tool(records, 1, seed=0) == one
+    assert {frozenset(bench.select_per_tool(records, 1, seed=s)) for s in range(8)} != {frozenset(one)}
+
+    out = tmp_path / "run"
+    report = bench.run_bench(data, out, baseline="no-tool", per_tool=1)
+    assert report["n"] == report["n_annotations"] == 3
+    with pytest.raises(bench.BenchError, match="other settings"):  # a resume may not change the subset
+        bench.run_bench(data, out, baseline="no-tool", per_tool=2)
+    with pytest.raises(bench.BenchError, match="--per-tool"):
+        bench.run_bench(data, tmp_path / "x", baseline="no-tool", per_tool=0)
