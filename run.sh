@@ -2,6 +2,7 @@
 # The project's two commands (see README):
 #   bash run.sh        set everything up, then start the app at http://127.0.0.1:7860
 #   bash run.sh test   set everything up, then run the test suite (what CI runs)
+#   bash run.sh setup  set up only, including the optional llama.cpp backend (compiled once per CPU)
 # Set-up is idempotent: a second run installs, downloads and converts nothing.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -37,6 +38,33 @@ setup_python() {
   fi
 }
 
+# llama-cpp-python ships only a source release: pip compiles llama.cpp (~5-10 min on 2 cores).
+# Build the wheel once per CPU (it is built for the CPU it runs on), keep it in the cache with
+# its sha256, and install it from there: later runs and fresh clones compile nothing.
+LLAMA_CPP_VERSION=0.3.36
+setup_llamacpp() {
+  if "$VENV/bin/python" -c "import sys, llama_cpp; sys.exit(llama_cpp.__version__ != '$LLAMA_CPP_VERSION')" 2>/dev/null; then
+    return 0
+  fi
+  local cpu; cpu=$( (uname -m; grep -m1 '^flags' /proc/cpuinfo 2>/dev/null) | sha256sum | cut -c1-12)
+  local dir="$GPT4TOOLS_CACHE/wheels/llama-cpp-python-$LLAMA_CPP_VERSION-$cpu"
+  local whl; whl=$(ls "$dir"/llama_cpp_python-*.whl 2>/dev/null | head -1 || true)
+  if [ -n "$whl" ] && ! (cd "$dir" && sha256sum -c --quiet wheel.sha256 2>/dev/null); then
+    echo "cached llama-cpp-python wheel is corrupt; rebuilding"; rm -rf "$dir"; whl=""
+  fi
+  if [ -z "$whl" ]; then
+    step "building llama-cpp-python $LLAMA_CPP_VERSION (once per CPU; cached in $dir)"
+    local tmp="$dir.partial-$$"; rm -rf "$tmp"; mkdir -p "$tmp"
+    CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+      "$VENV/bin/pip" wheel -q --no-deps -w "$tmp" "llama-cpp-python==$LLAMA_CPP_VERSION" > "$tmp.log" 2>&1 \
+      || { tail -20 "$tmp.log"; echo "llama-cpp-python did not build (log: $tmp.log); the llamacpp backend stays off" >&2; rm -rf "$tmp"; return 0; }
+    (cd "$tmp" && sha256sum llama_cpp_python-*.whl > wheel.sha256)
+    rm -rf "$dir"; mv "$tmp" "$dir"; rm -f "$tmp.log"
+    whl=$(ls "$dir"/llama_cpp_python-*.whl | head -1)
+  fi
+  "$VENV/bin/pip" install -q --no-deps "$whl"
+}
+
 setup_weights() {
   step "model weights (cached in $GPT4TOOLS_CACHE)"
   "$VENV/bin/python" -m gpt4tools weights fetch
@@ -44,7 +72,7 @@ setup_weights() {
 
 case "$mode" in
   app)
-    setup_python
+    setup_python  # not setup_llamacpp: the app runs on transformers; a first start should not wait for a compile
     setup_weights
     step "starting the app at http://127.0.0.1:${PORT:-7860}"
     exec "$VENV/bin/python" app.py "$@"
@@ -52,6 +80,7 @@ case "$mode" in
   test)
     apt_install chromium
     setup_python
+    setup_llamacpp
     setup_weights
     step "tests"
     mkdir -p .tmp && export TMPDIR="$PWD/.tmp" GRADIO_TEMP_DIR="$PWD/.tmp/gradio"
@@ -59,6 +88,7 @@ case "$mode" in
     ;;
   setup)
     setup_python
+    setup_llamacpp
     setup_weights
     ;;
   *)

@@ -116,6 +116,7 @@ BACKENDS = ("transformers", "llamacpp", "openai")
 # fetched by `python -m gpt4tools weights fetch`, with the project's LoRA adapter when trained.
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_ADAPTER_DIR = "adapters/default"  # relative to the repo; committed
+DEFAULT_ADAPTER_GGUF = "adapter.gguf"  # the same adapter for llama.cpp (python -m gpt4tools export --gguf)
 
 
 def resolve_model(model: str) -> tuple[str, str | None]:
@@ -147,8 +148,12 @@ def load_llm(model: str = "default", adapter: str | None = None, backend: str = 
         kwargs.setdefault("name", name)
         return HFCausalLM(path, adapter=adapter, device=device, dtype=dtype, **kwargs)
     if backend == "llamacpp":
+        from gpt4tools import paths
         from gpt4tools.llm.llamacpp import LlamaCppLM
 
+        if adapter is None and model == "default":  # the committed adapter, exported for llama.cpp
+            cand = paths.REPO / DEFAULT_ADAPTER_DIR / DEFAULT_ADAPTER_GGUF
+            adapter = str(cand) if cand.is_file() else None
         return LlamaCppLM(model, lora=None if adapter == "none" else adapter, **kwargs)
     if backend == "openai":
         from gpt4tools.llm.openai_api import OpenAICompatible

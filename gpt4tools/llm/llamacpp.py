@@ -37,6 +37,9 @@ class LlamaCppLM:
         except ImportError as e:
             raise ImportError("the llamacpp backend needs llama-cpp-python: pip install llama-cpp-python") from e
         path = resolve_gguf(model)
+        if lora and Path(lora).is_dir():
+            raise ValueError(f"{lora} is a peft adapter folder; llama.cpp needs its GGUF: "
+                             f"python -m gpt4tools export --adapter {lora} --gguf {Path(lora) / 'adapter.gguf'}")
         self.llm = Llama(model_path=str(path), lora_path=lora, n_ctx=n_ctx, verbose=False,
                          n_threads=n_threads or os.cpu_count(), n_gpu_layers=n_gpu_layers)
         self.context_length = n_ctx

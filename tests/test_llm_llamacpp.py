@@ -1,0 +1,105 @@
+"""The llama.cpp backend, and the OpenAI-compatible backend against a real server: llama.cpp's
+own (`python -m llama_cpp.server`) on 127.0.0.1, serving the embedded model's GGUF.
+
+llama-cpp-python has no wheel on PyPI; `bash run.sh test` builds it once per CPU into the
+cache, so these run in CI. Elsewhere they skip with the command that enables them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import requires_weights
+from gpt4tools import react
+from gpt4tools.llm import DEFAULT_MODEL, load_llm
+
+pytestmark = [
+    requires_weights(DEFAULT_MODEL),
+    pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                       reason="llama-cpp-python not installed: bash run.sh setup"),
+]
+
+PROMPT = ("Thought: Do I need to use a tool? Yes\nAction: Edge Detection On Image\nAction Input: image/abcdefgh.png\n"
+          "Observation: Result saved as image/ab12_edge_abcdefgh_abcdefgh.png\n\nHuman: What is the capital of France?\n"
+          "AI: The capital of France is")
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return load_llm("default", adapter="none", backend="llamacpp", n_ctx=2048)
+
+
+def test_generate_and_stream_agree_and_stop(llm):
+    gen = llm.generate(PROMPT, stop=react.STOP, max_new_tokens=32)
+    assert "Paris" in gen.text  # a real model answers
+    assert gen.prompt_tokens == llm.count_tokens(PROMPT) + 1  # + BOS
+    assert 0 < gen.completion_tokens <= 32
+    assert "".join(llm.stream(PROMPT, stop=react.STOP, max_new_tokens=32)) == gen.text
+    cut = llm.generate("List three colours:\n1.", stop=["3."], max_new_tokens=40)
+    assert "3." not in cut.text and cut.stop is not None
+
+
+def test_peft_folder_is_refused_with_the_export_command(tmp_path):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(ValueError, match="gpt4tools export"):
+        load_llm("default", adapter=str(tmp_path), backend="llamacpp")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """llama.cpp's OpenAI-compatible server, as a user would start it."""
+    from gpt4tools import weights
+
+    port = _free_port()
+    gguf = weights.path(DEFAULT_MODEL) / "model.gguf"
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smol",
+                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/models", timeout=2) as r:
+                assert json.load(r)["data"][0]["id"] == "smol"
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"llama_cpp.server did not start: {proc.stderr.read()[-2000:]}")
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_openai_backend_against_llama_cpp_server(server, llm):
+    remote = load_llm("smol", backend="openai", base_url=server)
+    gen = remote.generate(PROMPT, stop=react.STOP, max_new_tokens=32)
+    assert gen.text == llm.generate(PROMPT, stop=react.STOP, max_new_tokens=32).text  # same engine, greedy
+    assert gen.completion_tokens > 0 and gen.prompt_tokens > 0
+    assert "".join(remote.stream(PROMPT, stop=react.STOP, max_new_tokens=32)) == gen.text
+    # a server that honours stop strings must not leak them; ours cuts again anyway
+    cut = remote.generate("List three colours:\n1.", stop=["3."], max_new_tokens=40)
+    assert "3." not in cut.text
+
+
+def test_openai_backend_unreachable_server_is_a_clear_error():
+    import openai
+
+    remote = load_llm("smol", backend="openai", base_url=f"http://127.0.0.1:{_free_port()}/v1", max_retries=0, timeout=5)
+    with pytest.raises(openai.APIConnectionError):
+        remote.generate("hello", max_new_tokens=4)
