@@ -17,8 +17,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from benchlib import time_calls  # scripts/benchlib.py (this folder is on sys.path)
 
 REPO = Path(__file__).resolve().parent.parent
 # key -> (module, class, asset, text argument or None)
@@ -49,14 +50,7 @@ def bench_one(key: str, calls: int = 5, device: str = "cpu") -> dict:
         store = ImageStore(Path(tmp) / "session")
         img = Image.open(REPO / "assets" / asset).convert("RGB").resize((512, 512), Image.Resampling.LANCZOS)
         raw = store.add_upload(img) + (f", {text}" if text else "")
-        t0 = time.perf_counter()
-        obs = tool(raw, store)
-        first_s = time.perf_counter() - t0
-        times = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            tool(raw, store)
-            times.append(time.perf_counter() - t0)
+        obs, first_s, times = time_calls(lambda: tool(raw, store), calls)
     return {
         "tool": cls.spec.name,
         "model": tool.model,

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchlib import time_calls  # scripts/benchlib.py (this folder is on sys.path)
+
 REPO = Path(__file__).resolve().parent.parent
 # tool key -> (module, class, asset the tool has something to find in)
 TOOLS = {
@@ -52,14 +54,8 @@ def bench_one(key: str, calls: int = 5, device: str = "cpu") -> dict:
         store = ImageStore(Path(tmp) / "session")
         img = Image.open(REPO / "assets" / asset).convert("RGB").resize((512, 512), Image.Resampling.LANCZOS)
         name = store.add_upload(img)
-        t0 = time.perf_counter()
-        first = tool(name, store)
-        first_s = time.perf_counter() - t0
-        times = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            obs = tool(name, store)
-            times.append(time.perf_counter() - t0)
+        first, first_s, times = time_calls(lambda: tool(name, store), calls)
+        obs = first
         # The model alone, without decoding the upload, drawing and saving the result PNG.
         core = []
         for _ in range(calls):

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchlib import time_calls  # scripts/benchlib.py (this folder is on sys.path)
+
 REPO = Path(__file__).resolve().parent.parent
 TARGET_S = 2.0  # per offline tool, median call
 TARGET_ALL_MB = 4 * 1024  # all offline tools loaded
@@ -111,14 +113,7 @@ def bench_one(name: str, calls: int, device: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         registry, store, raws = _prepare([name], device, Path(tmp))
         tool, raw = registry[name], raws[name]
-        t0 = time.perf_counter()
-        obs = tool(raw, store)  # loads the model(s): this is the first-call cost
-        first_s = time.perf_counter() - t0
-        times = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            tool(raw, store)
-            times.append(time.perf_counter() - t0)
+        obs, first_s, times = time_calls(lambda: tool(raw, store), calls)  # the first call loads the models
     asset, text = INPUTS[name]
     return {
         "tool": name,

@@ -103,3 +103,24 @@ def test_openai_backend_unreachable_server_is_a_clear_error():
     remote = load_llm("smol", backend="openai", base_url=f"http://127.0.0.1:{_free_port()}/v1", max_retries=0, timeout=5)
     with pytest.raises(openai.APIConnectionError):
         remote.generate("hello", max_new_tokens=4)
+
+
+def test_default_adapter_gguf_matches_peft_on_a_benchmark_prompt():
+    """The committed adapter, exported with `gpt4tools export --gguf`, on the original 4-bit GGUF
+    in llama.cpp, picks the same tool with the same input as transformers + peft on the
+    de-quantized weights."""
+    from gpt4tools import paths
+    from gpt4tools.llm import DEFAULT_ADAPTER_DIR, DEFAULT_ADAPTER_GGUF
+    from gpt4tools.prompt import record_prompt
+
+    adapter = paths.REPO / DEFAULT_ADAPTER_DIR
+    if not (adapter / DEFAULT_ADAPTER_GGUF).is_file():
+        pytest.skip("no default adapter GGUF yet")
+    record = next(r for r in map(json.loads, (paths.REPO / "data" / "val.jsonl").open())
+                  if r["tool"] == "Edge Detection On Image" and r["kind"] == "positive")
+    prompt = record_prompt(record)
+    hf = load_llm("default", dtype="fp32").generate(prompt, stop=react.STOP, max_new_tokens=48)
+    cpp = load_llm("default", backend="llamacpp", n_ctx=2048).generate(prompt, stop=react.STOP, max_new_tokens=48)
+    want, got = react.parse(hf.text), react.parse(cpp.text)
+    assert isinstance(want, react.ToolCall) and want.tool == "Edge Detection On Image", hf.text
+    assert got == want, (hf.text, cpp.text)

@@ -1,0 +1,23 @@
+"""What the tool benchmark scripts share: timing a tool call the same way everywhere."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def time_calls(call: Callable[[], T], calls: int) -> tuple[T, float, list[float]]:
+    """Run `call` once (that call loads the models: the first-call cost), then `calls` more
+    times, timed. Returns (the first result, first-call seconds, the repeat times in seconds)."""
+    t0 = time.perf_counter()
+    first = call()
+    first_s = time.perf_counter() - t0
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return first, first_s, times
