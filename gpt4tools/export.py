@@ -127,7 +127,7 @@ def export_gguf_lora(adapter: Path, out: Path, base: str | None = None, outtype:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
     _run_converter("convert_lora_to_gguf.py", ["--base", base_dir, "--outtype", outtype, "--outfile", str(tmp),
-                                               str(adapter)], out.with_suffix(".log"))
+                                               str(adapter)], _log_path(out))
     _check_gguf(tmp, want_type="adapter")
     os.replace(tmp, out)
     return out
@@ -139,10 +139,15 @@ def export_gguf_merged(adapter: Path, out: Path, base: str | None = None, outtyp
     export_merged(adapter, merged, base)
     tmp = out.with_name(out.name + ".partial")
     _run_converter("convert_hf_to_gguf.py", ["--outtype", outtype, "--outfile", str(tmp), str(merged)],
-                   out.with_suffix(".log"))
+                   _log_path(out))
     _check_gguf(tmp, want_type="model")
     os.replace(tmp, out)
     return out
+
+
+def _log_path(out: Path) -> Path:
+    """Converter output goes to the cache's logs, not beside the exported file."""
+    return paths.cache_dir() / "logs" / f"export-{out.name}.log"
 
 
 def _check_gguf(path: Path, want_type: str) -> None:
