@@ -13,7 +13,8 @@ VENV=.venv
 export GPT4TOOLS_CACHE="${GPT4TOOLS_CACHE:-$HOME/.cache/gpt4tools}"
 export GRADIO_ANALYTICS_ENABLED=False HF_HUB_DISABLE_TELEMETRY=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
-step() { printf '\n== %s\n' "$*"; }
+T0=$(date +%s)
+step() { printf '\n== [%ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }  # elapsed seconds since the start
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 apt_install() {  # install Debian packages that are missing

@@ -178,9 +178,9 @@ def write_card(adapter: Path, scores: list[Path] = ()) -> Path:
              "```", "", "The prompt template it was trained with is `template.json` (loaded with the adapter).", "",
              "## Training", ""]
     if cfg:
-        keys = ("base_model", "data", "data_sha256", "samples", "skipped", "epochs", "max_steps", "total_steps",
+        keys = ("base_model", "data", "data_sha256", "max_samples", "samples", "skipped", "epochs", "max_steps", "total_steps",
                 "micro_batch_size", "gradient_accumulation", "learning_rate", "warmup_steps", "lora_r", "lora_alpha",
-                "lora_dropout", "target_modules", "cutoff_len", "dtype", "seed", "processes", "train_seconds",
+                "lora_dropout", "target_modules", "lora_layers", "cutoff_len", "dtype", "dtype_resolved", "seed", "processes", "train_seconds",
                 "train_tokens")
         lines += ["| setting | value |", "|---|---|"]
         lines += [f"| {k} | `{json.dumps(cfg[k])}` |" for k in keys if k in cfg]
@@ -192,8 +192,10 @@ def write_card(adapter: Path, scores: list[Path] = ()) -> Path:
     if metrics_path.is_file():
         rows = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
         if rows:
-            lines += ["", f"Loss: {rows[0]['loss']:.3f} at step {rows[0]['step']} -> {rows[-1]['loss']:.3f} "
-                          f"at step {rows[-1]['step']}; median {sorted(r['tokens_per_s'] for r in rows)[len(rows) // 2]:.0f} "
+            k = max(1, min(10, len(rows) // 4))  # single steps are noisy: compare the ends' means
+            first, last = (sum(r["loss"] for r in part) / len(part) for part in (rows[:k], rows[-k:]))
+            lines += ["", f"Loss: mean {first:.3f} over the first {k} steps -> {last:.3f} over the last {k} "
+                          f"(of {rows[-1]['step']}); median {sorted(r['tokens_per_s'] for r in rows)[len(rows) // 2]:.0f} "
                           "tokens/s."]
     lines += ["", "## Benchmark (the paper's metric, `python -m gpt4tools bench`)", ""]
     if scores:

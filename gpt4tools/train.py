@@ -264,7 +264,7 @@ def train(cfg: TrainConfig, progress=None, command: str | None = None) -> Path:
 
     (PromptTemplate.load(cfg.template)).save(out)
     resolved = {**dataclasses.asdict(cfg), "command": command, "base_model_path": str(base_path), "data_sha256": data_checksum(cfg.data),
-                "samples": len(samples), "skipped": skipped, "total_steps": total_steps, "processes": accelerator.num_processes}
+                "samples": len(samples), "skipped": skipped, "dtype_resolved": str(next(model.parameters()).dtype).replace("torch.", ""), "total_steps": total_steps, "processes": accelerator.num_processes}
     (out / "train_config.json").write_text(json.dumps(resolved, indent=2))
     metrics_path = out / "metrics.jsonl"
     writer = _tensorboard(out) if accelerator.is_main_process else None

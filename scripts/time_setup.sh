@@ -4,8 +4,10 @@
 #
 #   bash scripts/time_setup.sh [WORKDIR]      (default /tmp/gpt4tools-setup-times)
 #
-# "app": `bash run.sh` until http://127.0.0.1:PORT/ answers (the app is then stopped).
-# "test": `bash run.sh test` to its end (set-up, then the whole default suite).
+# "test": `bash run.sh test` to its end (set-up, then the whole default suite); run.sh prints the
+#   elapsed seconds at each step, so the log also gives the set-up's parts (pip, llama.cpp, weights).
+# "app": `bash run.sh` in the same clone afterwards, until http://127.0.0.1:PORT/ answers (then
+#   stopped). Its first run on a new machine is the test log's pip + weights steps plus this start.
 # Debian packages (chromium) are whatever this machine already has: apt is not undone.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,14 +35,11 @@ timed() {  # $1: log, rest: command; prints seconds and the exit code
   echo "$(echo "$(date +%s.%N) - $t0" | bc) rc=$rc"
 }
 
-git clone -q "$repo" "$work/app"
 git clone -q "$repo" "$work/test"
-
-export GPT4TOOLS_CACHE="$work/cache-app"
-echo "app, first run:   $(app_until_ready "$work/app" "$work/app-1.log") s"
-echo "app, second run:  $(app_until_ready "$work/app" "$work/app-2.log") s"
-
-export GPT4TOOLS_CACHE="$work/cache-test"
+export GPT4TOOLS_CACHE="$work/cache"
 echo "test, first run:  $(cd "$work/test" && timed "$work/test-1.log" bash run.sh test -q) s"
+grep '^== \[' "$work/test-1.log"
 echo "test, second run: $(cd "$work/test" && timed "$work/test-2.log" bash run.sh test -q) s"
+grep '^== \[' "$work/test-2.log"
 tail -3 "$work/test-2.log"
+echo "app, after set-up: $(app_until_ready "$work/test" "$work/app.log") s to the first page"

@@ -68,7 +68,7 @@ def test_bad_adapter_and_card(adapter, tmp_path):
         export.export_merged(tmp_path, tmp_path / "x")
     _, lora = adapter
     card = export.write_card(lora).read_text()
-    assert "| lora_r | `4` |" in card and "2.000 at step 1 -> 1.500 at step 2" in card
+    assert "| lora_r | `4` |" in card and "mean 2.000 over the first 1 steps -> 1.500 over the last 1 (of 2)" in card
 
 
 def test_cli_needs_something_to_do(adapter, capsys):
