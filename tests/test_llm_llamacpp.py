@@ -40,7 +40,7 @@ def llm():
 def test_generate_and_stream_agree_and_stop(llm):
     gen = llm.generate(PROMPT, stop=react.STOP, max_new_tokens=32)
     assert "Paris" in gen.text  # a real model answers
-    assert gen.prompt_tokens == llm.count_tokens(PROMPT) + 1  # + BOS
+    assert gen.prompt_tokens - llm.count_tokens(PROMPT) in (0, 1)  # + BOS, where the GGUF asks for one
     assert 0 < gen.completion_tokens <= 32
     assert "".join(llm.stream(PROMPT, stop=react.STOP, max_new_tokens=32)) == gen.text
     cut = llm.generate("List three colours:\n1.", stop=["3."], max_new_tokens=40)
@@ -60,15 +60,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
     """llama.cpp's OpenAI-compatible server, as a user would start it."""
     from gpt4tools import weights
 
     port = _free_port()
+    # a file, not a pipe: llama.cpp logs a lot, and a full pipe nobody reads blocks the server
+    log = (tmp_path_factory.mktemp("server") / "server.log").open("w+")
     gguf = weights.path(DEFAULT_MODEL) / "model.gguf"
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smol",
                              "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=log, text=True)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120
     while True:
@@ -79,17 +81,22 @@ def server():
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                pytest.fail(f"llama_cpp.server did not start: {proc.stderr.read()[-2000:]}")
+                log.seek(0)
+                pytest.fail(f"llama_cpp.server did not start: {log.read()[-2000:]}")
             time.sleep(0.5)
     yield url
     proc.terminate()
     proc.wait(timeout=30)
+    log.close()
 
 
 def test_openai_backend_against_llama_cpp_server(server, llm):
     remote = load_llm("smol", backend="openai", base_url=server)
     gen = remote.generate(PROMPT, stop=react.STOP, max_new_tokens=32)
-    assert gen.text == llm.generate(PROMPT, stop=react.STOP, max_new_tokens=32).text  # same engine, greedy
+    local = llm.generate(PROMPT, stop=react.STOP, max_new_tokens=32).text
+    # Same engine, greedy; but the server defaults to repeat_penalty 1.1 (not an OpenAI field
+    # we could send portably), so the two agree on the answer and may part after it.
+    assert "Paris" in gen.text and gen.text.split("\n")[0] == local.split("\n")[0], (gen.text, local)
     assert gen.completion_tokens > 0 and gen.prompt_tokens > 0
     assert "".join(remote.stream(PROMPT, stop=react.STOP, max_new_tokens=32)) == gen.text
     # a server that honours stop strings must not leak them; ours cuts again anyway
