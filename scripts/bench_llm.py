@@ -3,10 +3,13 @@
     python scripts/bench_llm.py --models gemma-3-270m smollm2-135m qwen2.5-coder-0.5b --backends transformers
     python scripts/bench_llm.py --models gemma-3-270m --backends transformers llamacpp raw-llamacpp
 
-Each (model, backend) runs in this process, one after another, on the same prompt: one
-warm-up, then the median of --repeats runs. `raw-llamacpp` calls llama_cpp.Llama directly
-(no gpt4tools code), the reference our llamacpp backend is compared with. Prints a Markdown
-table and writes JSON with --out.
+All backends of a model load in this process and run the same prompt: one warm-up each,
+then --repeats rounds, round-robin over the backends; medians are reported. `raw-llamacpp`
+calls llama_cpp.Llama directly (no gpt4tools code), the reference our llamacpp backend is
+compared with. llama.cpp's KV cache is reset before each run, so the time to first token
+includes the whole prefill (otherwise it reuses the previous run's identical prompt).
+Tokens are counted by re-tokenizing the generated text, for every backend alike. Prints a
+Markdown table and writes JSON with --out.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Iterable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -37,33 +41,43 @@ def real_prompt() -> str:
     return t.render(specs, conv.render(), "detect the cat in image/qwertyui.png", "")
 
 
-def time_stream(llm, prompt: str, max_new: int) -> tuple[float, float, int]:
+def time_pieces(pieces: Iterable[str], count_tokens) -> tuple[float, float, int]:
+    """(time to first piece, decode tokens/s after it, new tokens), the same for every backend:
+    tokens are counted by re-tokenizing the text, never by counting stream chunks."""
     t0 = time.perf_counter()
     first = None
     text = ""
-    for piece in llm.stream(prompt, stop=react.STOP, max_new_tokens=max_new):
+    for piece in pieces:
         if first is None:
             first = time.perf_counter() - t0
         text += piece
     total = time.perf_counter() - t0
-    n = llm.count_tokens(text)
+    n = count_tokens(text)
     return first or total, (n - 1) / max(total - (first or total), 1e-9) if n > 1 else 0.0, n
 
 
 def raw_llamacpp(path: str, prompt: str, max_new: int):
+    """llama_cpp.Llama on its own, configured as our backend configures it."""
     from llama_cpp import Llama
 
-    llm = Llama(model_path=path, n_ctx=4096, verbose=False, n_threads=os.cpu_count())  # as our backend
+    llm = Llama(model_path=path, n_ctx=4096, verbose=False, n_threads=os.cpu_count())
+
+    def pieces():
+        for chunk in llm.create_completion(prompt, max_tokens=max_new, temperature=0.0, stop=list(react.STOP), stream=True):
+            yield chunk["choices"][0]["text"]
 
     def once():
-        t0 = time.perf_counter()
-        first, n = None, 0
-        for chunk in llm.create_completion(prompt, max_tokens=max_new, temperature=0.0, stop=list(react.STOP), stream=True):
-            if first is None:
-                first = time.perf_counter() - t0
-            n += 1
-        total = time.perf_counter() - t0
-        return first, (n - 1) / max(total - first, 1e-9), n
+        llm.reset()  # no KV-cache reuse of the previous run's prompt: time the real prefill
+        return time_pieces(pieces(), lambda t: len(llm.tokenize(t.encode("utf-8"), add_bos=False)))
+
+    return once
+
+
+def ours(llm, prompt: str, max_new: int):
+    def once():
+        if hasattr(llm, "llm") and hasattr(llm.llm, "reset"):
+            llm.llm.reset()  # llama.cpp: as above
+        return time_pieces(llm.stream(prompt, stop=react.STOP, max_new_tokens=max_new), llm.count_tokens)
 
     return once
 
@@ -84,22 +98,28 @@ def main() -> int:
     prompt = real_prompt()
     rows = []
     for model in args.models:
+        runners, meta = {}, {}
         for backend in args.backends:
             t0 = time.perf_counter()
             if backend == "raw-llamacpp":
-                once = raw_llamacpp(str(weights.path(model) / "model.gguf"), prompt, args.max_new_tokens)
+                runners[backend] = raw_llamacpp(str(weights.path(model) / "model.gguf"), prompt, args.max_new_tokens)
                 n_prompt = None
             else:
                 llm = load_llm(model, adapter="none", backend=backend, dtype=args.dtype)
-                once = lambda: time_stream(llm, prompt, args.max_new_tokens)  # noqa: E731
+                runners[backend] = ours(llm, prompt, args.max_new_tokens)
                 n_prompt = llm.count_tokens(prompt)
-            load_s = time.perf_counter() - t0
-            once()  # warm-up: page-in, weight repacking
-            runs = [once() for _ in range(args.repeats)]
-            row = {"model": model, "backend": backend, "load_s": round(load_s, 1), "prompt_tokens": n_prompt,
-                   "ttft_s": round(statistics.median(r[0] for r in runs), 3),
-                   "decode_tok_s": round(statistics.median(r[1] for r in runs), 1),
-                   "new_tokens": runs[-1][2]}
+            meta[backend] = (round(time.perf_counter() - t0, 1), n_prompt)
+            runners[backend]()  # warm-up: page-in, weight repacking
+        # Round-robin, so that a slow spell of the machine does not land on one backend only.
+        runs = {b: [] for b in runners}
+        for _ in range(args.repeats):
+            for b, once in runners.items():
+                runs[b].append(once())
+        for b, rs in runs.items():
+            row = {"model": model, "backend": b, "load_s": meta[b][0], "prompt_tokens": meta[b][1],
+                   "ttft_s": round(statistics.median(r[0] for r in rs), 3),
+                   "decode_tok_s": round(statistics.median(r[1] for r in rs), 1),
+                   "new_tokens": rs[-1][2], "repeats": len(rs)}
             rows.append(row)
             print(json.dumps(row), flush=True)
     print("\n| model | backend | prompt tokens | load s | time to first token s | decode tok/s |\n|---|---|---|---|---|---|")
