@@ -6,7 +6,11 @@
 # Set-up is idempotent: a second run installs, downloads and converts nothing.
 set -euo pipefail
 cd "$(dirname "$0")"
-mode="${1:-app}"; shift || true
+case "${1:-app}" in
+  app|test|setup) mode="${1:-app}"; shift || true ;;
+  -*) mode=app ;;  # bash run.sh --port 7861: options go to the app
+  *) mode="$1" ;;  # unknown: the usage message below
+esac
 
 PY="${PYTHON:-python3}"
 VENV=.venv
@@ -75,7 +79,7 @@ case "$mode" in
   app)
     setup_python  # not setup_llamacpp: the app runs on transformers; a first start should not wait for a compile
     setup_weights
-    step "starting the app at http://127.0.0.1:${PORT:-7860}"
+    step "starting the app (http://127.0.0.1:7860 unless --host/--port say otherwise)"
     exec "$VENV/bin/python" app.py "$@"
     ;;
   test)

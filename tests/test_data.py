@@ -398,7 +398,7 @@ def test_photo_folder_skips_empty_and_non_image_files(tmp_path, registry):
 def _local_llm_dir() -> Path | None:
     from gpt4tools import paths
 
-    for name in ("qwen2.5-coder-0.5b", "gemma-3-270m"):
+    for name in ("qwen2.5-coder-0.5b", "gemma-3-270m", "smollm2-135m"):  # the last one is always fetched
         d = paths.checkpoints_dir() / name
         if (d / ".verified").is_file() and (d / "hf").is_dir():
             return d / "hf"
@@ -407,7 +407,7 @@ def _local_llm_dir() -> Path | None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(_local_llm_dir() is None,
-                    reason="no local LLM: python -m gpt4tools weights fetch qwen2.5-coder-0.5b")
+                    reason="no local LLM: python -m gpt4tools weights fetch smollm2-135m")
 def test_end_to_end_with_a_local_llm_teacher_on_photos(tmp_path):
     """Real photos analysed by our detectors, instructions written by a real local LLM (CPU: minutes)."""
     from gpt4tools.llm import load_llm
