@@ -184,7 +184,8 @@ def _context_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def _patchmatch(rgb: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
-    """PatchMatch on the hole's surroundings, at most _INPAINT_SIDE px a side; full-size result."""
+    """PatchMatch on the hole's surroundings, at most _INPAINT_SIDE px a side; full-size result
+    whose context box is the fill (`inpaint` keeps only the hole's pixels of it)."""
     import cv2
     import patchmatch_cython
 
@@ -201,7 +202,7 @@ def _patchmatch(rgb: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
     else:
         filled = patchmatch_cython.inpaint_pyramid(crop, hole, seed=seed)
     out = rgb.copy()
-    out[y0:y1, x0:x1][hole] = filled[hole]
+    out[y0:y1, x0:x1] = filled
     return out
 
 
@@ -221,7 +222,7 @@ def inpaint(img: Image.Image, mask: np.ndarray, seed: int = 0) -> tuple[Image.Im
             :, :, ::-1
         ]
         method = "OpenCV Telea"
-    # PatchMatch's seam blending may touch pixels just outside the hole: keep them original.
+    # PatchMatch's seam blending and the resize touch pixels around the hole: keep them original.
     return from_np(np.where(mask[..., None], filled, rgb)), method
 
 
