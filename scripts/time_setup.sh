@@ -6,8 +6,8 @@
 #
 # "test": `bash run.sh test` to its end (set-up, then the whole default suite); run.sh prints the
 #   elapsed seconds at each step, so the log also gives the set-up's parts (pip, llama.cpp, weights).
-# "app": `bash run.sh` in the same clone afterwards, until http://127.0.0.1:PORT/ answers (then
-#   stopped). Its first run on a new machine is the test log's pip + weights steps plus this start.
+# "app": `bash run.sh` until http://127.0.0.1:PORT/ answers (then stopped): first in another
+#   fresh clone with its own empty cache, then again in that clone.
 # Debian packages (chromium) are whatever this machine already has: apt is not undone.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,4 +42,8 @@ grep '^== \[' "$work/test-1.log"
 echo "test, second run: $(cd "$work/test" && timed "$work/test-2.log" bash run.sh test -q) s"
 grep '^== \[' "$work/test-2.log"
 tail -3 "$work/test-2.log"
-echo "app, after set-up: $(app_until_ready "$work/test" "$work/app.log") s to the first page"
+git clone -q "$repo" "$work/app"
+export GPT4TOOLS_CACHE="$work/cache-app"
+echo "app, first run:  $(app_until_ready "$work/app" "$work/app-1.log") s to the first page"
+grep '^== \[' "$work/app-1.log"
+echo "app, second run: $(app_until_ready "$work/app" "$work/app-2.log") s to the first page"
