@@ -352,8 +352,10 @@ def run_bench(
     total, finished = len(todo_all), len(todo_all) - len(todo)
     if progress_callback:
         progress_callback(finished, total)
-    if batch_size > 1:  # similar lengths batch together (less padding); the file is keyed by id
-        todo.sort(key=lambda item: len(build_prompt(item[1])))
+    # The file is keyed by id, so the order is free: batches take similar lengths (less padding);
+    # one at a time, prompts go in text order, so each shares the longest possible prefix with
+    # the one before and the backend's prefix cache (llama.cpp's, HFCausalLM.prefix) skips it.
+    todo.sort(key=lambda item: len(build_prompt(item[1])) if batch_size > 1 else build_prompt(item[1]))
     with pred_path.open("a", encoding="utf-8") as f, tqdm(total=total, initial=finished, file=sys.stderr,
                                                           desc="bench", unit="sample") as bar:
         for i in range(0, len(todo), max(1, batch_size)):

@@ -65,6 +65,7 @@ class TrainConfig:
     cutoff_len: int = 1536  # tokens; longer samples are skipped and counted
     max_samples: int = 0  # use only the first N records after shuffling (0 = all)
     mask_prompt: bool = True  # loss on the response only (alpaca-lora's train_on_inputs=False)
+    merge_turns: bool = True  # encode the turns of one episode as one sequence (group_turns)
     # hardware
     device: str = "auto"  # auto: cuda if available else cpu (accelerate decides under a launcher)
     dtype: str = "auto"  # auto: bf16 where the hardware has it natively (CUDA, AVX-512 BF16), else fp32
@@ -117,16 +118,71 @@ def read_records(paths: list[str]) -> tuple[list[dict], dict[str, int]]:
 
 def tokenize_record(record: dict, tokenizer, cutoff_len: int, mask_prompt: bool = True) -> dict | None:
     """input_ids and labels for one record; None if it does not fit in cutoff_len."""
+    return tokenize_turns([record], tokenizer, cutoff_len, mask_prompt)
+
+
+def tokenize_turns(chain: list[dict], tokenizer, cutoff_len: int, mask_prompt: bool = True,
+                   learn: list[bool] | None = None) -> dict | None:
+    """One sequence for the turns of an episode (see `group_turns`): the first prompt, then each
+    turn's output and what the next prompt adds (its observation). Outputs are learned (those
+    with `learn` True), the rest masked; a lone record is the usual prompt + response. Each
+    piece is tokenized on its own, as at inference the prompt is and the model's tokens follow.
+    None if it does not fit in cutoff_len."""
     from gpt4tools.prompt import record_prompt
 
-    prompt = record_prompt(record)
-    p_ids = tokenizer(prompt, add_special_tokens=True).input_ids
-    r_ids = tokenizer(record["output"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-    ids = p_ids + r_ids
+    learn = learn or [True] * len(chain)
+    ids: list[int] = []
+    labels: list[int] = []
+    done = ""  # the text encoded so far
+    for k, (record, learned) in enumerate(zip(chain, learn)):
+        prompt = record_prompt(record)
+        p_ids = tokenizer(prompt[len(done):], add_special_tokens=not ids).input_ids
+        r_ids = tokenizer(record["output"], add_special_tokens=False).input_ids
+        if k == len(chain) - 1:
+            r_ids = r_ids + [tokenizer.eos_token_id]
+        ids += p_ids + r_ids
+        labels += ([IGNORE] * len(p_ids) if mask_prompt else list(p_ids)) + (r_ids if learned else [IGNORE] * len(r_ids))
+        done = prompt + record["output"]
     if len(ids) > cutoff_len:
         return None
-    labels = ([IGNORE] * len(p_ids) if mask_prompt else list(p_ids)) + r_ids
-    return {"input_ids": ids, "labels": labels, "response_len": len(r_ids)}
+    first = next((i for i, t in enumerate(labels) if t != IGNORE), len(labels))
+    return {"input_ids": ids, "labels": labels, "response_len": len(ids) - first, "records": len(chain)}
+
+
+def group_turns(records: list[dict]) -> list[list[int]]:
+    """Indices of records grouped into episodes: [a, b, c] when b's prompt is a's prompt plus
+    a's output plus more (a's observation), and c's likewise continues b's. The data builder
+    writes one record per assistant turn, each repeating the whole prompt; encoding an episode
+    once, with a loss on every turn, costs one forward pass instead of one per turn, and gives
+    every turn the same context as its own record (causal attention never sees what follows).
+    Every record is in exactly one group, in the order of `records`' last turns."""
+    from gpt4tools import react
+    from gpt4tools.prompt import record_prompt
+
+    prompts = [record_prompt(r) for r in records]
+    ends = {}
+    for i, (p, r) in enumerate(zip(prompts, records)):
+        ends.setdefault(p + r["output"], i)
+    parent: dict[int, int] = {}
+    for j, p in enumerate(prompts):
+        for m in re.finditer(re.escape(react.OBSERVATION), p):  # where an earlier turn could have ended
+            i = ends.get(p[: m.end()])
+            if i is not None and i != j:
+                parent[j] = i  # the latest earlier turn wins
+    has_child = set(parent.values())
+    groups, placed = [], set()
+    for j in range(len(records)):
+        if j in has_child:
+            continue  # encoded inside a later turn's sequence
+        chain = [j]
+        while chain[-1] in parent and parent[chain[-1]] not in chain:
+            chain.append(parent[chain[-1]])
+        groups.append(chain[::-1])
+        placed.update(chain)
+    for j in range(len(records)):  # parents of several children: their other children above kept them
+        if j not in placed:
+            groups.append([j])
+    return groups
 
 
 def collate(batch: list[dict], pad_id: int):
@@ -158,6 +214,33 @@ def loss_on_tail(model, batch) -> tuple:
     targets = batch["labels"][:, -keep:]
     loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE)
     return loss, int((targets != IGNORE).sum())
+
+
+def tokenize_all(records: list[dict], tokenizer, cfg: TrainConfig, skipped: dict[str, int]) -> list[dict]:
+    """Training sequences: episodes encoded once (`group_turns`) when cfg.merge_turns, else one
+    per record. A record that does not fit in cutoff_len is skipped and counted; an episode that
+    does not fit falls back to its records one by one."""
+    groups = group_turns(records) if cfg.merge_turns else [[i] for i in range(len(records))]
+    too_long = f"longer than cutoff_len={cfg.cutoff_len}"
+    samples, claimed = [], set()
+    for group in groups:
+        learn = [i not in claimed for i in group]  # a turn shared by two episodes is learned once
+        s = tokenize_turns([records[i] for i in group], tokenizer, cfg.cutoff_len, cfg.mask_prompt, learn)
+        if s is not None:
+            s["records"] = sum(learn)
+            samples.append(s)
+            claimed.update(group)
+            continue
+        for i in group:
+            if i in claimed:
+                continue
+            s = tokenize_record(records[i], tokenizer, cfg.cutoff_len, cfg.mask_prompt)
+            if s is None:
+                skipped[too_long] = skipped.get(too_long, 0) + 1
+            else:
+                samples.append(s)
+                claimed.add(i)
+    return samples
 
 
 # -- model ------------------------------------------------------------------------------
@@ -222,16 +305,11 @@ def train(cfg: TrainConfig, progress=None, command: str | None = None) -> Path:
     random.Random(cfg.seed).shuffle(records)
     if cfg.max_samples:
         records = records[: cfg.max_samples]
-    samples = []
-    for r in records:
-        s = tokenize_record(r, tokenizer, cfg.cutoff_len, cfg.mask_prompt)
-        if s is None:
-            skipped[f"longer than cutoff_len={cfg.cutoff_len}"] = skipped.get(f"longer than cutoff_len={cfg.cutoff_len}", 0) + 1
-        else:
-            samples.append(s)
+    samples = tokenize_all(records, tokenizer, cfg, skipped)
     if not samples:
         raise ValueError(f"no usable training samples in {cfg.data} (skipped: {skipped})")
-    accelerator.print(f"{len(samples)} samples; skipped {skipped or 'none'}")
+    n_records = sum(s["records"] for s in samples)
+    accelerator.print(f"{n_records} records in {len(samples)} sequences; skipped {skipped or 'none'}")
 
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -264,7 +342,7 @@ def train(cfg: TrainConfig, progress=None, command: str | None = None) -> Path:
 
     (PromptTemplate.load(cfg.template)).save(out)
     resolved = {**dataclasses.asdict(cfg), "command": command, "base_model_path": str(base_path), "data_sha256": data_checksum(cfg.data),
-                "samples": len(samples), "skipped": skipped, "dtype_resolved": str(next(model.parameters()).dtype).replace("torch.", ""), "total_steps": total_steps, "processes": accelerator.num_processes}
+                "samples": len(samples), "records": sum(x["records"] for x in samples), "skipped": skipped, "dtype_resolved": str(next(model.parameters()).dtype).replace("torch.", ""), "total_steps": total_steps, "processes": accelerator.num_processes}
     (out / "train_config.json").write_text(json.dumps(resolved, indent=2))
     metrics_path = out / "metrics.jsonl"
     writer = _tensorboard(out) if accelerator.is_main_process else None

@@ -340,13 +340,15 @@ def data_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
         return
     exists = command_exists("data")
     gr.Markdown("Generate GPT4Tools records by self-instruction (`python -m gpt4tools data build`): image content "
-                "→ teacher → filtered train/val records, or the unseen-tool test set. The files land in the run "
+                "→ teacher → filtered train/val records, the unseen-tool test set, or the chat evaluation set "
+                "(this machine's tools, held-out chat messages). The files land in the run "
                 "folder under runs/data/, where the Benchmark and Train tabs find them. "
                 + ("" if exists else _missing("data")))
     with gr.Row():
         with gr.Column(scale=1):
             with gr.Row():
-                split = gr.Dropdown(["train", "test"], value="train", label="Split (test: the 8 unseen tools)")
+                split = gr.Dropdown(["train", "test", "chat"], value="train",
+                                    label="Split (test: the 8 unseen tools; chat: held-out chat messages)")
                 records = gr.Number(2500, precision=0, minimum=0, label="Training records")
             teacher = gr.Dropdown(["template", "llm"], value="template", label="Teacher (template: no model)",
                                   elem_id="data_teacher")

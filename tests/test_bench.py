@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from gpt4tools import bench, react
-from gpt4tools.llm import ScriptedLLM
+from gpt4tools.llm import Generation, ScriptedLLM, cut_at_stop
 
 IMG = "image/abcdefgh.png"
 
@@ -38,6 +38,19 @@ PERFECT = {
 }
 
 
+class ByPromptLLM(ScriptedLLM):
+    """Answers each prompt by its record ("PROMPT <key>"), in whatever order the runner asks."""
+
+    def __init__(self, answers: dict[str, str]):
+        super().__init__([])
+        self.answers = answers
+
+    def generate(self, prompt, *, stop=(), max_new_tokens=256):
+        self.prompts.append(prompt)
+        text, which = cut_at_stop(self.answers[prompt.split()[1]], stop)
+        return Generation(text, self.count_tokens(prompt), self.count_tokens(text), which)
+
+
 @pytest.fixture
 def data(tmp_path):
     path = tmp_path / "ann.json"
@@ -57,7 +70,7 @@ def read_jsonl(path):
 # -- bench -------------------------------------------------------------------------------
 def test_bench_resumes_without_regenerating(data, tmp_path):
     out = tmp_path / "run"
-    first = ScriptedLLM([PERFECT["seg-1"], PERFECT["2"]])
+    first = ByPromptLLM({"seg-1": PERFECT["seg-1"], "det-2": PERFECT["2"]})
     seen = []
     report = bench.run_bench(data, out, llm=first, limit=2, progress_callback=lambda d, t: seen.append((d, t)))
     assert seen == [(0, 2), (1, 2), (2, 2)]
@@ -67,20 +80,32 @@ def test_bench_resumes_without_regenerating(data, tmp_path):
     # A kill in the middle of writing the next line leaves a partial line behind.
     with (out / "predictions.jsonl").open("a", encoding="utf-8") as f:
         f.write('{"id": "chat-3", "outp')
-    second = ScriptedLLM([PERFECT["chat-3"], PERFECT["det-4"]])
+    second = ByPromptLLM({"chat-3": PERFECT["chat-3"], "det-4": PERFECT["det-4"]})
     report = bench.run_bench(data, out, llm=second)
     assert second.prompts == ["PROMPT chat-3\nWhat is 2+2?", "PROMPT det-4\n"]  # only the missing ids; input appended
     lines = read_jsonl(out / "predictions.jsonl")
-    assert [ln["id"] for ln in lines] == ["seg-1", 2, "chat-3", "det-4"]
-    assert lines[0]["output"].endswith("Action Input: image/zzzzzzzz.png\n")  # cut before "Observation:"
-    assert lines[0]["stop"] == react.OBSERVATION
+    assert [ln["id"] for ln in lines] == [2, "seg-1", "chat-3", "det-4"]  # each run in prompt order
+    assert lines[1]["output"].endswith("Action Input: image/zzzzzzzz.png\n")  # cut before "Observation:"
+    assert lines[1]["stop"] == react.OBSERVATION
     assert report["n"] == 4 and report["SR"] == 1.0 and report["coverage"] == 1.0
     assert report["problems"] == {}
     assert {"seg-1", "2", "chat-3", "det-4"} == {str(ln["id"]) for ln in lines}
 
 
+def test_one_at_a_time_prompts_go_in_text_order(tmp_path):
+    """Neighbours then share the longest prefix, which the backends' prefix caches skip."""
+    records = [{"id": i, "instruction": f"PROMPT {p}\n", "input": "", "output": final("x")}
+               for i, p in enumerate(["b-tools b", "a-tools z", "b-tools a", "a-tools a"])]
+    path = tmp_path / "ann.jsonl"
+    write_jsonl(path, records)
+    llm = ByPromptLLM({k: final("x") for k in ("b-tools", "a-tools")})
+    bench.run_bench(path, tmp_path / "run", llm=llm)
+    assert llm.prompts == sorted(llm.prompts) and len(llm.prompts) == 4
+
+
 def test_bench_scores_a_wrong_model(data, tmp_path):
-    llm = ScriptedLLM([call("Detect the Give Object", f"{IMG}, cat")] * 2 + [final("4")] * 2)
+    llm = ByPromptLLM({"seg-1": call("Detect the Give Object", f"{IMG}, cat"),
+                       "det-2": call("Detect the Give Object", f"{IMG}, cat"), "chat-3": final("4"), "det-4": final("4")})
     report = bench.run_bench(data, tmp_path / "run", llm=llm)
     per_tool = report["per_tool"]
     assert per_tool["Segment the Image"]["SR"] == 0.0  # wrong tool

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -217,7 +218,9 @@ def SMALL_SPECS() -> list[ToolSpec]:
 def _check_record(rec: dict, offered_only: bool = True) -> None:
     assert set(rec) == {"instruction", "input", "output", "id", "tool", "kind", "teacher", "source", "template",
                         "tools_offered"}
-    assert rec["input"] == "" and 2 <= len(rec["tools_offered"]) <= 5
+    # 2-5 distinct tools as in the paper, or 6 up to every seen tool (train's many-tools share)
+    assert rec["input"] == "" and len(rec["tools_offered"]) >= 2
+    assert len(set(rec["tools_offered"])) == len(rec["tools_offered"])
     decision = react.parse(rec["output"])
     if rec["tool"]:
         assert decision == react.ToolCall(rec["tool"], decision.tool_input)
@@ -434,3 +437,56 @@ def test_end_to_end_with_a_local_llm_teacher_on_photos(tmp_path):
     for rec in recs:
         _check_record(rec)
         assert rec["teacher"] == llm_dir.parent.name
+
+
+# -- the chat evaluation split --------------------------------------------------------------------
+def _norm_words(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9{}_]+", text.lower()))
+
+
+def test_chat_messages_are_held_out_from_training_phrasings():
+    from gpt4tools.data.chat_eval import chat_phrasings
+
+    train = {_norm_words(p) for name, e in phrasings().items() if not name.startswith("_") for p in e["phrasings"]}
+    chat = chat_phrasings()
+    # A message that is only a slot ("{question}") is the slot's own words, not a phrasing.
+    overlap = [p for name, e in chat.items() if not name.startswith("_") for p in e["phrasings"]
+               if _norm_words(p) in train and not re.fullmatch(r"\{\w+\}", p)]
+    assert not overlap, f"chat messages that are also training phrasings: {overlap}"
+    assert "detect the {object} in this image" in chat["Detect the Give Object"]["phrasings"]
+    assert "what is 2+2?" in chat["_no_tool"]
+    import tools
+
+    assert {cls.spec.name for cls in tools.CATALOG} <= set(chat)  # every tool can be asked for
+
+
+def test_chat_split_offers_every_tool_in_the_default_template(tmp_path, registry):
+    build(_cfg(tmp_path, split="chat", chat_per_tool=3, chat_negatives=4), registry)
+    recs = _read(tmp_path / "out" / "chat_eval.jsonl")
+    names = [s.name for s in registry.specs()]
+    by_tool = Counter(r["tool"] for r in recs)
+    # Canny generation targets its chain's first tool (edge detection); Detection is unseen but offered.
+    expected = Counter({n: 3 for n in names})
+    expected["Edge Detection On Image"] += 3
+    del expected["Generate Image Condition On Canny Image"]
+    assert by_tool == expected + Counter({None: 4})
+    for rec in recs:
+        assert rec["tools_offered"] == names and rec["template"] == "default"
+        assert "Previous conversation:" in rec["instruction"]
+        parsed = react.parse(rec["output"])
+        if rec["tool"]:
+            assert isinstance(parsed, react.ToolCall) and parsed.tool == rec["tool"]
+            image = NAME_RE.search(rec["instruction"].split("Previous conversation:")[1])
+            assert not registry[rec["tool"]].spec.needs_image or parsed.tool_input.startswith(image.group(0))
+        else:
+            assert isinstance(parsed, react.FinalAnswer)
+    assert len({r["id"] for r in recs}) == len(recs)
+
+
+def test_many_tools_share_offers_up_to_the_whole_pool_in_train_only(tmp_path, registry, alpaca):
+    build(_cfg(tmp_path, alpaca, many_tools_share=0.5), registry)
+    train, val = _read(tmp_path / "out" / "train.jsonl"), _read(tmp_path / "out" / "val.jsonl")
+    seen_pool = sum(1 for s in registry.specs() if s.seen)
+    sizes = Counter(len(r["tools_offered"]) for r in train)
+    assert max(sizes) == seen_pool and sum(v for k, v in sizes.items() if k > 5) > len(train) / 5
+    assert max(len(r["tools_offered"]) for r in val) <= 5  # validation keeps the paper's 2-5

@@ -40,3 +40,27 @@ def test_stop_string_cuts_the_continuation(llm):
     assert "3." not in gen.text and gen.stop == "3."
     [batched] = generate_many(llm, [PROMPTS[2]], stop=["3."], max_new_tokens=40, batch_size=4)
     assert batched.text == gen.text
+
+
+def test_prefix_cache_skips_the_shared_prompt_and_changes_nothing(llm):
+    """The agent's second step is its first prompt plus one observation: only that tail is
+    encoded again, and the greedy continuation is the one a fresh encoding gives (fp32)."""
+    from gpt4tools.prompt import PromptTemplate
+    from gpt4tools.registry import build_registry
+
+    specs = build_registry().subset(["Edge Detection On Image", "Get Photo Description"]).specs()
+    step1 = PromptTemplate.load().render(specs, "Human: hi\nAI: Hello!", "edges of image/abcdefgh.png please")
+    first = llm.generate(step1, stop=react.STOP, max_new_tokens=24)
+    step2 = step1 + first.text + "\nObservation: Result saved as image/ab12_edge_abcdefgh_abcdefgh.png\n"
+    other = PROMPTS[0]  # an unrelated prompt shares nothing: encoded from scratch
+    cached = [llm.generate(p, stop=react.STOP, max_new_tokens=24) for p in (step2, other)]
+    assert cached[0].cached_tokens >= llm.count_tokens(step1) - 2  # all of step 1 (bar the boundary token)
+    assert cached[1].cached_tokens == 0
+
+    saved, llm.prefix = llm.prefix, None
+    try:
+        fresh = [llm.generate(p, stop=react.STOP, max_new_tokens=24) for p in (step2, other)]
+    finally:
+        llm.prefix = saved
+    assert [g.text for g in cached] == [g.text for g in fresh]
+    assert fresh[0].cached_tokens == 0

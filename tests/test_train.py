@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from gpt4tools import react
-from gpt4tools.train import IGNORE, TrainConfig, collate, read_records, tokenize_record, train
+from gpt4tools.train import (IGNORE, TrainConfig, collate, group_turns, read_records, tokenize_record, tokenize_turns,
+                             train)
 
 
 def make_tiny_model(d):
@@ -59,6 +60,45 @@ def test_prompt_is_masked_and_response_is_learned(tiny_model):
     assert s["labels"][:-n_resp] == [IGNORE] * (len(s["labels"]) - n_resp)
     assert s["labels"][-n_resp:] == s["input_ids"][-n_resp:] and s["labels"][-1] == tok.eos_token_id
     assert tokenize_record(RECORDS[0], tok, cutoff_len=8) is None  # over the cutoff: skipped, never truncated
+
+
+def _episode() -> list[dict]:
+    """The three turns of a chained episode, one record each, as the data builder writes them."""
+    edge = react.ToolCall("Edge Detection On Image", "image/abcdefgh.png")
+    canny = react.ToolCall("Generate Image Condition On Canny Image", "image/ab12_edge_abcdefgh_abcdefgh.png, a castle")
+    p1 = "Tools: edge, pose. New input: find the edges of image/abcdefgh.png then make a castle\n"
+    p2 = p1 + react.render_step(edge, "Result saved as image/ab12_edge_abcdefgh_abcdefgh.png")
+    p3 = p2 + react.render_step(canny, "Result saved as image/cd34_canny_ab12_abcdefgh.png")
+    final = react.render_final(react.FinalAnswer("Here is image/cd34_canny_ab12_abcdefgh.png"))
+    outs = [react.render_call(edge), react.render_call(canny), final]
+    return [{"instruction": p, "input": "", "output": o, "id": f"e{k}"} for k, (p, o) in enumerate(zip((p1, p2, p3), outs))]
+
+
+def test_an_episode_is_encoded_once_with_the_same_loss_per_turn(tiny_model):
+    """Merged turns cost one forward pass, and each turn's tokens get exactly the log-probabilities
+    (so the loss) they get in their own record: causal attention never sees what follows."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    records = [RECORDS[0], *_episode()[::-1], RECORDS[7]]  # file order does not matter
+    assert group_turns(records) == [[0], [3, 2, 1], [4]]  # first turn first
+    episode = _episode()
+    merged = tokenize_turns(episode, tok, cutoff_len=1024)
+    alone = [tokenize_record(r, tok, cutoff_len=1024) for r in episode]
+    assert merged["records"] == 3 and len(merged["input_ids"]) < sum(len(a["input_ids"]) for a in alone)
+
+    def logprobs(sample):
+        ids = torch.tensor([sample["input_ids"]])
+        with torch.no_grad():
+            lp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+        return [float(lp[i - 1, t]) for i, t in enumerate(sample["labels"]) if t != IGNORE]
+
+    got, want = logprobs(merged), []
+    for k, a in enumerate(alone):
+        lp = logprobs(a)
+        want += lp if k == len(alone) - 1 else lp[:-1]  # only the last turn ends with EOS when merged
+    assert got == pytest.approx(want, abs=1e-4)
 
 
 def test_collate_left_pads_with_true_positions():

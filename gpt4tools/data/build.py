@@ -34,13 +34,13 @@ from gpt4tools.registry import ToolRegistry
 from gpt4tools.tool import ToolSpec
 
 log = logging.getLogger(__name__)
-FILES = {"train": "train.jsonl", "val": "val.jsonl", "test": "test_unseen.jsonl"}
+FILES = {"train": "train.jsonl", "val": "val.jsonl", "test": "test_unseen.jsonl", "chat": "chat_eval.jsonl"}
 
 
 @dataclass
 class BuildConfig:
     out: Path = Path("data")
-    split: str = "train"  # "train" (train + val files) or "test" (unseen tools)
+    split: str = "train"  # "train" (train + val files), "test" (unseen tools) or "chat" (chat_eval.py)
     seed: int = 0
     train_records: int = 2500
     val_per_tool: int = 50  # validation records whose target is each seen tool
@@ -51,6 +51,9 @@ class BuildConfig:
     test_negatives: int = 50  # as in the paper's test split
     merge_share: float = 0.15  # episodes that continue an earlier exchange about the same image
     tools_range: tuple[int, int] = (2, 5)
+    many_tools_share: float = 0.25  # train only: records offering 6..all tools (samples.RecordMaker._offer)
+    chat_per_tool: int = 20  # chat split: records per offered tool (chat_eval.py)
+    chat_negatives: int = 60
     synthetic: bool = True
     photos: list[Path] = field(default_factory=lambda: [assets_dir()])
     coco_captions: Path | None = None
@@ -226,9 +229,28 @@ class Builder:
         return records
 
     # -- splits --------------------------------------------------------------------------------
+    def build_chat(self) -> list[dict]:
+        """The chat evaluation split (chat_eval.py): this machine's offered tools, held-out messages."""
+        from gpt4tools.data.chat_eval import chat_contents, chat_records
+        from gpt4tools.prompt import PromptTemplate
+
+        cfg = self.cfg
+        offered = self.registry.available().specs()  # what the app offers, in its order
+        photos = [c for c in self.real_contents() if content_bucket(c.id, cfg.seed) != "train"]
+        dropped: Counter = Counter()
+        records = chat_records(offered, chat_contents(cfg.seed, photos), cfg.seed, cfg.chat_per_tool,
+                               cfg.chat_negatives, PromptTemplate.load("default"), dropped)
+        dropped.update(self.dropped_sources)
+        self.stats_extra = {"tools_offered": [s.name for s in offered], "seed": cfg.seed,
+                            "teacher": "chat-heldout", "tokenizer": self.tokenizer_name}
+        self.dropped = dropped
+        return records
+
     def build_split(self, split: str) -> list[dict]:
         cfg = self.cfg
         self.progress.split = split
+        if split == "chat":
+            return self.build_chat()
         seen_tools = [s for s in self.specs if s.seen or cfg.include_unseen]
         if split == "test":
             tools, pool = [s for s in self.specs if not s.seen], self.specs
@@ -236,7 +258,8 @@ class Builder:
             tools, pool = seen_tools, seen_tools
         if not tools:
             raise ValueError(f"no tools for the {split} split: is tools.CATALOG filled?")
-        maker = RecordMaker(self.specs, pool, cfg.seed, split, cfg.tools_range)
+        maker = RecordMaker(self.specs, pool, cfg.seed, split, cfg.tools_range,
+                            cfg.many_tools_share if split == "train" else 0.0)  # val/test: the paper's 2-5
         dropped: Counter = Counter()
         used: list[ImageContent] = []
         per_tool: Counter = Counter()
@@ -314,7 +337,7 @@ class Builder:
 def build(cfg: BuildConfig, registry: ToolRegistry) -> dict[str, dict]:
     """Build the split(s) of `cfg.split`; returns their stats (also merged into stats.json/.md)."""
     builder = Builder(cfg, registry)
-    splits = ["train", "val"] if cfg.split == "train" else ["test"]
+    splits = {"train": ["train", "val"], "test": ["test"], "chat": ["chat"]}[cfg.split]
     results = {}
     for split in splits:
         records = builder.build_split(split)

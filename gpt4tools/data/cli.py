@@ -15,9 +15,10 @@ from gpt4tools.data.negatives import NegativeFilter
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m gpt4tools data", description="Generate GPT4Tools training data.")
     sub = ap.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="build train + val (--split train) or the unseen-tool test set (--split test)")
+    b = sub.add_parser("build", help="build train + val (--split train), the unseen-tool test set (--split test) "
+                                     "or the chat evaluation set (--split chat)")
     b.add_argument("--out", type=Path, default=Path("data"), help="output folder (default: data)")
-    b.add_argument("--split", choices=("train", "test"), default="train")
+    b.add_argument("--split", choices=("train", "test", "chat"), default="train")
     b.add_argument("--seed", type=int, default=0)
     g = b.add_argument_group("sizes")
     g.add_argument("--train-records", type=int, default=2500)
@@ -27,7 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--negative-share", type=float, default=0.2, help="share of training records with no tool")
     g.add_argument("--val-negatives", type=int, default=100)
     g.add_argument("--test-negatives", type=int, default=50)
+    g.add_argument("--chat-per-tool", type=int, default=20, help="chat split: records per offered tool")
+    g.add_argument("--chat-negatives", type=int, default=60, help="chat split: no-tool records")
     g.add_argument("--merge-share", type=float, default=0.15, help="episodes that continue an earlier exchange")
+    g.add_argument("--many-tools-share", type=float, default=0.25,
+                   help="training records that offer 6 to all seen tools instead of the paper's 2-5")
     g.add_argument("--max-contents", type=int, default=20000, help="bound on images drawn per split")
     g.add_argument("--patience", type=int, default=300, help="stop a tool after this many duplicates in a row")
     g = b.add_argument_group("image content")
@@ -91,7 +96,8 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         out=args.out, split=args.split, seed=args.seed, train_records=args.train_records,
         val_per_tool=args.val_per_tool, val_finals=args.val_finals, test_per_tool=args.test_per_tool,
         negative_share=args.negative_share, val_negatives=args.val_negatives, test_negatives=args.test_negatives,
-        merge_share=args.merge_share, max_contents=args.max_contents, patience=args.patience, synthetic=not args.no_synthetic,
+        chat_per_tool=args.chat_per_tool, chat_negatives=args.chat_negatives,
+        merge_share=args.merge_share, many_tools_share=args.many_tools_share, max_contents=args.max_contents, patience=args.patience, synthetic=not args.no_synthetic,
         coco_captions=args.coco_captions, coco_instances=args.coco_instances, teacher=args.teacher,
         llm=_llm_factory(args) if args.teacher == "llm" else None, workers=args.workers, retries=args.retries,
         sharegpt=not args.no_sharegpt, alpaca=args.alpaca,

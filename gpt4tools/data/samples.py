@@ -139,23 +139,31 @@ class RecordMaker:
     """Renders episodes and negatives into records: offered tools, template, history."""
 
     def __init__(self, specs: Sequence[ToolSpec], pool: Sequence[ToolSpec], seed: int, split: str,
-                 tools_range: tuple[int, int] = (2, 5)):
+                 tools_range: tuple[int, int] = (2, 5), many_tools_share: float = 0.0):
         self.specs = {s.name: s for s in specs}
         self.pool = list(pool)  # where distractor tools come from
         self.seed, self.split, self.tools_range = seed, split, tools_range
+        self.many_tools_share = many_tools_share
 
     def _offer(self, needed: list[str], rng: random.Random) -> list[ToolSpec]:
-        """2-5 tools in random order, always including the needed ones."""
+        """2-5 tools in random order, always including the needed ones; for a share of the
+        records (`many_tools_share`) from 6 up to the whole pool, as the app offers every
+        available tool: a model that only ever saw 2-5 tools must pick among 17 there."""
         lo, hi = self.tools_range
+        if self.many_tools_share and rng.random() < self.many_tools_share:
+            lo, hi = hi + 1, len(self.pool)
         k = rng.randint(max(lo, len(needed)), max(hi, len(needed)))
         others = [s for s in self.pool if s.name not in needed]
         chosen = [self.specs[n] for n in needed] + rng.sample(others, min(len(others), k - len(needed)))
         rng.shuffle(chosen)
         return chosen
 
-    def _prompt(self, rng: random.Random, offered: list[ToolSpec], history: Conversation, user: str, scratch: str) -> str:
-        descriptions = {s.name: rng.choice([s.description, *s.paraphrases]) for s in offered}
-        return history.template.render(offered, history.render(), user, scratch, descriptions)
+    @staticmethod
+    def _descriptions(rng: random.Random, offered: list[ToolSpec]) -> dict[str, str]:
+        """One wording per offered tool, drawn once per episode: in the app the tool list does
+        not change between the steps of a turn, and so each turn's prompt is the previous
+        turn's prompt plus its step (which lets training encode an episode once: train.py)."""
+        return {s.name: rng.choice([s.description, *s.paraphrases]) for s in offered}
 
     def episode_records(self, ep: Episode, earlier: Sequence[Episode] = ()) -> list[dict]:
         """One record per assistant turn of `ep`; `earlier` episodes (same image) become history."""
@@ -170,6 +178,7 @@ class RecordMaker:
             history.add_exchange(e.user, e.final or "")
         offered = self._offer(list(dict.fromkeys(st.call.tool for st in ep.steps)), rng)
         names = [s.name for s in offered]
+        descriptions = self._descriptions(rng, offered)
         turns = [st.call for st in ep.steps] + ([FinalAnswer(ep.final)] if ep.final else [])
         records = []
         for t, target in enumerate(turns):
@@ -179,7 +188,8 @@ class RecordMaker:
             kind = "positive" if t == 0 and not earlier else "context"
             tool = target.tool if is_call else None
             records.append({
-                "instruction": self._prompt(rng, offered, history, ep.user, scratch), "input": "", "output": output,
+                "instruction": template.render(offered, history.render(), ep.user, scratch, descriptions),
+                "input": "", "output": output,
                 "id": record_id(self.seed, ep.content.id, tool, kind, self.split, ins.tool, ins.text, variant, t),
                 "tool": tool, "kind": kind, "teacher": ins.teacher, "source": ep.content.id,
                 "template": template.name, "tools_offered": names,
@@ -195,7 +205,8 @@ class RecordMaker:
             history.add_image(f"image/{random_name(rng=rng)}.png", image_from.announcement())
         offered = self._offer([], rng)
         return {
-            "instruction": self._prompt(rng, offered, history, ex.prompt.strip(), ""), "input": "",
+            "instruction": template.render(offered, history.render(), ex.prompt.strip(), "",
+                                           self._descriptions(rng, offered)), "input": "",
             "output": react.render_final(FinalAnswer(ex.reply), template.ai_prefix),
             "id": record_id(self.seed, ex.source, None, "negative", self.split),
             "tool": None, "kind": "negative", "teacher": ex.source.split(":", 1)[0], "source": ex.source,

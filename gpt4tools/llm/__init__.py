@@ -20,6 +20,7 @@ class Generation:
     completion_tokens: int = 0
     stop: str | None = None  # which stop string ended it; None: EOS or the token limit
     seconds: float = 0.0
+    cached_tokens: int = 0  # prompt tokens whose keys/values were reused from an earlier call
 
 
 class LLM(Protocol):

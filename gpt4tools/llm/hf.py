@@ -38,9 +38,53 @@ def resolve_dtype(dtype: str, device: str):
         raise ValueError(f"unknown dtype {dtype!r}: use auto, fp32, bf16 or fp16") from None
 
 
+class PrefixCache:
+    """The KV cache of the last sequence this model decoded, reused by the next prompt that
+    starts with the same tokens: the agent's next step (same prompt + one more observation),
+    another turn or session with the same tool list, or neighbouring benchmark prompts.
+    Only the new tail is then encoded. One slot: the caller holds the model's lock."""
+
+    min_reuse = 16  # shorter shared prefixes are not worth the bookkeeping
+
+    def __init__(self):
+        self.ids: list[int] = []  # the tokens whose keys/values `cache` holds
+        self.cache = None
+
+    def take(self, ids: list[int]):
+        """A cache holding a prefix of `ids` (cropped to it), or None: start afresh.
+        At least one token is always left to encode, as generate needs one."""
+        cache, self.cache = self.cache, None  # generate mutates it: never hand it out twice
+        if cache is None:
+            return None
+        n = 0
+        for a, b in zip(self.ids, ids):
+            if a != b:
+                break
+            n += 1
+        n = min(n, len(ids) - 1)
+        held = cache.get_seq_length()
+        if n < self.min_reuse or held < n or not _croppable(cache):
+            return None
+        if held > n:
+            cache.crop(n - held)  # a negative count: drop the tokens after the shared prefix
+        return cache
+
+    def keep(self, ids: list[int], cache) -> None:
+        """After generating: `cache` holds keys/values for the first get_seq_length() of `ids`."""
+        if cache is not None and cache.get_seq_length() <= len(ids):
+            self.ids, self.cache = ids[: cache.get_seq_length()], cache
+
+
+def _croppable(cache) -> bool:
+    # Sliding-window layers (Gemma 3) cannot go back once past their window: start afresh there.
+    return all(getattr(layer, "is_croppable", False) and not getattr(layer, "is_sliding", False)
+               for layer in getattr(cache, "layers", [None]))
+
+
 class HFCausalLM:
     def __init__(self, model: str | Path, adapter: str | Path | None = None, device: str = "cpu",
-                 dtype: str = "auto", max_context: int = 4096, name: str | None = None, merge_adapter: bool = True):
+                 dtype: str = "auto", max_context: int = 4096, name: str | None = None, merge_adapter: bool = True,
+                 prefix_cache: bool = True):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -61,6 +105,7 @@ class HFCausalLM:
         self.context_length = min(int(cfg_ctx), max_context)
         self.name = name or (f"{Path(str(model)).name}+{Path(str(adapter)).name}" if adapter else Path(str(model)).name)
         self._lock = threading.Lock()  # one generate at a time: CPU threads are the bottleneck anyway
+        self.prefix = PrefixCache() if prefix_cache else None
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)
@@ -76,15 +121,31 @@ class HFCausalLM:
             kw["stopping_criteria"] = [_StopOnStrings(self.tokenizer, stop, prompt_len)]
         return kw
 
+    def _cached_generate(self, inputs: dict, **kw) -> tuple:
+        """model.generate for one prompt, reusing the KV cache of a shared prefix; returns
+        (output ids, prompt tokens that came from the cache). Call with the lock held."""
+        from transformers import DynamicCache
+
+        ids = inputs["input_ids"][0].tolist()
+        cache = self.prefix.take(ids) if self.prefix else None
+        reused = cache.get_seq_length() if cache is not None else 0
+        if self.prefix is not None and cache is None:
+            cache = DynamicCache(config=self.model.config)
+        out = self.model.generate(**inputs, past_key_values=cache, **kw)
+        if self.prefix is not None:
+            # The cache now holds the prompt and all generated tokens but the last.
+            self.prefix.keep(out[0].tolist(), cache)
+        return out, reused
+
     def generate(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> Generation:
         t0 = time.perf_counter()
         inputs = self._inputs(prompt)
         n_prompt = inputs["input_ids"].shape[1]
         with self._lock, _no_grad():
-            out = self.model.generate(**inputs, **self._gen_kwargs(stop, max_new_tokens, n_prompt))
+            out, reused = self._cached_generate(inputs, **self._gen_kwargs(stop, max_new_tokens, n_prompt))
         new = out[0, n_prompt:]
         text, which = cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), stop)
-        return Generation(text, n_prompt, int(new.shape[0]), which, time.perf_counter() - t0)
+        return Generation(text, n_prompt, int(new.shape[0]), which, time.perf_counter() - t0, reused)
 
     def generate_batch(self, prompts: Sequence[str], *, stop: Sequence[str] = (),
                        max_new_tokens: int = 256) -> list[Generation]:
@@ -125,8 +186,8 @@ class HFCausalLM:
         def work():
             try:
                 with self._lock, _no_grad():
-                    self.model.generate(**inputs, **self._gen_kwargs(stop, max_new_tokens, inputs["input_ids"].shape[1]),
-                                        streamer=streamer)
+                    self._cached_generate(inputs, streamer=streamer,
+                                          **self._gen_kwargs(stop, max_new_tokens, inputs["input_ids"].shape[1]))
             except BaseException as e:  # re-raised in the caller's thread below
                 errors.append(e)
                 streamer.end()
