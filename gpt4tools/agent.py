@@ -20,7 +20,8 @@ from gpt4tools.images import NAME_RE, ImageStore
 from gpt4tools.llm import LLM
 from gpt4tools.prompt import PromptTemplate
 from gpt4tools.registry import ToolRegistry, UnknownToolError
-from gpt4tools.tool import INPUT_ERRORS
+from gpt4tools.retrieval import ToolRetriever
+from gpt4tools.tool import INPUT_ERRORS, ToolSpec
 
 log = logging.getLogger(__name__)
 
@@ -76,18 +77,39 @@ class AgentConfig:
     max_retries: int = 2  # corrective observations for unusable output, per turn
     max_new_tokens: int = 256
     max_input_chars: int = 8000  # longer messages are refused with a clear answer
+    # Tools offered per turn: the k closest to the message (retrieval.py), as the paper's
+    # prompts offered 2-5; 0 offers every available tool.
+    offer_tools: int = 5
 
 
 class Agent:
     def __init__(self, llm: LLM, tools: ToolRegistry, template: PromptTemplate | None = None,
-                 config: AgentConfig | None = None):
+                 config: AgentConfig | None = None, retriever: ToolRetriever | None = None):
         self.llm = llm
-        self.tools = tools  # only the tools offered to the model: available ones
+        self.tools = tools  # the tools the model may use: available ones
         self.template = template or PromptTemplate.load()
         self.config = config or AgentConfig()
+        self.retriever = retriever  # made on first use (it loads a sentence encoder)
 
-    def prompt(self, conversation: Conversation, user_input: str, scratchpad: str = "") -> str:
+    def offered(self, user_input: str) -> list[ToolSpec]:
+        """The tools this turn's prompt lists (fixed for the turn, so each step's prompt
+        extends the last and the backend reuses its cache)."""
         specs = self.tools.specs()
+        k = self.config.offer_tools
+        if k <= 0 or k >= len(specs):
+            return specs
+        try:
+            if self.retriever is None:
+                self.retriever = ToolRetriever(specs)
+            return self.retriever.select(user_input, k)
+        except ImportError as e:  # a broken install: serve with every tool rather than not at all
+            log.warning("tool retrieval unavailable (%s); offering all %d tools", e, len(specs))
+            self.config.offer_tools = 0
+            return specs
+
+    def prompt(self, conversation: Conversation, user_input: str, scratchpad: str = "",
+               offered: list[ToolSpec] | None = None) -> str:
+        specs = self.offered(user_input) if offered is None else offered
         skeleton = self.template.render(specs, "", user_input, scratchpad)
         budget = self.llm.context_length - self.config.max_new_tokens - self.llm.count_tokens(skeleton)
         history = conversation.render(max(budget, 0), self.llm.count_tokens)
@@ -101,9 +123,10 @@ class Agent:
             yield Final(refusal)
             return
         scratchpad, retries, calls = "", 0, []
+        offered = self.offered(user_input)
         for _ in range(self.config.max_steps + self.config.max_retries + 1):
             completion = ""
-            for piece in self.llm.stream(self.prompt(conversation, user_input, scratchpad),
+            for piece in self.llm.stream(self.prompt(conversation, user_input, scratchpad, offered),
                                          stop=react.STOP, max_new_tokens=self.config.max_new_tokens):
                 completion += piece
                 yield Thought(completion)

@@ -97,7 +97,7 @@ def _read_items(path: Path, kind: str, problems: Problems) -> list[tuple[int, An
             raise BenchError(f"{path} starts like a JSON list but does not parse: {e}") from e
         return list(enumerate(items, start=1))  # position in the list stands in for the line
     out = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # U+2028 may sit in a string
         if not line.strip():
             continue
         try:
@@ -251,7 +251,7 @@ def _done_ids(path: Path) -> set[str]:
         path.write_bytes(keep)
         raw = keep
     done = set()
-    for line in raw.decode("utf-8", errors="replace").splitlines():
+    for line in raw.decode("utf-8", errors="replace").split("\n"):
         try:
             done.add(str(json.loads(line)["id"]))
         except (json.JSONDecodeError, KeyError, TypeError):
@@ -383,12 +383,12 @@ def _predict(records: list[dict], llm: LLM | None, baseline: str | None, max_new
              "seconds": round(g.seconds, 3)} for r, g in zip(records, gens)]
 
 
-def load_model(model: str, adapter: str | None, backend: str, device: str, dtype: str = "auto") -> LLM:
+def load_model(model: str, adapter: str | None, backend: str, device: str, dtype: str = "auto",
+               gguf: str = "auto") -> LLM:
     """The one place the benchmark loads an LLM (gpt4tools.llm.load_llm)."""
     from gpt4tools.llm import load_llm
 
-    extra = {"dtype": dtype} if backend == "transformers" else {}
-    return load_llm(model=model, adapter=adapter, backend=backend, device=device, **extra)
+    return load_llm(model=model, adapter=adapter, backend=backend, device=device, dtype=dtype, gguf=gguf)
 
 
 # -- command line ------------------------------------------------------------------------
@@ -432,7 +432,10 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="annotations: JSON list or JSONL of GPT4Tools records")
     p.add_argument("--model", default="default", help="'default', a manifest name, a local dir or GGUF, a hub id")
     p.add_argument("--adapter", help="LoRA adapter folder ('none' disables the default adapter)")
-    p.add_argument("--backend", default="transformers", choices=("transformers", "llamacpp", "openai"))
+    p.add_argument("--backend", default="auto", choices=("auto", "transformers", "llamacpp", "openai"),
+                   help="auto: llama.cpp where installed and the model has a GGUF, else transformers")
+    p.add_argument("--gguf", default="auto", choices=("auto", "lora", "bf16", "f16", "q8_0"),
+                   help="llama.cpp: how the adapter is applied (gpt4tools/llm/llamacpp.py)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--limit", type=int, help="only the first N records")
     p.add_argument("--per-tool", type=int, help="only N records per reference tool (seeded, stratified subset)")
@@ -449,14 +452,17 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     name += f"+{_slug(args.adapter)}" if args.adapter and not args.baseline else ""
     out = Path(args.out) if args.out else paths.runs_dir() / "bench" / f"{Path(args.data).stem}_{name}"
     try:
-        llm = None if args.baseline else load_model(args.model, args.adapter, args.backend, args.device, args.dtype)
+        from gpt4tools.llm import resolve_backend
+
+        backend = resolve_backend(args.backend, args.model, args.device)
+        llm = None if args.baseline else load_model(args.model, args.adapter, backend, args.device, args.dtype, args.gguf)
     except (OSError, ValueError, ImportError) as e:  # absent weights, unknown backend, missing package
         print(f"error: cannot load the model {args.model!r}: {e}", file=sys.stderr)
         return 2
     try:
         settings = {"model": None if args.baseline else args.model, "adapter": args.adapter,
-                    "backend": None if args.baseline else args.backend,
-                    "dtype": None if args.baseline else args.dtype, "command": " ".join(["python -m gpt4tools bench", *(sys.argv[2:] if argv is None else argv)])}
+                    "backend": None if args.baseline else backend,
+                    "dtype": None if args.baseline else args.dtype if backend == "transformers" else args.gguf, "command": " ".join(["python -m gpt4tools bench", *(sys.argv[2:] if argv is None else argv)])}
         report = run_bench(args.data, out, llm=llm, baseline=args.baseline, limit=args.limit,
                            per_tool=args.per_tool, seed=args.seed,
                            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, settings=settings,

@@ -133,14 +133,20 @@ def export_gguf_lora(adapter: Path, out: Path, base: str | None = None, outtype:
     return out
 
 
-def export_gguf_merged(adapter: Path, out: Path, base: str | None = None, outtype: str = "q8_0") -> Path:
-    """Base + adapter merged, then converted into one standalone GGUF model."""
+def export_gguf_merged(adapter: Path, out: Path, base: str | None = None, outtype: str = "q8_0",
+                       keep_hf: bool = True) -> Path:
+    """Base + adapter merged, then converted into one standalone GGUF model. The merged
+    Hugging Face folder it goes through stays beside `out` (`<stem>.hf`) unless not keep_hf."""
     merged = out.with_name(out.stem + ".hf")
     export_merged(adapter, merged, base)
     tmp = out.with_name(out.name + ".partial")
-    _run_converter("convert_hf_to_gguf.py", ["--outtype", outtype, "--outfile", str(tmp), str(merged)],
-                   _log_path(out))
-    _check_gguf(tmp, want_type="model")
+    try:
+        _run_converter("convert_hf_to_gguf.py", ["--outtype", outtype, "--outfile", str(tmp), str(merged)],
+                       _log_path(out))
+        _check_gguf(tmp, want_type="model")
+    finally:
+        if not keep_hf:
+            _remove(merged)
     os.replace(tmp, out)
     return out
 

@@ -63,7 +63,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     cutoff_len: int = 1536  # tokens; longer samples are skipped and counted
-    max_samples: int = 0  # use only the first N records after shuffling (0 = all)
+    max_samples: int = 0  # use only about N records: whole episodes, in seeded random order (0 = all)
     mask_prompt: bool = True  # loss on the response only (alpaca-lora's train_on_inputs=False)
     merge_turns: bool = True  # encode the turns of one episode as one sequence (group_turns)
     # hardware
@@ -101,7 +101,7 @@ def read_records(paths: list[str]) -> tuple[list[dict], dict[str, int]]:
             items = None
         if items is None:
             items = []
-            for line in text.splitlines():
+            for line in text.split("\n"):  # not splitlines(): JSON strings may hold U+2028
                 if not line.strip():
                     continue
                 try:
@@ -216,11 +216,29 @@ def loss_on_tail(model, batch) -> tuple:
     return loss, int((targets != IGNORE).sum())
 
 
-def tokenize_all(records: list[dict], tokenizer, cfg: TrainConfig, skipped: dict[str, int]) -> list[dict]:
+def choose_groups(records: list[dict], cfg: TrainConfig) -> list[list[int]]:
+    """The episodes to train on (`group_turns`, or single records without cfg.merge_turns), in a
+    seeded random order; with cfg.max_samples, whole episodes up to that many records."""
+    groups = group_turns(records) if cfg.merge_turns else [[i] for i in range(len(records))]
+    random.Random(cfg.seed).shuffle(groups)
+    if cfg.max_samples:
+        kept, n = [], 0
+        for g in groups:
+            if n >= cfg.max_samples:
+                break
+            kept.append(g)
+            n += len(g)
+        groups = kept
+    return groups
+
+
+def tokenize_all(records: list[dict], tokenizer, cfg: TrainConfig, skipped: dict[str, int],
+                 groups: list[list[int]] | None = None) -> list[dict]:
     """Training sequences: episodes encoded once (`group_turns`) when cfg.merge_turns, else one
     per record. A record that does not fit in cutoff_len is skipped and counted; an episode that
     does not fit falls back to its records one by one."""
-    groups = group_turns(records) if cfg.merge_turns else [[i] for i in range(len(records))]
+    if groups is None:
+        groups = group_turns(records) if cfg.merge_turns else [[i] for i in range(len(records))]
     too_long = f"longer than cutoff_len={cfg.cutoff_len}"
     samples, claimed = [], set()
     for group in groups:
@@ -302,10 +320,7 @@ def train(cfg: TrainConfig, progress=None, command: str | None = None) -> Path:
 
     base_path, tokenizer, model = load_base(cfg, device)
     records, skipped = read_records(cfg.data)
-    random.Random(cfg.seed).shuffle(records)
-    if cfg.max_samples:
-        records = records[: cfg.max_samples]
-    samples = tokenize_all(records, tokenizer, cfg, skipped)
+    samples = tokenize_all(records, tokenizer, cfg, skipped, choose_groups(records, cfg))
     if not samples:
         raise ValueError(f"no usable training samples in {cfg.data} (skipped: {skipped})")
     n_records = sum(s["records"] for s in samples)

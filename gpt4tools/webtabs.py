@@ -262,7 +262,7 @@ def bench_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
                                elem_id="bench_model")
             adapter = gr.Textbox("", label="Adapter folder (blank: the model's default; none: base model only)")
             with gr.Row():
-                backend = gr.Dropdown(list(BACKENDS), value="transformers", label="Backend", elem_id="bench_backend")
+                backend = gr.Dropdown(list(BACKENDS), value="auto", label="Backend", elem_id="bench_backend")
                 device = gr.Textbox("cpu", label="Device")
             base_url = gr.Textbox("", label="Server URL (openai backend; default $OPENAI_BASE_URL)",
                                   elem_id="bench_url")

@@ -10,6 +10,11 @@ compared with. llama.cpp's KV cache is reset before each run, so the time to fir
 includes the whole prefill (otherwise it reuses the previous run's identical prompt).
 Tokens are counted by re-tokenizing the generated text, for every backend alike. Prints a
 Markdown table and writes JSON with --out.
+
+`--agent-step` also times the agent's second step (the first prompt plus one tool step and
+its observation): time to first token with the prefix cache emptied ("cold", the whole
+prompt encoded) and right after the first step ("warm", only the new tail encoded), for
+each backend but raw-llamacpp; their ratio is what prefix reuse saves per agent step.
 """
 
 from __future__ import annotations
@@ -31,14 +36,48 @@ from gpt4tools.prompt import PromptTemplate  # noqa: E402
 from gpt4tools.registry import build_registry  # noqa: E402
 
 
-def real_prompt() -> str:
+def real_prompt(all_tools: bool = False) -> str:
+    """A benchmark-style prompt offering 4 tools, or (all_tools) the app's: every available tool."""
     t = PromptTemplate.load()
     reg = build_registry()
     names = ["Edge Detection On Image", "Detect the Give Object", "Pose Detection On Image", "Get Photo Description"]
-    specs = [reg[n].spec for n in names if n in reg]
+    specs = reg.available().specs() if all_tools else [reg[n].spec for n in names if n in reg]
     conv = Conversation(t)
     conv.add_image("image/qwertyui.png", "a cat lying on a sofa next to a cup of coffee")
     return t.render(specs, conv.render(), "detect the cat in image/qwertyui.png", "")
+
+
+def step_two(prompt: str) -> str:
+    """The agent's second prompt after `prompt`: its first step and observation appended."""
+    call = react.ToolCall("Detect the Give Object", "image/qwertyui.png, cat")
+    return prompt + react.render_step(call, "Result saved as image/ab12_detect_qwertyui_qwertyui.png\n"
+                                            "cat [12, 40, 300, 280]")
+
+
+def forget_prefix(llm) -> None:
+    """Empty a backend's prefix cache, so the next prompt is encoded from scratch."""
+    if hasattr(llm, "llm") and hasattr(llm.llm, "reset"):
+        llm.llm.reset()  # llama.cpp
+    if getattr(llm, "prefix", None) is not None:
+        from gpt4tools.llm.hf import PrefixCache
+
+        llm.prefix = PrefixCache()
+
+
+def agent_step(llm, prompt: str, max_new: int):
+    """(cold, warm) time to first token of the agent's second step; see the module docstring."""
+    second = step_two(prompt)
+
+    def once():
+        forget_prefix(llm)
+        cold = time_pieces(llm.stream(second, stop=react.STOP, max_new_tokens=max_new), llm.count_tokens)[0]
+        forget_prefix(llm)
+        for _ in llm.stream(prompt, stop=react.STOP, max_new_tokens=max_new):  # the first step fills the cache
+            pass
+        warm = time_pieces(llm.stream(second, stop=react.STOP, max_new_tokens=max_new), llm.count_tokens)[0]
+        return cold, warm
+
+    return once
 
 
 def time_pieces(pieces: Iterable[str], count_tokens) -> tuple[float, float, int]:
@@ -75,8 +114,7 @@ def raw_llamacpp(path: str, prompt: str, max_new: int):
 
 def ours(llm, prompt: str, max_new: int):
     def once():
-        if hasattr(llm, "llm") and hasattr(llm.llm, "reset"):
-            llm.llm.reset()  # llama.cpp: as above
+        forget_prefix(llm)  # as above: time the whole prefill
         return time_pieces(llm.stream(prompt, stop=react.STOP, max_new_tokens=max_new), llm.count_tokens)
 
     return once
@@ -89,24 +127,30 @@ def main() -> int:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--all-tools", action="store_true", help="the app's prompt: every available tool offered")
+    ap.add_argument("--agent-step", action="store_true", help="also time the agent's second step, cold vs warm cache")
+    ap.add_argument("--adapter", default="none", help="adapter for our backends (default none: the base alone)")
     ap.add_argument("--out")
     args = ap.parse_args()
 
     from gpt4tools import weights
     from gpt4tools.llm import load_llm
 
-    prompt = real_prompt()
+    prompt = real_prompt(args.all_tools)
     rows = []
     for model in args.models:
-        runners, meta = {}, {}
+        runners, meta, steps = {}, {}, {}
         for backend in args.backends:
             t0 = time.perf_counter()
             if backend == "raw-llamacpp":
                 runners[backend] = raw_llamacpp(str(weights.path(model) / "model.gguf"), prompt, args.max_new_tokens)
                 n_prompt = None
             else:
-                llm = load_llm(model, adapter="none", backend=backend, dtype=args.dtype)
+                extra = {"dtype": args.dtype} if backend == "transformers" else {}
+                llm = load_llm(model, adapter=args.adapter, backend=backend, **extra)
                 runners[backend] = ours(llm, prompt, args.max_new_tokens)
+                if args.agent_step:
+                    steps[backend] = agent_step(llm, prompt, args.max_new_tokens)
                 n_prompt = llm.count_tokens(prompt)
             meta[backend] = (round(time.perf_counter() - t0, 1), n_prompt)
             runners[backend]()  # warm-up: page-in, weight repacking
@@ -115,16 +159,27 @@ def main() -> int:
         for _ in range(args.repeats):
             for b, once in runners.items():
                 runs[b].append(once())
+        step_runs = {b: [once() for _ in range(args.repeats)] for b, once in steps.items()}
         for b, rs in runs.items():
             row = {"model": model, "backend": b, "load_s": meta[b][0], "prompt_tokens": meta[b][1],
                    "ttft_s": round(statistics.median(r[0] for r in rs), 3),
                    "decode_tok_s": round(statistics.median(r[1] for r in rs), 1),
                    "new_tokens": rs[-1][2], "repeats": len(rs)}
+            if b in step_runs:
+                cold = statistics.median(r[0] for r in step_runs[b])
+                warm = statistics.median(r[1] for r in step_runs[b])
+                row.update(step2_cold_ttft_s=round(cold, 3), step2_warm_ttft_s=round(warm, 3),
+                           step2_speedup=round(cold / warm, 2) if warm else None)
             rows.append(row)
             print(json.dumps(row), flush=True)
     print("\n| model | backend | prompt tokens | load s | time to first token s | decode tok/s |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['backend']} | {r['prompt_tokens']} | {r['load_s']} | {r['ttft_s']} | {r['decode_tok_s']} |")
+    for r in rows:
+        if "step2_speedup" in r:
+            print(f"{r['model']} {r['backend']}: agent step 2, time to first token {r['step2_cold_ttft_s']} s with "
+                  f"the whole prompt encoded, {r['step2_warm_ttft_s']} s reusing step 1's prefix "
+                  f"({r['step2_speedup']}x)")
     # The issue's target: our llamacpp path >= 0.8x raw llama.cpp, measured in this one command.
     raw = {r["model"]: r for r in rows if r["backend"] == "raw-llamacpp"}
     for r in rows:

@@ -116,3 +116,30 @@ def test_stop_stream_never_shows_stop_strings(pieces):
     buf = StopStream(["Observation:"])
     shown = "".join(buf.feed(p) for p in pieces) + buf.flush()
     assert "Observ" not in shown and shown == "".join(pieces).split("Observation:")[0]
+
+
+def test_the_retrieved_tools_are_offered_for_the_whole_turn(store, upload):
+    """With more tools than `offer_tools`, each step of a turn lists the same few tools: the
+    ones closest to the message (a word-overlap encoder stands in for the sentence encoder)."""
+    import numpy as np
+
+    from gpt4tools.retrieval import ToolRetriever
+
+    vocab = sorted({w for t in ("invert colours", "ask about size", "always fails", "needs weights") for w in t.split()})
+
+    def embed(texts):
+        rows = np.array([[float(w in t.lower()) for w in vocab] for t in texts]) + 1e-6
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    tools = (Invert(), Ask(), Crash(), Missing())
+    name = upload("chelsea.jpg")
+    conv = Conversation(T)
+    conv.add_image(name, "a cat")
+    llm = ScriptedLLM([call("Invert The Image", name), final("done")])
+    agent = Agent(llm, ToolRegistry(tools), T, AgentConfig(offer_tools=1), ToolRetriever([t.spec for t in tools], embed))
+    steps = [s for s in agent.run(f"invert the colours of {name}", conv, store) if not isinstance(s, Thought)]
+    assert isinstance(steps[-1], Final) and len(llm.prompts) == 2
+    for prompt in llm.prompts:
+        assert "should be one of [Invert The Image]" in prompt and "> Ask:" not in prompt
+    assert llm.prompts[1].startswith(llm.prompts[0])  # step 2 extends step 1: the prefix cache applies
+    assert len(agent.offered("")) == 4  # nothing to match: every tool

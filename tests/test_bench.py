@@ -92,6 +92,15 @@ def test_bench_resumes_without_regenerating(data, tmp_path):
     assert {"seg-1", "2", "chat-3", "det-4"} == {str(ln["id"]) for ln in lines}
 
 
+def test_a_line_separator_inside_an_output_is_not_a_line_break(tmp_path):
+    records = [{"id": "u", "instruction": "PROMPT u\n", "input": "", "output": final("a\u2028b")}]
+    data = tmp_path / "ann.jsonl"
+    data.write_text(json.dumps(records[0], ensure_ascii=False) + "\n", encoding="utf-8")
+    pred = write_jsonl(tmp_path / "pred.jsonl", [json.dumps({"id": "u", "output": final("x\u2028y")}, ensure_ascii=False)])
+    report = bench.score_files(data, pred, tmp_path / "out")
+    assert report["n"] == 1 and report["SR"] == 1.0 and report["problems"] == {}
+
+
 def test_one_at_a_time_prompts_go_in_text_order(tmp_path):
     """Neighbours then share the longest prefix, which the backends' prefix caches skip."""
     records = [{"id": i, "instruction": f"PROMPT {p}\n", "input": "", "output": final("x")}

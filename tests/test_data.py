@@ -461,8 +461,8 @@ def test_chat_messages_are_held_out_from_training_phrasings():
 
 
 def test_chat_split_offers_every_tool_in_the_default_template(tmp_path, registry):
-    build(_cfg(tmp_path, split="chat", chat_per_tool=3, chat_negatives=4), registry)
-    recs = _read(tmp_path / "out" / "chat_eval.jsonl")
+    build(_cfg(tmp_path, split="chat", chat_per_tool=3, chat_negatives=4, chat_offer=0), registry)
+    recs = _read(tmp_path / "out" / "chat_eval_all.jsonl")
     names = [s.name for s in registry.specs()]
     by_tool = Counter(r["tool"] for r in recs)
     # Canny generation targets its chain's first tool (edge detection); Detection is unseen but offered.
@@ -490,3 +490,47 @@ def test_many_tools_share_offers_up_to_the_whole_pool_in_train_only(tmp_path, re
     sizes = Counter(len(r["tools_offered"]) for r in train)
     assert max(sizes) == seen_pool and sum(v for k, v in sizes.items() if k > 5) > len(train) / 5
     assert max(len(r["tools_offered"]) for r in val) <= 5  # validation keeps the paper's 2-5
+
+
+def test_chat_split_prompts_are_the_agents_prompts(tmp_path, registry):
+    """With retrieval (the agent's default), each record's prompt is byte for byte what the
+    agent sends the model for that message after that upload."""
+    from gpt4tools.agent import Agent, AgentConfig
+    from gpt4tools.history import Conversation
+    from gpt4tools.llm import ScriptedLLM
+    from gpt4tools.prompt import PromptTemplate
+
+    build(_cfg(tmp_path, split="chat", chat_per_tool=1, chat_negatives=2, chat_offer=3), registry)
+    recs = _read(tmp_path / "out" / "chat_eval_top3.jsonl")
+    assert json.loads((tmp_path / "out" / "stats.json").read_text())["chat_eval_top3"]["offer"] == 3
+    template = PromptTemplate.load("default")
+    agent = Agent(ScriptedLLM([]), registry.available(), template, AgentConfig(offer_tools=3))
+    for rec in recs:
+        history = rec["instruction"].split("Previous conversation:\n")[1].split("\n\nNew input: ")[0]
+        user = rec["instruction"].split("\n\nNew input: ")[1].split("\n")[0]
+        conversation = Conversation(template)
+        if history:
+            name = NAME_RE.search(history).group(0)
+            conversation.add_image(name, history.split("Description: ")[1].split(". Use this description")[0])
+        assert agent.prompt(conversation, user) == rec["instruction"]
+        assert 3 <= len(rec["tools_offered"]) <= 4  # a chained tool brings the one it follows
+        if rec["tool"] and rec["tool"] != "Generate Image From User Input Text":
+            assert rec["tool"] in rec["tools_offered"] or rec["asked"] in rec["tools_offered"], rec
+
+
+def test_retrieved_share_offers_what_the_agent_would(tmp_path, registry, alpaca):
+    from gpt4tools.retrieval import ToolRetriever
+
+    build(_cfg(tmp_path, alpaca, retrieved_share=1.0, many_tools_share=0.0), registry)
+    recs = _read(tmp_path / "out" / "train.jsonl")
+    seen = [s for s in registry.specs() if s.seen]
+    retriever = ToolRetriever(seen)
+    as_agent = 0
+    for r in recs:
+        assert {s.name for s in seen} >= set(r["tools_offered"])  # unseen tools never offered in train
+        if r["tool"]:
+            assert r["tool"] in r["tools_offered"]
+        user = r["instruction"].split("\n\nNew input: ")[1].split("\n")[0]
+        picks = [[s.name for s in retriever.select(user, k)] for k in range(2, 6)]
+        as_agent += r["tools_offered"] in picks
+    assert as_agent > 0.6 * len(recs)  # the rest: the retriever missed a needed tool, which took a place

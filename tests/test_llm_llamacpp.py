@@ -48,10 +48,33 @@ def test_generate_and_stream_agree_and_stop(llm):
     assert "3." not in cut.text and cut.stop is not None
 
 
-def test_peft_folder_is_refused_with_the_export_command(tmp_path):
+def test_unusable_adapter_folders_are_refused_with_what_to_do(tmp_path):
     (tmp_path / "adapter_config.json").write_text("{}")
-    with pytest.raises(ValueError, match="gpt4tools export"):
-        load_llm("default", adapter=str(tmp_path), backend="llamacpp")
+    with pytest.raises(ValueError, match="gpt4tools export"):  # the LoRA form needs adapter.gguf
+        load_llm("default", adapter=str(tmp_path), backend="llamacpp", gguf="lora")
+    with pytest.raises(ValueError, match="no adapter_model.safetensors"):
+        load_llm("default", adapter=str(tmp_path), backend="llamacpp", gguf="bf16")
+    with pytest.raises(ValueError, match="unknown GGUF form"):
+        load_llm("default", backend="llamacpp", gguf="q3")
+
+
+def test_merged_gguf_is_made_once_and_remade_when_corrupt():
+    from gpt4tools import paths
+    from gpt4tools.llm import DEFAULT_ADAPTER_DIR
+    from gpt4tools.llm.llamacpp import merged_gguf
+
+    adapter = paths.REPO / DEFAULT_ADAPTER_DIR
+    first = merged_gguf(adapter, "q8_0")
+    stamp = first.stat().st_mtime_ns
+    assert merged_gguf(adapter, "q8_0") == first and first.stat().st_mtime_ns == stamp  # reused
+    with open(first, "r+b") as f:  # flip a byte in the tensor data
+        f.seek(first.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    again = merged_gguf(adapter, "q8_0")
+    assert again == first and again.stat().st_mtime_ns != stamp  # checked, found corrupt, remade
+    assert not list(first.parent.glob("*.hf"))  # the merged HF folder it went through is gone
 
 
 def _free_port() -> int:
@@ -127,8 +150,10 @@ def test_default_adapter_gguf_matches_peft_on_a_benchmark_prompt():
     record = next(r for r in map(json.loads, (paths.REPO / "data" / "val.jsonl").open())
                   if r["tool"] == "Edge Detection On Image" and r["kind"] == "positive")
     prompt = record_prompt(record)
-    hf = load_llm("default", dtype="fp32").generate(prompt, stop=react.STOP, max_new_tokens=48)
-    cpp = load_llm("default", backend="llamacpp", n_ctx=2048).generate(prompt, stop=react.STOP, max_new_tokens=48)
-    want, got = react.parse(hf.text), react.parse(cpp.text)
+    hf = load_llm("default", backend="transformers", dtype="fp32").generate(prompt, stop=react.STOP, max_new_tokens=48)
+    want = react.parse(hf.text)
     assert isinstance(want, react.ToolCall) and want.tool == "Edge Detection On Image", hf.text
-    assert got == want, (hf.text, cpp.text)
+    for form in ("lora", "auto"):  # the LoRA GGUF on the 4-bit base; the merged GGUF made from the peft folder
+        cpp = load_llm("default", backend="llamacpp", gguf=form, n_ctx=2048).generate(prompt, stop=react.STOP,
+                                                                                        max_new_tokens=48)
+        assert react.parse(cpp.text) == want, (form, hf.text, cpp.text)

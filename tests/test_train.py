@@ -110,6 +110,16 @@ def test_collate_left_pads_with_true_positions():
     assert batch["keep"] == 2 and batch["labels"][0, -2:].tolist() == [6, 7]
 
 
+def test_a_line_separator_inside_a_string_is_not_a_line_break(tmp_path):
+    """JSONL written with ensure_ascii=False keeps U+2028 raw (real ShareGPT text has it);
+    str.splitlines() would cut the record there."""
+    rec = {**RECORDS[0], "output": "Hello\u2028world"}
+    p = tmp_path / "sep.jsonl"
+    p.write_text(json.dumps(rec, ensure_ascii=False) + "\n" + json.dumps(RECORDS[1]) + "\n", encoding="utf-8")
+    records, skipped = read_records([str(p)])
+    assert records == [rec, RECORDS[1]] and skipped == {}
+
+
 def test_bad_records_are_skipped_and_counted(tmp_path):
     p = tmp_path / "bad.jsonl"
     p.write_text(json.dumps(RECORDS[0]) + "\n{not json\n" + json.dumps({"instruction": "x"}) + "\n\n")

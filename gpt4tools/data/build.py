@@ -51,9 +51,11 @@ class BuildConfig:
     test_negatives: int = 50  # as in the paper's test split
     merge_share: float = 0.15  # episodes that continue an earlier exchange about the same image
     tools_range: tuple[int, int] = (2, 5)
-    many_tools_share: float = 0.25  # train only: records offering 6..all tools (samples.RecordMaker._offer)
+    many_tools_share: float = 0.15  # train only: records offering 6..all tools (samples.RecordMaker._offer)
+    retrieved_share: float = 0.5  # train only: records offering what the agent would (retrieval.py)
     chat_per_tool: int = 20  # chat split: records per offered tool (chat_eval.py)
     chat_negatives: int = 60
+    chat_offer: int = 5  # tools per chat prompt, chosen as the agent does (0: all available)
     synthetic: bool = True
     photos: list[Path] = field(default_factory=lambda: [assets_dir()])
     coco_captions: Path | None = None
@@ -239,9 +241,9 @@ class Builder:
         photos = [c for c in self.real_contents() if content_bucket(c.id, cfg.seed) != "train"]
         dropped: Counter = Counter()
         records = chat_records(offered, chat_contents(cfg.seed, photos), cfg.seed, cfg.chat_per_tool,
-                               cfg.chat_negatives, PromptTemplate.load("default"), dropped)
+                               cfg.chat_negatives, PromptTemplate.load("default"), dropped, cfg.chat_offer)
         dropped.update(self.dropped_sources)
-        self.stats_extra = {"tools_offered": [s.name for s in offered], "seed": cfg.seed,
+        self.stats_extra = {"tools_available": [s.name for s in offered], "offer": cfg.chat_offer, "seed": cfg.seed,
                             "teacher": "chat-heldout", "tokenizer": self.tokenizer_name}
         self.dropped = dropped
         return records
@@ -258,8 +260,9 @@ class Builder:
             tools, pool = seen_tools, seen_tools
         if not tools:
             raise ValueError(f"no tools for the {split} split: is tools.CATALOG filled?")
+        train = split == "train"  # val/test: the paper's 2-5 random tools
         maker = RecordMaker(self.specs, pool, cfg.seed, split, cfg.tools_range,
-                            cfg.many_tools_share if split == "train" else 0.0)  # val/test: the paper's 2-5
+                            cfg.many_tools_share if train else 0.0, cfg.retrieved_share if train else 0.0)
         dropped: Counter = Counter()
         used: list[ImageContent] = []
         per_tool: Counter = Counter()
@@ -312,6 +315,13 @@ class Builder:
         blob = json.dumps([cfg, specs, getattr(self.cfg.llm, "__name__", None)], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
+    def file_name(self, split: str) -> str:
+        if split == "chat":
+            from gpt4tools.data.chat_eval import file_name
+
+            return file_name(self.cfg.chat_offer)
+        return FILES[split]
+
     def write(self, split: str, records: list[dict]) -> dict:
         """Append to the work file (resumable), then write the final file(s) atomically."""
         writer = RecordWriter(self.work / f"{split}-{self.fingerprint()}.partial.jsonl")
@@ -320,14 +330,14 @@ class Builder:
             self.progress("write", min(i + 200, len(records)), len(records))
         final = [writer.done[r["id"]] for r in records]
         self.cfg.out.mkdir(parents=True, exist_ok=True)
-        path = self.cfg.out / FILES[split]
+        path = self.cfg.out / self.file_name(split)
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in final).encode("utf-8")
         if self.cfg.gzip:  # mtime=0 and no file name: the same records give the same bytes
             path = path.with_name(path.name + ".gz")
             data = gzip.compress(data, mtime=0)
         atomic_write(path, data)
         if self.cfg.json:
-            atomic_write(path.with_name(FILES[split].replace(".jsonl", ".json")),
+            atomic_write(path.with_name(self.file_name(split).replace(".jsonl", ".json")),
                          json.dumps(final, ensure_ascii=False, indent=1).encode("utf-8"))
         st = split_stats(final, self.dropped, self.stats_extra, self.count_tokens if self.cfg.tokenizer else None)
         st.update(file=path.name, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
@@ -341,7 +351,8 @@ def build(cfg: BuildConfig, registry: ToolRegistry) -> dict[str, dict]:
     results = {}
     for split in splits:
         records = builder.build_split(split)
-        results[split] = builder.write(split, records)
+        key = split if split != "chat" else builder.file_name(split).removesuffix(".jsonl")  # two chat files
+        results[key] = builder.write(split, records)
         builder.progress("done", len(records), len(records), force=True)
     stats_path = cfg.out / "stats.json"
     all_stats = json.loads(stats_path.read_text(encoding="utf-8")) if stats_path.is_file() else {}

@@ -2,9 +2,10 @@
 
 The paper's validation prompts offer 2-5 tools and are phrased by the teacher that wrote
 the training data, so a high validation score can hide a model that fails in the app.
-This split renders what the app renders: every tool the registry offers on this machine
-(in catalog order), the default prompt template, the uploaded image announced with its
-description, and user messages from `phrasings_chat.json`. Those messages were written
+This split renders what the agent renders: the tools it would offer for the message among
+those available on this machine (the 5 closest, `retrieval.ToolRetriever`, as the agent does
+by default; or all of them, `offer=0`), the default prompt template, the uploaded image
+announced with its description, and user messages from `phrasings_chat.json`. Those messages were written
 independently of the training phrasings and are never used for training (a test checks
 that no chat message is also a training phrasing).
 
@@ -13,7 +14,8 @@ first tool of the chain) or, for small talk, a no-tool answer. The records use t
 GPT4Tools format, so `python -m gpt4tools bench --data data/chat_eval.jsonl` scores them
 with the paper's metric.
 
-    python -m gpt4tools data build --split chat --out data      # -> data/chat_eval.jsonl
+    python -m gpt4tools data build --split chat --out data                    # -> data/chat_eval.jsonl
+    python -m gpt4tools data build --split chat --out data --chat-offer 0     # -> data/chat_eval_all.jsonl
 """
 
 from __future__ import annotations
@@ -51,17 +53,30 @@ def offerable(specs: Sequence[ToolSpec]) -> list[ToolSpec]:
     return [s for s in specs if s.name in chat_phrasings() and (not s.follows or s.follows in names)]
 
 
-def chat_records(offered: Sequence[ToolSpec], contents: Sequence[ImageContent], seed: int, per_tool: int,
-                 negatives: int, template: PromptTemplate, dropped: Counter) -> list[dict]:
-    """`per_tool` records for each offerable tool and `negatives` no-tool records."""
-    specs = {s.name: s for s in offered}
-    tool_names = [s.name for s in offered]
+def file_name(offer: int) -> str:
+    """chat_eval.jsonl for the agent's default offer, else named after the offer."""
+    from gpt4tools.retrieval import DEFAULT_K
+
+    return "chat_eval.jsonl" if offer == DEFAULT_K else "chat_eval_all.jsonl" if offer <= 0 else f"chat_eval_top{offer}.jsonl"
+
+
+def chat_records(available: Sequence[ToolSpec], contents: Sequence[ImageContent], seed: int, per_tool: int,
+                 negatives: int, template: PromptTemplate, dropped: Counter, offer: int = 0,
+                 retriever=None) -> list[dict]:
+    """`per_tool` records for each tool a message can target and `negatives` no-tool records;
+    each prompt offers what the agent would offer for its message (`offer`: 0 = all)."""
+    from gpt4tools.retrieval import ToolRetriever
+
+    specs = {s.name: s for s in available}
+    if offer > 0 and retriever is None:
+        retriever = ToolRetriever(list(available))
     records: list[dict] = []
 
-    def render(history: Conversation, user: str) -> str:
-        return template.render(list(offered), history.render(), user, "")
+    def render(history: Conversation, user: str) -> tuple[str, list[str]]:
+        offered = retriever.select(user.strip(), offer) if offer > 0 else list(available)  # as Agent.offered
+        return template.render(offered, history.render(), user.strip(), ""), [s.name for s in offered]
 
-    for spec in offerable(offered):
+    for spec in offerable(available):
         pool = chat_phrasings()[spec.name]["phrasings"]
         made, tries = 0, 0
         while made < per_tool and tries < 50 * per_tool:
@@ -78,11 +93,12 @@ def chat_records(offered: Sequence[ToolSpec], contents: Sequence[ImageContent], 
             ep = episode(Instruction(content.id, spec.name, text.format(**slots), args, TEACHER), content, specs, seed)
             history = Conversation(template)
             history.add_image(ep.image, content.announcement())
+            prompt, names = render(history, ep.user)
             records.append({
-                "instruction": render(history, ep.user), "input": "", "output": react.render_call(ep.steps[0].call),
+                "instruction": prompt, "input": "", "output": react.render_call(ep.steps[0].call),
                 "id": record_id(seed, content.id, spec.name, "chat", made), "tool": ep.steps[0].call.tool,
                 "kind": "chat", "teacher": TEACHER, "source": content.id, "template": template.name,
-                "tools_offered": tool_names, "asked": spec.name,
+                "tools_offered": names, "asked": spec.name,
             })
             made += 1
         if made < per_tool:
@@ -96,11 +112,12 @@ def chat_records(offered: Sequence[ToolSpec], contents: Sequence[ImageContent], 
         if rng.random() < 0.5:  # often after an upload: the image alone is no reason to call a tool
             history.add_image(f"image/{random_name(rng=rng)}.png", content.announcement())
         user = small_talk[n % len(small_talk)]
+        prompt, names = render(history, user)
         records.append({
-            "instruction": render(history, user), "input": "",
+            "instruction": prompt, "input": "",
             "output": react.render_final(FinalAnswer(NO_TOOL_REPLY), template.ai_prefix),
             "id": record_id(seed, "chat-negative", None, "chat", n), "tool": None, "kind": "chat-negative",
-            "teacher": TEACHER, "source": f"chat:{n}", "template": template.name, "tools_offered": tool_names,
+            "teacher": TEACHER, "source": f"chat:{n}", "template": template.name, "tools_offered": names,
         })
     return records
 

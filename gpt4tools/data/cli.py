@@ -30,9 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--test-negatives", type=int, default=50)
     g.add_argument("--chat-per-tool", type=int, default=20, help="chat split: records per offered tool")
     g.add_argument("--chat-negatives", type=int, default=60, help="chat split: no-tool records")
+    g.add_argument("--chat-offer", type=int, default=5,
+                   help="chat split: tools per prompt, the closest to the message as the agent offers them "
+                        "(0: every available tool; written to chat_eval_all.jsonl)")
     g.add_argument("--merge-share", type=float, default=0.15, help="episodes that continue an earlier exchange")
-    g.add_argument("--many-tools-share", type=float, default=0.25,
+    g.add_argument("--many-tools-share", type=float, default=0.15,
                    help="training records that offer 6 to all seen tools instead of the paper's 2-5")
+    g.add_argument("--retrieved-share", type=float, default=0.5,
+                   help="training records that offer the 2-5 tools the agent would retrieve for the message")
     g.add_argument("--max-contents", type=int, default=20000, help="bound on images drawn per split")
     g.add_argument("--patience", type=int, default=300, help="stop a tool after this many duplicates in a row")
     g = b.add_argument_group("image content")
@@ -96,8 +101,8 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         out=args.out, split=args.split, seed=args.seed, train_records=args.train_records,
         val_per_tool=args.val_per_tool, val_finals=args.val_finals, test_per_tool=args.test_per_tool,
         negative_share=args.negative_share, val_negatives=args.val_negatives, test_negatives=args.test_negatives,
-        chat_per_tool=args.chat_per_tool, chat_negatives=args.chat_negatives,
-        merge_share=args.merge_share, many_tools_share=args.many_tools_share, max_contents=args.max_contents, patience=args.patience, synthetic=not args.no_synthetic,
+        chat_per_tool=args.chat_per_tool, chat_negatives=args.chat_negatives, chat_offer=args.chat_offer,
+        merge_share=args.merge_share, many_tools_share=args.many_tools_share, retrieved_share=args.retrieved_share, max_contents=args.max_contents, patience=args.patience, synthetic=not args.no_synthetic,
         coco_captions=args.coco_captions, coco_instances=args.coco_instances, teacher=args.teacher,
         llm=_llm_factory(args) if args.teacher == "llm" else None, workers=args.workers, retries=args.retries,
         sharegpt=not args.no_sharegpt, alpaca=args.alpaca,

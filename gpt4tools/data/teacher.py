@@ -168,7 +168,7 @@ class ReplyCache:
         self.lock = threading.Lock()
         self.replies: dict[str, str] = {}
         if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
+            for line in path.read_text(encoding="utf-8").split("\n"):  # U+2028 may sit in a reply
                 try:
                     d = json.loads(line)
                     self.replies[d["key"]] = d["reply"]

