@@ -107,6 +107,10 @@ class Agent:
             self.config.offer_tools = 0
             return specs
 
+    def warm_up(self) -> None:
+        """Load the tool retriever now (its sentence encoder takes a few seconds), not at the first message."""
+        self.offered("warm up")
+
     def prompt(self, conversation: Conversation, user_input: str, scratchpad: str = "",
                offered: list[ToolSpec] | None = None) -> str:
         specs = self.offered(user_input) if offered is None else offered

@@ -35,7 +35,9 @@ def build_agent(args: argparse.Namespace) -> A.Agent:
     llm = load_llm(args.model, adapter=args.adapter, backend=args.backend, device=args.device, gguf=args.gguf, **extra)
     template = template_for(llm)
     tools = build_registry(args.load).available()
-    return A.Agent(llm, tools, template, A.AgentConfig(offer_tools=args.offer_tools))
+    agent = A.Agent(llm, tools, template, A.AgentConfig(offer_tools=args.offer_tools))
+    agent.warm_up()
+    return agent
 
 
 def template_for(llm) -> "PromptTemplate":

@@ -233,8 +233,10 @@ class AgentHolder:
         llm, tools = self.agent.llm, self.agent.tools
         adapter = getattr(llm, "adapter", None)
         of = f" of {n_tools_total}" if n_tools_total is not None else ""
+        k = self.agent.config.offer_tools
+        offer = f", the {k} closest offered per message" if 0 < k < len(tools) else ""
         return (f"**Model:** `{llm.name}` · **Adapter:** `{Path(adapter).name if adapter else 'none'}` · "
-                f"**Tools:** {len(tools)}{of} available")
+                f"**Tools:** {len(tools)}{of} available{offer}")
 
 
 # -- one browser session --------------------------------------------------------------------

@@ -131,7 +131,7 @@ class HFCausalLM:
         reused = cache.get_seq_length() if cache is not None else 0
         if self.prefix is not None and cache is None:
             cache = DynamicCache(config=self.model.config)
-        out = self.model.generate(**inputs, past_key_values=cache, **kw)
+        out = self.model.generate(**inputs, cache=cache, **kw)
         if self.prefix is not None:
             # The cache now holds the prompt and all generated tokens but the last.
             self.prefix.keep(out[0].tolist(), cache)
