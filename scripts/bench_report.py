@@ -21,6 +21,15 @@ def pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
+def record_seconds(predictions: Path) -> list[float]:
+    """Seconds each prediction took (the runner's per-record timing; none for baselines and for
+    folders made by `gpt4tools score`, which only scores)."""
+    if not predictions.is_file():
+        return []
+    rows = (json.loads(x) for x in predictions.read_text(encoding="utf-8").split("\n") if x.strip())
+    return [row["seconds"] for row in rows if row.get("seconds") is not None]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", help="bench run folders")
@@ -33,12 +42,12 @@ def main() -> int:
     settings = [json.loads((Path(r) / "run.json").read_text()) if (Path(r) / "run.json").is_file() else {}
                 for r in args.runs]
 
-    out = ["| run | n | " + " | ".join(f"{c} %" for c in COLS) + " | s/record |", "|---|---:|" + "---:|" * (len(COLS) + 1)]
+    out = ["| run | n | " + " | ".join(f"{c} %" for c in COLS) + " | s/record | generation s |",
+           "|---|---:|" + "---:|" * (len(COLS) + 2)]
     for name, s, r in zip(names, scores, args.runs):
-        secs = [json.loads(x).get("seconds") for x in (Path(r) / "predictions.jsonl").read_text().splitlines() if x.strip()]
-        secs = sorted(x for x in secs if x is not None)
-        med = f"{secs[len(secs) // 2]:.2f}" if secs else "–"
-        out.append(f"| {name} | {s['n']} | " + " | ".join(pct(s[c]) for c in COLS) + f" | {med} |")
+        secs = sorted(record_seconds(Path(r) / "predictions.jsonl"))
+        med, total = (f"{secs[len(secs) // 2]:.2f}", f"{sum(secs):.0f}") if secs else ("–", "–")
+        out.append(f"| {name} | {s['n']} | " + " | ".join(pct(s[c]) for c in COLS) + f" | {med} | {total} |")
     tools = list(dict.fromkeys(t for s in scores for t in s["per_tool"]))
     out += ["", "SR % per reference tool (n in brackets):", "",
             "| tool | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
@@ -49,7 +58,7 @@ def main() -> int:
             cells.append(f"{pct(row['SR'])} ({row['n']})" if row else "–")
         out.append(f"| {t} | " + " | ".join(cells) + " |")
     out += ["", "Commands:", "", "```bash"]
-    out += [st.get("command", f"# {r}: no command recorded") for st, r in zip(settings, args.runs)]
+    out += [st.get("command", f"# {r}: scored by `gpt4tools score` (see scripts/eval_default.sh)") for st, r in zip(settings, args.runs)]
     out += ["```", ""]
     sys.stdout.write("\n".join(out))
     return 0

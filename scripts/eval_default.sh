@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The benchmark runs behind docs/benchmark.md: the default adapter, the untuned base and the
+# always-no-tool baseline on the committed splits, through llama.cpp (the adapter merged into a
+# cached GGUF; bf16 where the CPU has AVX-512 BF16, else q8_0). Each run folder keeps run.json
+# (the exact command, backend, seconds) and is resumed if it exists.
+#
+#   bash scripts/eval_default.sh                 # everything (about an hour on 2 cores)
+#   RUNS="val test" bash scripts/eval_default.sh # some of it
+#   ADAPTER=runs/train/mine bash scripts/eval_default.sh
+#
+# Report: python scripts/bench_report.py runs/bench/<run>... --names ...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+ADAPTER=${ADAPTER:-adapters/default}
+OUT=${OUT:-runs/bench}
+bench() { $PY -m gpt4tools bench --model smollm2-135m --backend llamacpp --max-new-tokens 96 "$@"; }
+mkdir -p "$OUT"
+for run in ${RUNS:-chat val test untuned all}; do
+  start=$SECONDS
+  case $run in
+    chat)  # the app's prompts: the 5 tools the retriever offers, held-out chat messages
+      bench --data data/chat_eval.jsonl --adapter "$ADAPTER" --per-tool 5 --out "$OUT/chat5_tuned"
+      $PY -m gpt4tools bench --data data/chat_eval.jsonl --baseline no-tool --per-tool 5 --out "$OUT/chat5_no-tool" ;;
+    val)  # seen tools, 2-5 offered, the paper's validation protocol
+      bench --data data/val.jsonl --adapter "$ADAPTER" --per-tool 10 --out "$OUT/val10_tuned"
+      $PY -m gpt4tools bench --data data/val.jsonl --baseline no-tool --per-tool 10 --out "$OUT/val10_no-tool" ;;
+    test)  # unseen tools, the whole 650-record split (the paper's 652), timed
+      bench --data data/test_unseen.jsonl --adapter "$ADAPTER" --out "$OUT/test_tuned"
+      $PY -m gpt4tools bench --data data/test_unseen.jsonl --baseline no-tool --out "$OUT/test_no-tool" ;;
+    untuned)  # the base model without the adapter (the GGUF the package ships)
+      bench --data data/val.jsonl --adapter none --per-tool 5 --out "$OUT/val5_untuned"
+      # the adapter on the same records: --per-tool 5 is the first half of --per-tool 10's draw
+      $PY -c "import json, sys; from gpt4tools.bench import Problems, load_annotations, select_per_tool
+recs = select_per_tool(load_annotations('data/val.jsonl', Problems()), 5)
+open(sys.argv[1], 'w').writelines(json.dumps(r, ensure_ascii=False) + '\\n' for r in recs.values())" "$OUT/val5.jsonl"
+      $PY -m gpt4tools score --data "$OUT/val5.jsonl" --pred "$OUT/val10_tuned/predictions.jsonl" --out "$OUT/val5_tuned" ;;
+    all)  # every available tool offered, as with --offer-tools 0
+      bench --data data/chat_eval_all.jsonl --adapter "$ADAPTER" --per-tool 5 --out "$OUT/chatall5_tuned" ;;
+    *) echo "unknown run $run (chat val test untuned all)" >&2; exit 2 ;;
+  esac
+  echo "$run: $((SECONDS - start)) s wall (model load included)" | tee -a "$OUT/eval_wall.txt"
+done
