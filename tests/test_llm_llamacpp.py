@@ -153,7 +153,7 @@ def test_default_adapter_gguf_matches_peft_on_a_benchmark_prompt():
     hf = load_llm("default", backend="transformers", dtype="fp32").generate(prompt, stop=react.STOP, max_new_tokens=48)
     want = react.parse(hf.text)
     # The backends must agree with each other; whether the tool is right is the benchmark's business.
-    assert isinstance(want, react.ToolCall), hf.text
+    assert isinstance(want, react.ToolCall) and want.tool in record["tools_offered"], hf.text
     for form in ("lora", "auto"):  # the LoRA GGUF on the 4-bit base; the merged GGUF made from the peft folder
         cpp = load_llm("default", backend="llamacpp", gguf=form, n_ctx=2048).generate(prompt, stop=react.STOP,
                                                                                         max_new_tokens=48)
