@@ -221,13 +221,24 @@ def plot(report: dict, path: Path) -> Path:
     return path
 
 
-def score_files(data: str | Path, pred: str | Path, out: str | Path | None = None) -> dict:
-    """Score a predictions file against annotations and write the reports. Raises BenchError."""
+def score_files(data: str | Path, pred: str | Path, out: str | Path | None = None, *,
+                per_tool: int | None = None, seed: int = 0) -> dict:
+    """Score a predictions file against annotations and write the reports. Raises BenchError.
+    `per_tool`/`seed`: score only bench's stratified subset (`select_per_tool`), e.g. the
+    records of a smaller run within the predictions of a larger one."""
     problems = Problems()
     records = load_annotations(data, problems)
+    if per_tool is not None:
+        if per_tool < 1:
+            raise BenchError(f"--per-tool must be 1 or more, not {per_tool}")
+        records = select_per_tool(records, per_tool, seed)
     predictions = load_predictions(pred, problems)
+    if per_tool is not None:  # predictions outside the subset are expected, not a problem
+        predictions = {k: v for k, v in predictions.items() if k in records}
     report = score_records(records, predictions, problems)
     report.update(data=str(data), predictions=str(pred))
+    if per_tool is not None:
+        report.update(per_tool_subset=per_tool, seed=seed)
     report["files"] = [str(p) for p in write_report(report, Path(out) if out else Path(pred).parent)]
     return report
 
@@ -419,9 +430,11 @@ def score_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="annotations: JSON list or JSONL of GPT4Tools records")
     p.add_argument("--pred", required=True, help="predictions JSONL: {id, output} per line")
     p.add_argument("--out", help="report folder (default: beside --pred)")
+    p.add_argument("--per-tool", type=int, help="score only bench's stratified subset of N records per reference tool")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --per-tool draw (as given to bench)")
     args = p.parse_args(argv)
     try:
-        return _finish(score_files(args.data, args.pred, args.out))
+        return _finish(score_files(args.data, args.pred, args.out, per_tool=args.per_tool, seed=args.seed))
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -2,6 +2,11 @@
 
     python scripts/bench_llm.py --models gemma-3-270m smollm2-135m qwen2.5-coder-0.5b --backends transformers
     python scripts/bench_llm.py --models gemma-3-270m --backends transformers llamacpp raw-llamacpp
+    python scripts/bench_llm.py --models smollm2-135m --adapter adapters/default \
+        --backends llamacpp:bf16 llamacpp:q8_0 transformers:bf16 transformers:fp32
+
+A backend may name its form after a colon: `llamacpp:FORM` (llamacpp.GGUF_FORMS; the merged
+forms need --adapter) and `transformers:DTYPE`; without one, --dtype and --gguf apply.
 
 All backends of a model load in this process and run the same prompt: one warm-up each,
 then --repeats rounds, round-robin over the backends; medians are reported. `raw-llamacpp`
@@ -99,6 +104,9 @@ def raw_llamacpp(path: str, prompt: str, max_new: int):
     """llama_cpp.Llama on its own, configured as our backend configures it."""
     from llama_cpp import Llama
 
+    from gpt4tools.llm.llamacpp import safe_process_defaults
+
+    safe_process_defaults()  # the weight buffers our backend uses on this CPU (AMX repacking crashes)
     llm = Llama(model_path=path, n_ctx=4096, verbose=False, n_threads=os.cpu_count())
 
     def pieces():
@@ -124,7 +132,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["gemma-3-270m"])
     ap.add_argument("--backends", nargs="+", default=["transformers"])
-    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--dtype", default="auto", help="transformers dtype where a backend names none")
+    ap.add_argument("--gguf", default="auto", help="llama.cpp form where a backend names none")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--all-tools", action="store_true", help="the app's prompt: every available tool offered")
@@ -146,8 +155,9 @@ def main() -> int:
                 runners[backend] = raw_llamacpp(str(weights.path(model) / "model.gguf"), prompt, args.max_new_tokens)
                 n_prompt = None
             else:
-                extra = {"dtype": args.dtype} if backend == "transformers" else {}
-                llm = load_llm(model, adapter=args.adapter, backend=backend, **extra)
+                name, _, form = backend.partition(":")
+                extra = {"dtype": form or args.dtype} if name == "transformers" else {"gguf": form or args.gguf}
+                llm = load_llm(model, adapter=args.adapter, backend=name, **extra)
                 runners[backend] = ours(llm, prompt, args.max_new_tokens)
                 if args.agent_step:
                     steps[backend] = agent_step(llm, prompt, args.max_new_tokens)

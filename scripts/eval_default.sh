@@ -31,10 +31,7 @@ for run in ${RUNS:-chat val test untuned all}; do
     untuned)  # the base model without the adapter (the GGUF the package ships)
       bench --data data/val.jsonl --adapter none --per-tool 5 --out "$OUT/val5_untuned"
       # the adapter on the same records: --per-tool 5 is the first half of --per-tool 10's draw
-      $PY -c "import json, sys; from gpt4tools.bench import Problems, load_annotations, select_per_tool
-recs = select_per_tool(load_annotations('data/val.jsonl', Problems()), 5)
-open(sys.argv[1], 'w').writelines(json.dumps(r, ensure_ascii=False) + '\\n' for r in recs.values())" "$OUT/val5.jsonl"
-      $PY -m gpt4tools score --data "$OUT/val5.jsonl" --pred "$OUT/val10_tuned/predictions.jsonl" --out "$OUT/val5_tuned" ;;
+      $PY -m gpt4tools score --data data/val.jsonl --per-tool 5 --pred "$OUT/val10_tuned/predictions.jsonl" --out "$OUT/val5_tuned" ;;
     all)  # every available tool offered, as with --offer-tools 0
       bench --data data/chat_eval_all.jsonl --adapter "$ADAPTER" --per-tool 5 --out "$OUT/chatall5_tuned" ;;
     *) echo "unknown run $run (chat val test untuned all)" >&2; exit 2 ;;

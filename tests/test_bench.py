@@ -234,3 +234,15 @@ def test_per_tool_subset_is_stratified_seeded_and_checked(data, tmp_path):
         bench.run_bench(data, out, baseline="no-tool", per_tool=2)
     with pytest.raises(bench.BenchError, match="--per-tool"):
         bench.run_bench(data, tmp_path / "x", baseline="no-tool", per_tool=0)
+
+
+def test_score_per_tool_scores_the_subset_of_a_larger_run(data, tmp_path):
+    """score --per-tool N reads bench --per-tool N's records out of a bigger run's predictions."""
+    full = bench.run_bench(data, tmp_path / "all", baseline="no-tool")
+    pred = tmp_path / "all" / "predictions.jsonl"
+    sub = bench.run_bench(data, tmp_path / "one", baseline="no-tool", per_tool=1)
+    scored = bench.score_files(data, pred, tmp_path / "rescored", per_tool=1)
+    assert full["n"] > scored["n"] == sub["n"] == 3
+    assert scored["per_tool"] == sub["per_tool"] and scored["SR"] == sub["SR"]
+    assert "unknown_prediction_ids" not in scored["problems"]  # the rest of the run is not a problem
+    assert bench.main(["score", "--data", str(data), "--pred", str(pred), "--per-tool", "0"]) == 2

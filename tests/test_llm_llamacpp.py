@@ -92,7 +92,10 @@ def server(tmp_path_factory):
     # a file, not a pipe: llama.cpp logs a lot, and a full pipe nobody reads blocks the server
     log = (tmp_path_factory.mktemp("server") / "server.log").open("w+")
     gguf = weights.path(DEFAULT_MODEL) / "model.gguf"
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smol",
+    # llama_cpp.server, with the weight buffers our backend picks on this CPU (no AMX repacking: it crashes)
+    serve = ("import runpy; from gpt4tools.llm.llamacpp import safe_process_defaults; safe_process_defaults(); "
+             "runpy.run_module('llama_cpp.server', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", serve, "--model", str(gguf), "--model_alias", "smol",
                              "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
                             stdout=subprocess.DEVNULL, stderr=log, text=True)
     url = f"http://127.0.0.1:{port}/v1"

@@ -12,11 +12,18 @@ An adapter reaches llama.cpp in one of two forms (`gguf`):
 
 llama-cpp-python has no prebuilt wheel on PyPI (it compiles llama.cpp on install), so it
 is an optional dependency: `bash run.sh setup` builds it once per CPU (see README).
+
+llama.cpp's "extra buffer types" (weights repacked for the AMX and other CPU kernels) are
+turned off on CPUs with AMX: with them, llama.cpp 0.3.36 (the wheel built natively on an
+AMX Xeon) dies with a segmentation fault in the first decode of the shipped Q4_1 GGUF,
+every time (tests/test_llm_llamacpp.py caught it). `extra_bufts=True` turns them back on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -86,10 +93,60 @@ def resolve_form(gguf: str) -> str:
     return "bf16" if cpu_has_fast_bf16() else "q8_0"
 
 
+def cpu_has_amx() -> bool:
+    try:
+        return "amx_int8" in open("/proc/cpuinfo", encoding="ascii", errors="ignore").read()
+    except OSError:
+        return False
+
+
+_params_lock = threading.Lock()
+
+
+def _defaults_with(**fields):
+    """llama_model_default_params, with some fields set."""
+    import llama_cpp.llama_cpp as lib
+
+    default = getattr(lib.llama_model_default_params, "_gpt4tools_original", lib.llama_model_default_params)
+
+    def patched():
+        params = default()
+        for k, v in fields.items():
+            setattr(params, k, v)
+        return params
+
+    patched._gpt4tools_original = default  # not __wrapped__: llama_cpp sets that to its Python stub
+    return patched
+
+
+@contextlib.contextmanager
+def _model_params(**fields):
+    """llama-cpp-python's Llama() takes no argument for some llama_model_params fields
+    (use_extra_bufts): set them in the defaults it starts from, for one construction."""
+    import llama_cpp.llama_cpp as lib
+
+    with _params_lock:
+        before = lib.llama_model_default_params
+        lib.llama_model_default_params = _defaults_with(**fields)
+        try:
+            yield
+        finally:
+            lib.llama_model_default_params = before
+
+
+def safe_process_defaults() -> None:
+    """For a process that builds its own Llama (llama_cpp.server): the buffers LlamaCppLM
+    would choose on this CPU, for every model the process loads."""
+    import llama_cpp.llama_cpp as lib
+
+    lib.llama_model_default_params = _defaults_with(use_extra_bufts=not cpu_has_amx())
+
+
 class LlamaCppLM:
     def __init__(self, model: str, lora: str | None = None, n_ctx: int = 4096, n_threads: int | None = None,
-                 n_gpu_layers: int = 0, gguf: str = "auto"):
-        """`lora`: a LoRA GGUF file, or a peft adapter folder (merged or converted as `gguf` says)."""
+                 n_gpu_layers: int = 0, gguf: str = "auto", extra_bufts: bool | None = None):
+        """`lora`: a LoRA GGUF file, or a peft adapter folder (merged or converted as `gguf` says).
+        `extra_bufts`: llama.cpp's repacked weight buffers; None: off where the CPU has AMX (see above)."""
         try:
             from llama_cpp import Llama
         except ImportError as e:
@@ -107,8 +164,10 @@ class LlamaCppLM:
                 lora = str(gguf_file)
             else:
                 path, lora = merged_gguf(Path(lora), form), None
-        self.llm = Llama(model_path=str(path), lora_path=lora, n_ctx=n_ctx, verbose=False,
-                         n_threads=n_threads or os.cpu_count(), n_gpu_layers=n_gpu_layers)
+        self.extra_bufts = not cpu_has_amx() if extra_bufts is None else extra_bufts
+        with _model_params(use_extra_bufts=self.extra_bufts):
+            self.llm = Llama(model_path=str(path), lora_path=lora, n_ctx=n_ctx, verbose=False,
+                             n_threads=n_threads or os.cpu_count(), n_gpu_layers=n_gpu_layers)
         self.context_length = n_ctx
         self.gguf = str(path)
         self.name = f"{path.stem}" + (f"+{Path(lora).stem}" if lora else "")
