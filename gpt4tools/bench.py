@@ -394,6 +394,24 @@ def _predict(records: list[dict], llm: LLM | None, baseline: str | None, max_new
              "seconds": round(g.seconds, 3)} for r, g in zip(records, gens)]
 
 
+AMX_BATCH = 16  # scripts/bench_runner_speed.sh: 8 and 16 measured 2.1x and 2.3x llama.cpp's records/s
+
+
+def pick_runner(backend: str, model: str, device: str, batch_size: int | None) -> tuple[str, int]:
+    """The backend and batch size of a run. `auto` follows gpt4tools.llm.resolve_backend (llama.cpp
+    on a CPU: one prompt at a time, each prefill reusing its neighbour's prefix), except on CPUs
+    with AMX: there torch's bf16 matmuls prefill a batch of prompts faster than llama.cpp does
+    one (llama.cpp's own AMX kernels crash, see gpt4tools/llm/llamacpp.py), so the benchmark
+    runs batched transformers. Only the benchmark: the agent decodes one prompt, where
+    llama.cpp's faster decoding wins."""
+    from gpt4tools.llm import resolve_backend
+    from gpt4tools.llm.hf import cpu_has_amx
+
+    if backend == "auto" and device == "cpu" and cpu_has_amx():
+        return "transformers", batch_size or AMX_BATCH
+    return resolve_backend(backend, model, device), batch_size or 1
+
+
 def load_model(model: str, adapter: str | None, backend: str, device: str, dtype: str = "auto",
                gguf: str = "auto") -> LLM:
     """The one place the benchmark loads an LLM (gpt4tools.llm.load_llm)."""
@@ -455,9 +473,9 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the --per-tool draw")
     p.add_argument("--out", help="run folder (default: runs/bench/<data>_<model>); an existing one is resumed")
     p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=1,
-                   help="prompts decoded together (transformers backend, left-padded): 8-32 on a GPU; "
-                        "on a CPU prefill dominates and batching measured no faster")
+    p.add_argument("--batch-size", type=int,
+                   help="prompts decoded together (transformers backend, left-padded): 8-32 on a GPU. "
+                        "Default: 16 where --backend auto picks batched transformers (CPUs with AMX), else 1")
     p.add_argument("--baseline", choices=("no-tool",), help="write the always-no-tool answer, no model")
     p.add_argument("--dtype", default="auto", help="transformers backend: auto (bf16 where native, else fp32), fp32, bf16")
     args = p.parse_args(argv)
@@ -465,9 +483,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     name += f"+{_slug(args.adapter)}" if args.adapter and not args.baseline else ""
     out = Path(args.out) if args.out else paths.runs_dir() / "bench" / f"{Path(args.data).stem}_{name}"
     try:
-        from gpt4tools.llm import resolve_backend
-
-        backend = resolve_backend(args.backend, args.model, args.device)
+        backend, args.batch_size = pick_runner(args.backend, args.model, args.device, args.batch_size)
         llm = None if args.baseline else load_model(args.model, args.adapter, backend, args.device, args.dtype, args.gguf)
     except (OSError, ValueError, ImportError) as e:  # absent weights, unknown backend, missing package
         print(f"error: cannot load the model {args.model!r}: {e}", file=sys.stderr)
@@ -475,7 +491,8 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = {"model": None if args.baseline else args.model, "adapter": args.adapter,
                     "backend": None if args.baseline else backend,
-                    "dtype": None if args.baseline else args.dtype if backend == "transformers" else args.gguf, "command": " ".join(["python -m gpt4tools bench", *(sys.argv[2:] if argv is None else argv)])}
+                    "dtype": None if args.baseline else args.dtype if backend == "transformers" else args.gguf,
+                    "batch_size": None if args.baseline else args.batch_size, "command": " ".join(["python -m gpt4tools bench", *(sys.argv[2:] if argv is None else argv)])}
         report = run_bench(args.data, out, llm=llm, baseline=args.baseline, limit=args.limit,
                            per_tool=args.per_tool, seed=args.seed,
                            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, settings=settings,

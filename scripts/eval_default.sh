@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark runs behind docs/benchmark.md: the default adapter, the untuned base and the
-# always-no-tool baseline on the committed splits, through llama.cpp (the adapter merged into a
-# cached GGUF; bf16 where the CPU has AVX-512 BF16, else q8_0). Each run folder keeps run.json
-# (the exact command, backend, seconds) and is resumed if it exists.
+# always-no-tool baseline on the committed splits, with bench's --backend auto: llama.cpp (the
+# adapter merged into a cached GGUF) one prompt at a time, or on CPUs with AMX batched bf16
+# transformers (bench.pick_runner). BACKEND=llamacpp forces llama.cpp. Each run folder keeps
+# run.json (the exact command, backend, batch size) and is resumed if it exists.
 #
 #   bash scripts/eval_default.sh                 # everything (about an hour on 2 cores)
 #   RUNS="val test" bash scripts/eval_default.sh # some of it
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 ADAPTER=${ADAPTER:-adapters/default}
 OUT=${OUT:-runs/bench}
-bench() { $PY -m gpt4tools bench --model smollm2-135m --backend llamacpp --max-new-tokens 96 "$@"; }
+bench() { $PY -m gpt4tools bench --model smollm2-135m --backend "${BACKEND:-auto}" --max-new-tokens 96 "$@"; }
 mkdir -p "$OUT"
 for run in ${RUNS:-chat val test untuned all}; do
   start=$SECONDS

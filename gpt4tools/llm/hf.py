@@ -22,6 +22,15 @@ def cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Sapphire Rapids and later Xeons): torch's bf16 matmuls
+    use them (a 705-token prefill measured 3.2x faster than llama.cpp there, scripts/bench_llm.py)."""
+    try:
+        return "amx_bf16" in open("/proc/cpuinfo", encoding="ascii", errors="ignore").read()
+    except OSError:
+        return False
+
+
 def resolve_dtype(dtype: str, device: str):
     import torch
 

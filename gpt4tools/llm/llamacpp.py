@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from gpt4tools.llm import Generation, StopStream, cut_at_stop
+from gpt4tools.llm.hf import cpu_has_amx
 
 GGUF_FORMS = ("auto", "lora", "bf16", "f16", "q8_0")
 
@@ -91,13 +92,6 @@ def resolve_form(gguf: str) -> str:
     from gpt4tools.llm.hf import cpu_has_fast_bf16
 
     return "bf16" if cpu_has_fast_bf16() else "q8_0"
-
-
-def cpu_has_amx() -> bool:
-    try:
-        return "amx_int8" in open("/proc/cpuinfo", encoding="ascii", errors="ignore").read()
-    except OSError:
-        return False
 
 
 _params_lock = threading.Lock()
