@@ -19,8 +19,8 @@ for base in ${BASES:-smollm2-135m gemma-3-270m qwen2.5-coder-0.5b}; do
     $PY -m gpt4tools train --base-model "$base" --data data/train.jsonl --out-dir "$out/adapter" --max-samples "$N" \
       --lora-layers top:15 --target-modules q_proj k_proj v_proj o_proj gate_proj up_proj down_proj \
       --learning-rate 1e-3 --gradient-accumulation 4 --warmup-steps 10 --save-steps 25 --cutoff-len 2400 --threads 2
-  $PY -m gpt4tools bench --data data/chat_eval.jsonl --model "$base" --adapter "$out/adapter" --backend llamacpp \
+  $PY -m gpt4tools bench --data data/chat_eval.jsonl --model "$base" --adapter "$out/adapter" --backend "${BACKEND:-auto}" \
     --per-tool 5 --max-new-tokens 96 --out "$out/chat5"
-  $PY -m gpt4tools bench --data data/val.jsonl --model "$base" --adapter "$out/adapter" --backend llamacpp \
+  $PY -m gpt4tools bench --data data/val.jsonl --model "$base" --adapter "$out/adapter" --backend "${BACKEND:-auto}" \
     --per-tool 3 --max-new-tokens 96 --out "$out/val3"
 done

@@ -246,3 +246,17 @@ def test_score_per_tool_scores_the_subset_of_a_larger_run(data, tmp_path):
     assert scored["per_tool"] == sub["per_tool"] and scored["SR"] == sub["SR"]
     assert "unknown_prediction_ids" not in scored["problems"]  # the rest of the run is not a problem
     assert bench.main(["score", "--data", str(data), "--pred", str(pred), "--per-tool", "0"]) == 2
+
+
+def test_auto_runner_batches_transformers_only_on_amx_cpus(monkeypatch):
+    import gpt4tools.llm as llm_mod
+    from gpt4tools.llm import hf
+
+    monkeypatch.setattr(llm_mod, "resolve_backend", lambda backend, model, device: "llamacpp" if backend == "auto" else backend)
+    monkeypatch.setattr(hf, "cpu_has_amx", lambda: True)
+    assert bench.pick_runner("auto", "default", "cpu", None) == ("transformers", bench.AMX_BATCH)
+    assert bench.pick_runner("auto", "default", "cpu", 4) == ("transformers", 4)  # an asked batch size stays
+    assert bench.pick_runner("llamacpp", "default", "cpu", None) == ("llamacpp", 1)  # an asked backend stays
+    assert bench.pick_runner("auto", "default", "cuda", None) == ("llamacpp", 1)
+    monkeypatch.setattr(hf, "cpu_has_amx", lambda: False)
+    assert bench.pick_runner("auto", "default", "cpu", None) == ("llamacpp", 1)
