@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from pathlib import Path
@@ -10,25 +11,31 @@ from typing import Iterator, Sequence
 from gpt4tools.llm import Generation, StopStream, cut_at_stop
 
 
+@functools.cache
+def _cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo, read once; None where there is none (not Linux)."""
+    try:
+        text = open("/proc/cpuinfo", encoding="ascii", errors="ignore").read()
+    except OSError:
+        return None
+    return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+
+
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX). Elsewhere (AVX2 only)
     torch emulates bf16, which measured 3x slower than fp32 here: auto picks fp32 there."""
-    try:
-        flags = open("/proc/cpuinfo", encoding="ascii", errors="ignore").read()
-    except OSError:  # not Linux: ask torch what it dispatches to
+    flags = _cpu_flags()
+    if flags is None:  # not Linux: ask torch what it dispatches to
         import torch
 
         return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def cpu_has_amx() -> bool:
     """Whether this CPU has AMX tiles (Sapphire Rapids and later Xeons): torch's bf16 matmuls
     use them (a 705-token prefill measured 3.2x faster than llama.cpp there, scripts/bench_llm.py)."""
-    try:
-        return "amx_bf16" in open("/proc/cpuinfo", encoding="ascii", errors="ignore").read()
-    except OSError:
-        return False
+    return "amx_bf16" in (_cpu_flags() or set())
 
 
 def resolve_dtype(dtype: str, device: str):
