@@ -76,6 +76,7 @@ class TrainConfig:
     save_steps: int = 50
     log_steps: int = 1
     resume: bool = True  # continue from out_dir/checkpoint if present
+    save_dtype: str = "fp32"  # the final adapter file's dtype; bf16 halves it (checkpoints stay fp32)
 
     def __post_init__(self):
         if self.micro_batch_size < 1 or self.gradient_accumulation < 1:
@@ -85,6 +86,8 @@ class TrainConfig:
         if isinstance(self.data, str):
             self.data = [self.data]
         self.target_modules = tuple(self.target_modules)
+        if self.save_dtype not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"--save-dtype takes fp32, bf16 or fp16, not {self.save_dtype!r}")
         if self.lora_layers and not re.fullmatch(r"top:\d+", self.lora_layers):
             raise ValueError(f"--lora-layers takes '' (all) or 'top:N', not {self.lora_layers!r}")
 
@@ -418,6 +421,10 @@ def train(cfg: TrainConfig, progress=None, command: str | None = None) -> Path:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(out)
+        if cfg.save_dtype != "fp32":
+            from gpt4tools.export import cast_adapter
+
+            cast_adapter(out, cfg.save_dtype)
         tokenizer.save_pretrained(out)
         resolved.update(train_seconds=round(time.perf_counter() - t_start, 1), train_tokens=tokens_seen)
         (out / "train_config.json").write_text(json.dumps(resolved, indent=2))

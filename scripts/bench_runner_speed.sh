@@ -6,12 +6,15 @@
 #
 #   bash scripts/bench_runner_speed.sh                  # N=80, the runners below
 #   N=40 RUNNERS="llamacpp:q8_0:1 transformers:bf16:16" bash scripts/bench_runner_speed.sh
+#   MODEL=smollm2-135m ADAPTER=adapters/smollm2-135m bash scripts/bench_runner_speed.sh
 #
 # A runner is BACKEND:FORM:BATCH; FORM is the GGUF form (llamacpp) or the dtype (transformers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 N=${N:-80}
+MODEL=${MODEL:-default}
+ADAPTER=${ADAPTER:-adapters/default}
 OUT=${OUT:-runs/runner_speed}
 rm -rf "$OUT"; mkdir -p "$OUT"
 echo "| runner | records | wall s | records/s vs first | SR | SR_act |"
@@ -21,7 +24,7 @@ for runner in ${RUNNERS:-llamacpp:q8_0:1 llamacpp:bf16:1 transformers:bf16:8 tra
   IFS=: read -r backend form batch <<< "$runner"
   if [ "$backend" = llamacpp ]; then opt="--gguf $form"; else opt="--dtype $form"; fi
   start=$(date +%s.%N)
-  $PY -m gpt4tools bench --model smollm2-135m --adapter adapters/default --max-new-tokens 96 \
+  $PY -m gpt4tools bench --model "$MODEL" --adapter "$ADAPTER" --max-new-tokens 96 \
     --data data/test_unseen.jsonl --limit "$N" --backend "$backend" $opt --batch-size "$batch" \
     --out "$OUT/${runner//:/-}" > "$OUT/${runner//:/-}.log" 2>&1
   wall=$(echo "$(date +%s.%N) - $start" | bc)

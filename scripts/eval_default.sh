@@ -8,14 +8,16 @@
 #   bash scripts/eval_default.sh                 # everything (about an hour on 2 cores)
 #   RUNS="val test" bash scripts/eval_default.sh # some of it
 #   ADAPTER=runs/train/mine bash scripts/eval_default.sh
+#   MODEL=smollm2-135m ADAPTER=adapters/smollm2-135m bash scripts/eval_default.sh  # the small fallback
 #
 # Report: python scripts/bench_report.py runs/bench/<run>... --names ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+MODEL=${MODEL:-default}  # the embedded default (gpt4tools.llm.DEFAULT_MODEL)
 ADAPTER=${ADAPTER:-adapters/default}
 OUT=${OUT:-runs/bench}
-bench() { $PY -m gpt4tools bench --model smollm2-135m --backend "${BACKEND:-auto}" --max-new-tokens 96 "$@"; }
+bench() { $PY -m gpt4tools bench --model "$MODEL" --backend "${BACKEND:-auto}" --max-new-tokens 96 "$@"; }
 mkdir -p "$OUT"
 for run in ${RUNS:-chat val test untuned all}; do
   start=$SECONDS

@@ -77,3 +77,49 @@ def test_cli_needs_something_to_do(adapter, capsys):
         export.main(["--adapter", str(lora)])
     assert export.main(["--adapter", str(lora.parent / "missing"), "--merged", str(lora.parent / "m")]) == 2
     assert "not a LoRA adapter" in capsys.readouterr().err
+
+
+def test_cast_adapter_halves_the_file_and_keeps_what_it_computes(adapter, tmp_path):
+    import shutil
+
+    from peft import PeftModel
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    base, lora = adapter
+    half = tmp_path / "half"
+    shutil.copytree(lora, half)
+    def tensors(folder):
+        with safe_open(str(folder / "adapter_model.safetensors"), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+
+    assert export.main(["--adapter", str(half), "--cast", "bf16"]) == 0
+    before, after = tensors(lora), tensors(half)
+    assert before.keys() == after.keys() and {t.dtype for t in after.values()} == {torch.bfloat16}
+    assert sum(t.nbytes for t in after.values()) * 2 == sum(t.nbytes for t in before.values())
+    assert (half / "adapter_model.safetensors").stat().st_size < (lora / "adapter_model.safetensors").stat().st_size
+    ids = torch.tensor([[2, 5, 7, 9, 11]])
+    with torch.no_grad():
+        want = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(lora))(ids).logits
+        got = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(half))(ids).logits
+    torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)  # bf16 rounding of A and B only
+    with pytest.raises(export.ExportError, match="no adapter_model.safetensors"):
+        export.cast_adapter(tmp_path, "bf16")
+
+
+def test_converter_download_progress_stays_off_stdout(tmp_path, monkeypatch, capsys):
+    """`chat --json` merges the adapter on its first run, which unpacks llama.cpp's converters;
+    their download message once went to stdout and broke the JSON there."""
+    from gpt4tools.convert import sources
+
+    monkeypatch.setenv("GPT4TOOLS_CACHE", str(tmp_path))
+
+    def download(spec, sha256, cache, say):
+        say(f"downloading {spec} ...")
+        raise export.FetchError("offline in this test")
+
+    monkeypatch.setattr(sources, "download", download)
+    with pytest.raises(export.FetchError):
+        export.converter_dir()
+    out, err = capsys.readouterr()
+    assert out == "" and "downloading" in err

@@ -1,13 +1,13 @@
-"""The transformers backend on the real embedded model (SmolLM2-135M): generate, stream and
-batched generation agree, and stop strings cut where the agent needs them."""
+"""The transformers backend on a real model (SmolLM2-135M, the smallest one fetched by default):
+generate, stream and batched generation agree, and stop strings cut where the agent needs them."""
 
 import pytest
 
 from conftest import requires_weights
 from gpt4tools import react
-from gpt4tools.llm import DEFAULT_MODEL, generate_many, load_llm
+from gpt4tools.llm import SMALL_MODEL, generate_many, load_llm
 
-pytestmark = requires_weights(DEFAULT_MODEL)
+pytestmark = requires_weights(SMALL_MODEL)
 
 PROMPTS = [
     "Human: What is the capital of France?\nAI:",
@@ -20,7 +20,7 @@ PROMPTS = [
 @pytest.fixture(scope="module")
 def llm():
     # fp32: in bf16 a left-padded row may round differently and flip a greedy token.
-    return load_llm("default", adapter="none", backend="transformers", dtype="fp32")
+    return load_llm(SMALL_MODEL, adapter="none", backend="transformers", dtype="fp32")
 
 
 def test_generate_stream_and_batch_agree(llm):

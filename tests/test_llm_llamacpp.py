@@ -1,5 +1,7 @@
 """The llama.cpp backend, and the OpenAI-compatible backend against a real server: llama.cpp's
-own (`python -m llama_cpp.server`) on 127.0.0.1, serving the embedded model's GGUF.
+own (`python -m llama_cpp.server`) on 127.0.0.1, serving a real GGUF. These run on the smallest
+LLM fetched by default (SmolLM2-135M) and its committed adapter: the plumbing is the same for
+every model, and the default model's own turns are tests/test_default_model.py.
 
 llama-cpp-python has no wheel on PyPI; `bash run.sh test` builds it once per CPU into the
 cache, so these run in CI. Elsewhere they skip with the command that enables them.
@@ -19,10 +21,10 @@ import pytest
 
 from conftest import requires_weights
 from gpt4tools import react
-from gpt4tools.llm import DEFAULT_MODEL, load_llm
+from gpt4tools.llm import SMALL_ADAPTER_DIR, SMALL_MODEL, load_llm
 
 pytestmark = [
-    requires_weights(DEFAULT_MODEL),
+    requires_weights(SMALL_MODEL),
     pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                        reason="llama-cpp-python not installed: bash run.sh setup"),
 ]
@@ -34,7 +36,7 @@ PROMPT = ("Thought: Do I need to use a tool? Yes\nAction: Edge Detection On Imag
 
 @pytest.fixture(scope="module")
 def llm():
-    return load_llm("default", adapter="none", backend="llamacpp", n_ctx=2048)
+    return load_llm(SMALL_MODEL, adapter="none", backend="llamacpp", n_ctx=2048)
 
 
 def test_generate_and_stream_agree_and_stop(llm):
@@ -51,19 +53,18 @@ def test_generate_and_stream_agree_and_stop(llm):
 def test_unusable_adapter_folders_are_refused_with_what_to_do(tmp_path):
     (tmp_path / "adapter_config.json").write_text("{}")
     with pytest.raises(ValueError, match="gpt4tools export"):  # the LoRA form needs adapter.gguf
-        load_llm("default", adapter=str(tmp_path), backend="llamacpp", gguf="lora")
+        load_llm(SMALL_MODEL, adapter=str(tmp_path), backend="llamacpp", gguf="lora")
     with pytest.raises(ValueError, match="no adapter_model.safetensors"):
-        load_llm("default", adapter=str(tmp_path), backend="llamacpp", gguf="bf16")
+        load_llm(SMALL_MODEL, adapter=str(tmp_path), backend="llamacpp", gguf="bf16")
     with pytest.raises(ValueError, match="unknown GGUF form"):
-        load_llm("default", backend="llamacpp", gguf="q3")
+        load_llm(SMALL_MODEL, backend="llamacpp", gguf="q3")
 
 
 def test_merged_gguf_is_made_once_and_remade_when_corrupt():
     from gpt4tools import paths
-    from gpt4tools.llm import DEFAULT_ADAPTER_DIR
     from gpt4tools.llm.llamacpp import merged_gguf
 
-    adapter = paths.REPO / DEFAULT_ADAPTER_DIR
+    adapter = paths.REPO / SMALL_ADAPTER_DIR
     first = merged_gguf(adapter, "q8_0")
     stamp = first.stat().st_mtime_ns
     assert merged_gguf(adapter, "q8_0") == first and first.stat().st_mtime_ns == stamp  # reused
@@ -91,7 +92,7 @@ def server(tmp_path_factory):
     port = _free_port()
     # a file, not a pipe: llama.cpp logs a lot, and a full pipe nobody reads blocks the server
     log = (tmp_path_factory.mktemp("server") / "server.log").open("w+")
-    gguf = weights.path(DEFAULT_MODEL) / "model.gguf"
+    gguf = weights.path(SMALL_MODEL) / "model.gguf"
     # llama_cpp.server, with the weight buffers our backend picks on this CPU (no AMX repacking: it crashes)
     serve = ("import runpy; from gpt4tools.llm.llamacpp import safe_process_defaults; safe_process_defaults(); "
              "runpy.run_module('llama_cpp.server', run_name='__main__')")
@@ -139,25 +140,24 @@ def test_openai_backend_unreachable_server_is_a_clear_error():
         remote.generate("hello", max_new_tokens=4)
 
 
-def test_default_adapter_gguf_matches_peft_on_a_benchmark_prompt():
-    """The committed adapter, exported with `gpt4tools export --gguf`, on the original 4-bit GGUF
+def test_adapter_gguf_matches_peft_on_a_benchmark_prompt():
+    """A committed adapter, exported with `gpt4tools export --gguf`, on the original 4-bit GGUF
     in llama.cpp, picks the same tool with the same input as transformers + peft on the
     de-quantized weights."""
     from gpt4tools import paths
-    from gpt4tools.llm import DEFAULT_ADAPTER_DIR, DEFAULT_ADAPTER_GGUF
+    from gpt4tools.llm import DEFAULT_ADAPTER_GGUF
     from gpt4tools.prompt import record_prompt
 
-    adapter = paths.REPO / DEFAULT_ADAPTER_DIR
-    if not (adapter / DEFAULT_ADAPTER_GGUF).is_file():
-        pytest.skip("no default adapter GGUF yet")
+    adapter = paths.REPO / SMALL_ADAPTER_DIR
+    assert (adapter / DEFAULT_ADAPTER_GGUF).is_file()
     record = next(r for r in map(json.loads, (paths.REPO / "data" / "val.jsonl").open())
                   if r["tool"] == "Edge Detection On Image" and r["kind"] == "positive")
     prompt = record_prompt(record)
-    hf = load_llm("default", backend="transformers", dtype="fp32").generate(prompt, stop=react.STOP, max_new_tokens=48)
+    hf = load_llm(SMALL_MODEL, adapter=str(adapter), backend="transformers", dtype="fp32").generate(prompt, stop=react.STOP, max_new_tokens=48)
     want = react.parse(hf.text)
     # The backends must agree with each other; whether the tool is right is the benchmark's business.
     assert isinstance(want, react.ToolCall) and want.tool in record["tools_offered"], hf.text
     for form in ("lora", "auto"):  # the LoRA GGUF on the 4-bit base; the merged GGUF made from the peft folder
-        cpp = load_llm("default", backend="llamacpp", gguf=form, n_ctx=2048).generate(prompt, stop=react.STOP,
+        cpp = load_llm(SMALL_MODEL, adapter=str(adapter), backend="llamacpp", gguf=form, n_ctx=2048).generate(prompt, stop=react.STOP,
                                                                                         max_new_tokens=48)
         assert react.parse(cpp.text) == want, (form, hf.text, cpp.text)

@@ -132,13 +132,17 @@ def test_bad_records_are_skipped_and_counted(tmp_path):
 def test_training_lowers_loss_saves_and_reloads(tiny_model, tmp_path):
     out = tmp_path / "run"
     cfg = TrainConfig(base_model=tiny_model, data=[write_data(tmp_path, RECORDS)], out_dir=str(out), max_steps=40,
-                      gradient_accumulation=2, learning_rate=5e-2, warmup_steps=0, save_steps=100, dtype="fp32", lora_r=8)
+                      gradient_accumulation=2, learning_rate=5e-2, warmup_steps=0, save_steps=100, dtype="fp32", lora_r=8,
+                      save_dtype="bf16")
     train(cfg)
     metrics = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 40 and metrics[-1]["loss"] < 0.2 * metrics[0]["loss"]
     assert (out / "adapter_model.safetensors").is_file() and (out / "template.json").is_file()
     saved = json.loads((out / "train_config.json").read_text())
     assert saved["samples"] == 12 and len(saved["data_sha256"]) == 64 and saved["lora_alpha"] == 16
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(out / "adapter_model.safetensors").values()} == {torch.bfloat16}
 
     from gpt4tools.llm import load_llm
     from gpt4tools.train import loss_on_tail

@@ -49,11 +49,14 @@ def test_real_manifest_lists_every_model_well_formed():
         if e.kind == "hub":
             assert "/" in e.hub_id and e.size_mb > 0 and not e.files, name
     assert entries["isnet"].opt_in and "AGPL" in entries["isnet"].license
-    # The default fetch is what the app needs: the vision models and the default LLM. The other
-    # LLMs are opt-in (Gemma's use restrictions; the Qwen repackaging's unverified provenance).
-    opt_in = {"isnet", "gemma-3-270m", "qwen2.5-coder-0.5b"}
+    # The default fetch is what the app needs: the vision models, the default LLM and the small
+    # fallback LLM. Gemma is opt-in (its use restrictions), as is the AGPL segmenter.
+    from gpt4tools.llm import DEFAULT_MODEL, SMALL_MODEL
+
+    opt_in = {"isnet", "gemma-3-270m"}
     assert all(entries[n].opt_in for n in opt_in)
     assert set(weights.default_fetch_names()) == EXPECTED_NAMES["offline"] - opt_in
+    assert {DEFAULT_MODEL, SMALL_MODEL} <= set(weights.default_fetch_names())
     assert entries["gemma-3-270m"].files["model.gguf"].sha256.startswith("a5fd3b62")  # the package's own hash
     assert "GEMMA_TERMS.html" in entries["gemma-3-270m"].files
     assert "provenance" in entries["qwen2.5-coder-0.5b"].description.lower()
