@@ -64,15 +64,14 @@ def base_model_dir(adapter: Path, base: str | None = None) -> str:
 
 def export_merged(adapter: Path, out: Path, base: str | None = None, dtype: str = "fp32") -> Path:
     """Base + adapter merged into one Hugging Face model folder (plus tokenizer and template)."""
-    import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from gpt4tools.llm.hf import resolve_dtype
     from gpt4tools.prompt import TEMPLATE_FILE, PromptTemplate
 
     base_dir = base_model_dir(adapter, base)
-    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch_dtype)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=resolve_dtype(dtype, "cpu"))
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     tmp = out.with_name(out.name + ".partial")
     merged.save_pretrained(tmp)
@@ -92,16 +91,17 @@ def cast_adapter(adapter: Path, dtype: str) -> Path:
     bf16 halves the file (a 0.5B model's r=16 adapter: 22 -> 11 MB) and costs nothing at
     inference in bf16, where the LoRA product is rounded to bf16 anyway; peft casts the
     weights back to the model's dtype when it loads them."""
-    import torch
     from safetensors import safe_open
     from safetensors.torch import save_file
+
+    from gpt4tools.llm.hf import resolve_dtype
 
     if dtype not in ADAPTER_DTYPES:
         raise ExportError(f"unknown adapter dtype {dtype!r}: choose one of {', '.join(ADAPTER_DTYPES)}")
     path = adapter / "adapter_model.safetensors"
     if not path.is_file():
         raise ExportError(f"{adapter} is not a peft adapter folder (no adapter_model.safetensors)")
-    want = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    want = resolve_dtype(dtype, "cpu")
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}

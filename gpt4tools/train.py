@@ -86,8 +86,10 @@ class TrainConfig:
         if isinstance(self.data, str):
             self.data = [self.data]
         self.target_modules = tuple(self.target_modules)
-        if self.save_dtype not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"--save-dtype takes fp32, bf16 or fp16, not {self.save_dtype!r}")
+        from gpt4tools.export import ADAPTER_DTYPES  # the dtypes cast_adapter writes
+
+        if self.save_dtype not in ADAPTER_DTYPES:
+            raise ValueError(f"--save-dtype takes {', '.join(ADAPTER_DTYPES)}, not {self.save_dtype!r}")
         if self.lora_layers and not re.fullmatch(r"top:\d+", self.lora_layers):
             raise ValueError(f"--lora-layers takes '' (all) or 'top:N', not {self.lora_layers!r}")
 

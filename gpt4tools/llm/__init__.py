@@ -119,7 +119,7 @@ BACKENDS = ("auto", "transformers", "llamacpp", "openai")
 # scored chat SR 82 % against 42 % (Gemma 3 270M) and 31 % (SmolLM2-135M), at ~2x their cost.
 DEFAULT_MODEL = "qwen2.5-coder-0.5b"
 DEFAULT_ADAPTER_DIR = "adapters/default"  # relative to the repo; committed
-# The smallest real LLM (fetched by default too, 98 MB): a fast fallback on slow machines, with
+# The smallest real LLM (fetched by default too: a 94 MB GGUF, 0.6 GB with its HF folder): a fast fallback on slow machines, with
 # its own committed adapter, and what the backend tests run on.
 SMALL_MODEL = "smollm2-135m"
 SMALL_ADAPTER_DIR = "adapters/smollm2-135m"
