@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpt4tools import jobs, metrics, paths, react
+from gpt4tools import metrics, paths, progress, react
 from gpt4tools.llm import LLM, generate_many
 from gpt4tools.prompt import record_prompt
 
@@ -496,7 +496,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         report = run_bench(args.data, out, llm=llm, baseline=args.baseline, limit=args.limit,
                            per_tool=args.per_tool, seed=args.seed,
                            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, settings=settings,
-                           progress_callback=jobs.progress_callback())  # the app's job runner follows it
+                           progress_callback=progress.progress_callback())  # the app's job runner follows it
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

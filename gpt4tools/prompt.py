@@ -98,3 +98,13 @@ def builtin_names() -> list[str]:
 def random_template(rng: random.Random) -> PromptTemplate:
     """A random built-in wording, for training-data variety."""
     return PromptTemplate.load(rng.choice(builtin_names()))
+
+
+def template_for(adapter: str | Path | None) -> PromptTemplate:
+    """The template saved beside an adapter (what it was trained with; `adapter` may be its
+    folder or a file in it, such as a LoRA GGUF), else the default."""
+    if adapter:
+        folder = Path(adapter).parent if Path(adapter).is_file() else Path(adapter)
+        if (folder / TEMPLATE_FILE).is_file():
+            return PromptTemplate.load(folder)
+    return PromptTemplate.load()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,14 +16,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "assets"
-if str(REPO) not in sys.path:  # app.py lives at the repo root
-    sys.path.insert(0, str(REPO))
 
 
 @dataclass
 class Server:
     url: str
-    demo: object
+    app: object  # gpt4tools.ui.web.WebApp
     root: Path  # the temporary folder holding runs/ and gradio/
 
     @property
@@ -50,15 +47,15 @@ def server(tmp_path_factory):
         data.parent.mkdir(parents=True)
         data.write_text("".join(json.dumps(r) + "\n" for r in bench_records()))
 
-        import app
-        from gpt4tools.jobs import JobRunner
         from gpt4tools.registry import ToolRegistry
+        from gpt4tools.ui import web
+        from gpt4tools.ui.jobs import JobRunner
 
         registry = ToolRegistry([Invert(), Ask(), Crash(), Missing()])  # the Tools tab shows one unavailable
-        demo = app.build_demo(scripted_agent(delay_s=0.002), registry=registry, runner=JobRunner(root / "runs"))
+        app = web.build_app(scripted_agent(delay_s=0.002), registry=registry, runner=JobRunner(root / "runs"))
         port = free_port()
-        app.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+        web.launch(app, port=port, prevent_thread_lock=True, quiet=True)
         try:
-            yield Server(f"http://127.0.0.1:{port}/", demo, root)
+            yield Server(f"http://127.0.0.1:{port}/", app, root)
         finally:
-            demo.close()
+            app.blocks.close()

@@ -1,10 +1,9 @@
 """The web app without a server: Step -> chat message rendering, chat turns through
-ChatApp with the scripted agent and real small tools, the file guard, and build_demo."""
+ChatApp with the scripted agent and real small tools, the file guard, and build_app."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,11 +11,10 @@ from PIL import Image, ImageOps
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "assets"
-sys.path.insert(0, str(REPO))
 
 gr = pytest.importorskip("gradio")
-import app  # noqa: E402
-from gpt4tools import webchat as W  # noqa: E402
+from gpt4tools.ui import web as app  # noqa: E402
+from gpt4tools.ui import webchat as W  # noqa: E402
 from fakes import Ask, Crash, EchoPlanLLM, Invert, Missing, scripted_agent  # noqa: E402
 from gpt4tools.agent import Action, Agent, Error, Final, ImageStep, ObservationStep, Thought  # noqa: E402
 from gpt4tools.registry import ToolRegistry  # noqa: E402
@@ -209,7 +207,7 @@ def test_missing_model_is_explained_not_fatal():
     history, _, _ = run_turn(chat, "hello")
     assert history[-1].metadata["title"] == "💥 No model" and "weights fetch" in history[-1].content
     assert "could not be loaded" in chat.status() and "gemma-3-270m" in chat.status()
-    demo = app.build_demo(factory, registry=ToolRegistry([Invert(), Missing()]))  # the app still builds
+    demo = app.build_app(factory, registry=ToolRegistry([Invert(), Missing()]))  # the app still builds
     assert isinstance(demo, gr.Blocks)
 
 
@@ -232,16 +230,16 @@ def test_file_guard_serves_only_the_owner(tmp_path):
 
 
 def test_build_demo_exposes_the_documented_endpoints():
-    demo = app.build_demo(scripted_agent(), registry=ToolRegistry([Invert(), Ask(), Crash(), Missing()]),
+    demo = app.build_app(scripted_agent(), registry=ToolRegistry([Invert(), Ask(), Crash(), Missing()]),
                           runner=None, jobs=False)
     names = {fn.api_name for fn in demo.fns.values()}
     assert {"chat", "undo", "clear"} <= names
-    assert demo.chat_app.status().startswith("**Model:** `echo-plan`")
+    assert demo.chat.status().startswith("**Model:** `echo-plan`")
 
 
 # -- the other tabs' logic -------------------------------------------------------------------
 def test_tools_tab_rows_and_warm_up():
-    from gpt4tools import webtabs
+    from gpt4tools.ui import tabs as webtabs
     from gpt4tools.model_cache import CACHE
 
     registry = ToolRegistry([Invert(), Missing()])
@@ -259,7 +257,8 @@ def test_tools_tab_rows_and_warm_up():
 def test_benchmark_tables_and_chart_from_real_scores(tmp_path):
     from fakes import bench_records
 
-    from gpt4tools import bench, paths, webtabs
+    from gpt4tools import bench, paths
+    from gpt4tools.ui import tabs as webtabs
 
     data = tmp_path / "runs" / "data" / "tiny.jsonl"
     data.parent.mkdir(parents=True)
@@ -281,7 +280,7 @@ def test_benchmark_tables_and_chart_from_real_scores(tmp_path):
 
 
 def test_job_forms_build_the_documented_command_lines():
-    from gpt4tools import webtabs
+    from gpt4tools.ui import tabs as webtabs
 
     assert webtabs.bench_args("d.jsonl", True, "m", "", "transformers", "cpu", 5) == \
         ["--data", "d.jsonl", "--baseline", "no-tool", "--limit", "5"]

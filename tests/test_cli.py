@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt4tools.__main__ import COMMANDS, main
+from gpt4tools.cli import COMMANDS, main
 
 REPO = Path(__file__).resolve().parent.parent
 

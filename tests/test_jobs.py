@@ -1,4 +1,4 @@
-"""gpt4tools.jobs: real `python -m gpt4tools bench` subprocesses, followed, finished and stopped."""
+"""gpt4tools.ui.jobs (and gpt4tools.progress, the command's side): real `python -m gpt4tools bench` subprocesses, followed, finished and stopped."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import time
 import pytest
 
 from fakes import bench_records, serve_fake_openai
-from gpt4tools import jobs
-from gpt4tools.jobs import JobError, JobRunner
+from gpt4tools import progress
+from gpt4tools.ui import jobs
+from gpt4tools.ui.jobs import JobError, JobRunner
 
 
 @pytest.fixture
@@ -20,12 +21,12 @@ def records(tmp_path):
 
 
 def test_reporter_writes_only_inside_a_job(tmp_path, monkeypatch):
-    monkeypatch.delenv(jobs.EVENTS_ENV, raising=False)
-    assert not jobs.reporter() and jobs.progress_callback() is None
+    monkeypatch.delenv(progress.EVENTS_ENV, raising=False)
+    assert not progress.reporter() and progress.progress_callback() is None
     events = tmp_path / "events.jsonl"
-    monkeypatch.setenv(jobs.EVENTS_ENV, str(events))
-    jobs.progress_callback()(3, 10)
-    jobs.reporter().write(step=1, loss=2.5)
+    monkeypatch.setenv(progress.EVENTS_ENV, str(events))
+    progress.progress_callback()(3, 10)
+    progress.reporter().write(step=1, loss=2.5)
     lines = [json.loads(line) for line in events.read_text().splitlines()]
     assert lines[0]["done"] == 3 and lines[0]["total"] == 10 and lines[1]["loss"] == 2.5
 
@@ -94,7 +95,7 @@ def test_train_job_streams_the_loss_curve(tmp_path):
 
 def test_data_job_writes_records_into_the_run_folder(tmp_path):
     """The Data tab's wiring: `data build` with the form's options, the run folder as --out."""
-    from gpt4tools.webtabs import data_args
+    from gpt4tools.ui.tabs import data_args
 
     args = data_args("train", 20, "template", "openai", "default", "", "--no-photos --no-sharegpt --val-per-tool 1 "
                      "--val-finals 1 --val-negatives 1")

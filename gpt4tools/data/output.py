@@ -69,7 +69,7 @@ class Progress:
     progress.jsonl and, when the app runs the build as a job, to $GPT4TOOLS_JOB_EVENTS."""
 
     def __init__(self, path: Path | None, split: str, echo: Callable[[str], None] | None = None):
-        from gpt4tools.jobs import reporter
+        from gpt4tools.progress import reporter
 
         self.path, self.split, self.echo = path, split, echo
         self.reporter = reporter()

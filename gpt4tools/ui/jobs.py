@@ -4,7 +4,7 @@ A job runs `python -m gpt4tools <command> <args...>` from the repo root, in its 
 group (so stopping it also stops any workers it started), with stdout and stderr in
 `<run dir>/log.txt`. Its progress and metrics come from a JSON-lines file that the command
 appends to: the runner passes the file's path in `$GPT4TOOLS_JOB_EVENTS`, and a command
-writes through `reporter()`, which does nothing when the command runs in a terminal.
+writes through `gpt4tools.progress.reporter()`, which does nothing when the command runs in a terminal.
 
 Event lines are plain objects. A line with "total" and "done" (or "step") is progress;
 its numeric fields are metrics (a loss curve is the "loss" of successive lines). The
@@ -28,45 +28,15 @@ from pathlib import Path
 from collections.abc import Callable
 
 from gpt4tools import paths
+from gpt4tools.cli import COMMANDS
+from gpt4tools.progress import EVENTS_ENV
 
-EVENTS_ENV = "GPT4TOOLS_JOB_EVENTS"
 LOG_NAME = "log.txt"
 _TAIL_BYTES = 16_384  # how much of the log end a snapshot shows
 
 
 class JobError(RuntimeError):
     """A job that cannot start: unknown command, or the runner is busy."""
-
-
-# -- the command's side ------------------------------------------------------------------
-class Reporter:
-    """Appends event lines to the file named by $GPT4TOOLS_JOB_EVENTS (no-op without it)."""
-
-    def __init__(self, path: str | os.PathLike | None):
-        self.path = Path(path) if path else None
-
-    def __bool__(self) -> bool:
-        return self.path is not None
-
-    def write(self, **event) -> None:
-        if self.path is None:
-            return
-        event.setdefault("time", round(time.time(), 3))
-        with self.path.open("a", encoding="utf-8") as f:  # one short append per event: safe to tail
-            f.write(json.dumps(event, ensure_ascii=False) + "\n")
-
-    def progress(self, done: int, total: int, **extra) -> None:
-        self.write(done=done, total=total, **extra)
-
-
-def reporter() -> Reporter:
-    return Reporter(os.environ.get(EVENTS_ENV))
-
-
-def progress_callback() -> Callable[[int, int], None] | None:
-    """A `(done, total)` callback for `run_bench(progress_callback=...)`, or None outside a job."""
-    r = reporter()
-    return r.progress if r else None
 
 
 # -- the runner's side -------------------------------------------------------------------
@@ -202,11 +172,6 @@ class Job:
         return self.poll()
 
 
-def command_exists(command: str) -> bool:
-    from gpt4tools.__main__ import COMMANDS
-
-    return command in COMMANDS
-
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "run"
@@ -236,7 +201,7 @@ class JobRunner:
         as that option (e.g. "--out"), so the command writes its outputs beside the log.
         `events` names the JSON-lines file to follow, inside the run folder; `env` adds
         environment variables (e.g. OPENAI_BASE_URL)."""
-        if not command_exists(command):
+        if command not in COMMANDS:
             raise JobError(f"`python -m gpt4tools {command}` does not exist in this version")
         with self._lock:
             busy = [j for j in self.jobs.values() if j.proc and j.proc.poll() is None]

@@ -1,6 +1,6 @@
-"""The web app's Tools, Benchmark, Data and Train tabs (the Chat tab is in app.py).
+"""The web app's Tools, Benchmark, Data and Train tabs (the Chat tab is in ui/web.py and ui/webchat.py).
 
-The three job tabs run `python -m gpt4tools <command>` through `gpt4tools.jobs`, so a long
+The three job tabs run `python -m gpt4tools <command>` through `gpt4tools.ui.jobs`, so a long
 job is another process: the chat keeps serving, and a job survives a closed browser tab
 (reopen the tab and press "Watch" to follow it again). Which options each tab passes is
 written down in the tab's `*_args` function; the commands themselves own their defaults.
@@ -19,7 +19,8 @@ import gradio as gr
 import pandas as pd
 
 from gpt4tools import paths
-from gpt4tools.jobs import JobError, JobRunner, Snapshot, command_exists
+from gpt4tools.cli import COMMANDS
+from gpt4tools.ui.jobs import JobError, JobRunner, Snapshot
 from gpt4tools.model_cache import CACHE
 
 METRICS = ("SR_t", "SR_act", "SR_args", "SR", "IoU")
@@ -338,7 +339,7 @@ def data_args(split: str, records: float, teacher: str, backend: str, model: str
 def data_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
     if _jobs_disabled(runner, enabled):
         return
-    exists = command_exists("data")
+    exists = "data" in COMMANDS
     gr.Markdown("Generate GPT4Tools records by self-instruction (`python -m gpt4tools data build`): image content "
                 "→ teacher → filtered train/val records, the unseen-tool test set, or the chat evaluation set "
                 "(this machine's tools, held-out chat messages). The files land in the run "
@@ -397,7 +398,7 @@ def _loss_frame(snap: Snapshot | None) -> pd.DataFrame:
 def train_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
     if _jobs_disabled(runner, enabled):
         return
-    exists = command_exists("train")
+    exists = "train" in COMMANDS
     gr.Markdown("LoRA-tune the LLM on GPT4Tools records: `python -m gpt4tools train` (paper settings by default). "
                 "The adapter, its prompt template and `metrics.jsonl` land in the run folder. "
                 + ("" if exists else _missing("train")))

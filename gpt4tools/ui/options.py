@@ -1,0 +1,37 @@
+"""Model and tool options shared by the terminal chat and the web app, and the agent they build."""
+
+from __future__ import annotations
+
+import argparse
+
+from gpt4tools import agent as A
+
+
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    """Model options shared by chat, the app and the benchmark."""
+    ap.add_argument("--model", default="default", help="'default' (embedded), a manifest name, a local dir or GGUF, a hub id, or the served model's name")
+    ap.add_argument("--adapter", default=None, help="LoRA adapter dir ('none' to run the base model alone)")
+    ap.add_argument("--backend", default="auto", choices=["auto", "transformers", "llamacpp", "openai"],
+                    help="auto: llama.cpp where it is installed and the model has a GGUF, else transformers")
+    ap.add_argument("--gguf", default="auto", choices=["auto", "lora", "bf16", "f16", "q8_0"],
+                    help="llama.cpp: the adapter merged into a GGUF of this type (auto: bf16 on CPUs with native "
+                         "bf16, else q8_0; made once into the cache), or 'lora' on the shipped 4-bit base")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (for the LLM)")
+    ap.add_argument("--base-url", default=None, help="openai backend: server URL (default $OPENAI_BASE_URL or http://127.0.0.1:8000/v1)")
+    ap.add_argument("--load", default=None, help='tools and devices, e.g. "Detection_cpu,Edge Detection On Image_cuda:0" (default: every available tool, cpu)')
+    ap.add_argument("--offer-tools", type=int, default=A.AgentConfig.offer_tools,
+                    help="tools offered per turn, the closest to the message (0: every available tool)")
+
+
+def build_agent(args: argparse.Namespace) -> A.Agent:
+    from gpt4tools.llm import load_llm
+    from gpt4tools.prompt import template_for
+    from gpt4tools.registry import build_registry
+
+    extra = {"base_url": args.base_url} if args.backend == "openai" and args.base_url else {}
+    llm = load_llm(args.model, adapter=args.adapter, backend=args.backend, device=args.device, gguf=args.gguf, **extra)
+    template = template_for(getattr(llm, "adapter", None))
+    tools = build_registry(args.load).available()
+    agent = A.Agent(llm, tools, template, A.AgentConfig(offer_tools=args.offer_tools))
+    agent.warm_up()
+    return agent

@@ -1,0 +1,168 @@
+"""The GPT4Tools web app: chat with images through the agent, plus Tools, Benchmark, Data and Train tabs.
+
+    python app.py [--host 127.0.0.1] [--port 7860] [--share] [--load TOOLS] [--model ...]
+    python -m gpt4tools app ...   (the same)
+
+The layout and serving are here; the chat logic (step rendering, per-session state, the file
+guard) is in ui/webchat.py, the other tabs in ui/tabs.py, long jobs in ui/jobs.py. The app
+starts and serves even when the LLM or the tools cannot load: the reason is shown instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import gradio as gr
+from starlette.middleware import Middleware
+
+from gpt4tools.images import ImageLimits
+from gpt4tools.paths import assets_dir
+from gpt4tools.session import cleanup_sessions
+from gpt4tools.ui.webchat import AgentSource, ChatApp, FileGuard, OwnerMiddleware, close_state
+
+log = logging.getLogger("gpt4tools.app")
+
+SESSION_TTL_S = 6 * 3600  # a session idle this long is dropped (its files with it)
+CHAT_CONCURRENCY = 8  # chat turns served at once; tools and the LLM serialise internally where needed
+EXAMPLES = [
+    {"text": "What is in this photo?", "files": ["chelsea.jpg"]},
+    {"text": "Detect the edges of this image", "files": ["rocket.jpg"]},
+    {"text": "What does the sign say?", "files": ["coffee_sign.jpg"]},
+    {"text": "Find the face in this photo", "files": ["astronaut.jpg"]},
+    {"text": "Segment the cup in this picture", "files": ["coffee.jpg"]},
+    {"text": "Generate an image of a red bicycle by the sea", "files": []},
+]
+
+
+# -- layout ---------------------------------------------------------------------------------
+def _chat_tab(chat: ChatApp, examples: list[dict]) -> gr.Markdown:
+    status = gr.Markdown(elem_id="status_line")
+    chatbot = gr.Chatbot(elem_id="chatbot", height="66vh", min_height=420, show_label=False, buttons=["copy"],
+                         placeholder="Upload a photo and ask for an edit, a description, a detection…")
+    chat_input = gr.MultimodalTextbox(elem_id="chat_input", file_types=["image"], file_count="multiple",
+                                      sources=["upload"], show_label=False,
+                                      placeholder="Type a message, attach one or more images…")
+    with gr.Row():
+        undo_btn = gr.Button("↩️ Undo", elem_id="undo_btn", size="sm")
+        clear_btn = gr.Button("🗑️ Clear", elem_id="clear_btn", size="sm")
+    state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=close_state)
+    if examples:
+        assets = assets_dir()
+        gr.Examples([{"text": e["text"], "files": [str(assets / f) for f in e["files"]]} for e in examples],
+                    inputs=chat_input, label="Examples")
+    ev = chat_input.submit(chat.respond, [chat_input, state], [chatbot, chat_input, state], api_name="chat",
+                           concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
+    ev.then(lambda: gr.MultimodalTextbox(interactive=True), None, chat_input, api_visibility="private")
+    undo_btn.click(chat.undo, state, [chatbot, state], api_name="undo", concurrency_limit=CHAT_CONCURRENCY)
+    clear_btn.click(chat.clear, state, [chatbot, state], api_name="clear", concurrency_limit=CHAT_CONCURRENCY)
+    chatbot.clear(chat.clear, state, [chatbot, state], api_visibility="private")  # the chatbot's own 🗑
+    return status
+
+
+@dataclass
+class WebApp:
+    """The built app: its Gradio blocks, the chat behind them and the guard of its files."""
+
+    blocks: gr.Blocks
+    chat: ChatApp
+    guard: FileGuard
+
+
+def build_app(agent: AgentSource, *, registry=None, runner=None, jobs: bool = True,
+              examples: list[dict] | None = None, title: str = "GPT4Tools") -> WebApp:
+    """The whole app, not launched. `agent` is an Agent or a factory (called
+    lazily; if it raises, the chat shows why). `registry` (all tools, available or not) feeds
+    the Tools tab; `runner` (a `jobs.JobRunner`) the Benchmark, Data and Train tabs, which
+    `jobs=False` hides (for a public app)."""
+    from gpt4tools.ui import tabs
+
+    guard = FileGuard()
+    chat = ChatApp(agent, guard, len(registry) if registry is not None else None)
+    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+        gr.Markdown(f"## {title}: chat with images through tools")
+        with gr.Tab("Chat", id="chat"):
+            status = _chat_tab(chat, EXAMPLES if examples is None else examples)
+        with gr.Tab("Tools", id="tools"):
+            tabs.tools_tab(registry if registry is not None else getattr(chat.holder.agent, "tools", None))
+        with gr.Tab("Benchmark", id="bench"):
+            tabs.bench_tab(demo, runner, jobs)
+        with gr.Tab("Data", id="data"):
+            tabs.data_tab(demo, runner, jobs)
+        with gr.Tab("Train", id="train"):
+            tabs.train_tab(demo, runner, jobs)
+        # The model may still be loading: refresh the status line until it is ready (or failed).
+        poll = gr.Timer(2.0)
+        refresh = lambda: (chat.status(), gr.Timer(active=chat.holder.loading))  # noqa: E731
+        demo.load(refresh, None, [status, poll], api_visibility="private")
+        poll.tick(refresh, None, [status, poll], api_visibility="private")
+    return WebApp(demo, chat, guard)
+
+
+# -- serving --------------------------------------------------------------------------------
+def start_cleanup(max_age_s: float = 24 * 3600, every_s: float = 1800) -> threading.Thread:
+    """Delete session folders (and served copies) idle longer than `max_age_s`, now and periodically."""
+
+    def loop():
+        while True:
+            try:
+                gone = cleanup_sessions(max_age_s)
+                gone += cleanup_sessions(max_age_s, root=FileGuard.root())
+                if gone:
+                    log.info("removed %d idle session folders", gone)
+            except OSError:
+                log.exception("session cleanup failed")
+            time.sleep(every_s)
+
+    thread = threading.Thread(target=loop, name="session-cleanup", daemon=True)
+    thread.start()
+    return thread
+
+
+CSS = "#chatbot img { max-height: 320px; width: auto; object-fit: contain; }"  # room for the steps around images
+
+
+def launch(app: WebApp, host: str = "127.0.0.1", port: int = 7860, share: bool = False, **kwargs):
+    """Launch with the file guard, offline settings and upload limits. Returns as `Blocks.launch`."""
+    app.blocks.queue(default_concurrency_limit=2, max_size=256)
+    return app.blocks.launch(
+        server_name=host, server_port=port, share=share, ssr_mode=False, show_error=True,
+        max_file_size=ImageLimits().max_bytes, allowed_paths=[str(assets_dir())],  # examples only: public photos
+        app_kwargs={"middleware": [Middleware(OwnerMiddleware, guard=app.guard)]},
+        footer_links=["api", "settings"], run_history=False, enable_monitoring=False, css=CSS, **kwargs,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    from gpt4tools.ui.jobs import JobRunner
+    from gpt4tools.ui.options import add_model_args, build_agent
+    from gpt4tools.registry import UnknownToolError, build_registry
+
+    ap = argparse.ArgumentParser(prog="python app.py", description="The GPT4Tools web app.")
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    ap.add_argument("--port", type=int, default=7860)
+    ap.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    ap.add_argument("--jobs", action=argparse.BooleanOptionalAction, default=None,
+                    help="show the Benchmark/Data/Train tabs (default: only when serving 127.0.0.1 without --share)")
+    add_model_args(ap)
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=os.environ.get("GPT4TOOLS_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        registry = build_registry(args.load)
+    except UnknownToolError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    local = args.host in ("127.0.0.1", "localhost", "::1") and not args.share
+    app = build_app(lambda: build_agent(args), registry=registry, runner=JobRunner(),
+                    jobs=local if args.jobs is None else args.jobs)
+    app.chat.holder.load_in_background()  # serve at once; the status line says when it is ready
+    start_cleanup()
+    launch(app, args.host, args.port, args.share)
+    return 0
+
