@@ -46,8 +46,10 @@ setup_python() {
 # llama-cpp-python ships only a source release: pip compiles llama.cpp (~5-10 min on 2 cores).
 # Build the wheel once per CPU (it is built for the CPU it runs on), keep it in the cache with
 # its sha256, and install it from there: later runs and fresh clones compile nothing.
-LLAMA_CPP_VERSION=0.3.36
 setup_llamacpp() {
+  # the one pinned version, also that of the GGUF converters (gpt4tools/llm/gguf.py)
+  LLAMA_CPP_VERSION=$("$VENV/bin/python" -c \
+    'from gpt4tools.llm.gguf import LLAMA_CPP_VERSION; print(LLAMA_CPP_VERSION)')
   if "$VENV/bin/python" -c "import sys, llama_cpp; sys.exit(llama_cpp.__version__ != '$LLAMA_CPP_VERSION')" 2>/dev/null; then
     return 0
   fi
@@ -87,6 +89,8 @@ case "$mode" in
     setup_python
     setup_llamacpp
     setup_weights
+    step "ruff check (lint; the rules are in pyproject.toml)"
+    "$VENV/bin/ruff" check --quiet .
     step "tests"
     mkdir -p .tmp && export TMPDIR="$PWD/.tmp" GRADIO_TEMP_DIR="$PWD/.tmp/gradio"
     exec "$VENV/bin/python" -m pytest -q "$@"

@@ -46,15 +46,17 @@ import json
 import logging
 import re
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gpt4tools import metrics, paths, progress, react
-from gpt4tools.llm import LLM, generate_many
+from gpt4tools.llm import BACKENDS, LLM, generate_many, load_llm, pick_runner
+from gpt4tools.llm.gguf import GGUF_FORMS
 from gpt4tools.prompt import record_prompt
+from gpt4tools.records import cut_partial_line, read_jsonl, to_jsonl
+from gpt4tools.report import summary_line, write_report
 
 log = logging.getLogger(__name__)
 
@@ -87,24 +89,14 @@ class Problems:
 def _read_items(path: Path, kind: str, problems: Problems) -> list[tuple[int, Any]]:
     """(line number, parsed item) from a JSON list or JSONL file; bad lines are counted."""
     try:
-        text = path.read_text(encoding="utf-8")
+        found = read_jsonl(path)
     except (OSError, UnicodeDecodeError) as e:
         raise BenchError(f"cannot read {kind} file {path}: {e}") from e
-    if text.lstrip().startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise BenchError(f"{path} starts like a JSON list but does not parse: {e}") from e
-        return list(enumerate(items, start=1))  # position in the list stands in for the line
-    out = []
-    for number, line in enumerate(text.split("\n"), start=1):  # U+2028 may sit in a string
-        if not line.strip():
-            continue
-        try:
-            out.append((number, json.loads(line)))
-        except json.JSONDecodeError:
-            problems.add(f"malformed_{kind}_lines", number, "not valid JSON; skipped")
-    return out
+    if found.list_error is not None:
+        raise BenchError(f"{path} starts like a JSON list but does not parse: {found.list_error}")
+    for bad in found.bad:
+        problems.add(f"malformed_{kind}_lines", bad.line, "not valid JSON; skipped")
+    return found.items
 
 
 def _keyed(items: list[tuple[int, Any]], kind: str, problems: Problems, fields: Sequence[str],
@@ -175,52 +167,6 @@ def score_records(records: dict[str, dict], predictions: dict[str, dict], proble
     return report
 
 
-def write_report(report: dict, out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "scores.json", out / "scores.md"]
-    written[0].write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    written[1].write_text(markdown(report), encoding="utf-8")
-    if report["n"]:
-        written.append(plot(report, out / "scores.png"))
-    return written
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"
-
-
-def markdown(report: dict) -> str:
-    cols = ("SR_t", "SR_act", "SR_args", "SR", "IoU")
-    lines = ["| Tool | n | " + " | ".join(f"{c} %" for c in cols) + " |", "|---|---:|" + "---:|" * len(cols)]
-    rows = [("**all**", report), *report["per_tool"].items()]
-    lines += [f"| {name} | {r['n']} | " + " | ".join(_pct(r[c]) for c in cols) + " |" for name, r in rows]
-    lines.append("")
-    lines.append(f"Coverage: {report['n']} of {report['n_annotations']} annotations scored "
-                 f"({_pct(report['coverage'])} %).")
-    for kind, entry in report["problems"].items():
-        shown = ", ".join(str(e) for e in entry["examples"])
-        lines.append(f"- {kind}: {entry['count']} ({entry.get('note', '')}; e.g. {shown})")
-    return "\n".join(lines) + "\n"
-
-
-def plot(report: dict, path: Path) -> Path:
-    """A horizontal bar chart of SR per tool (tool names are long)."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg canvas
-
-    names = [f"all (n={report['n']})", *(f"{t} (n={r['n']})" for t, r in report["per_tool"].items())]
-    values = [100 * report["SR"], *(100 * r["SR"] for r in report["per_tool"].values())]
-    fig = Figure(figsize=(8, 1.2 + 0.32 * len(names)), layout="constrained")
-    ax = fig.subplots()
-    bars = ax.barh(names[::-1], values[::-1], color=["#4c72b0"] * (len(names) - 1) + ["#dd8452"])
-    ax.bar_label(bars, fmt="%.1f", padding=2, fontsize=8)
-    ax.set_xlim(0, 112)  # room for the "100.0" labels
-    ax.set_xlabel("success rate SR (%)")
-    ax.set_title("GPT4Tools benchmark: success rate per reference tool")
-    ax.tick_params(axis="y", labelsize=8)
-    fig.savefig(path, dpi=120)
-    return path
-
-
 def score_files(data: str | Path, pred: str | Path, out: str | Path | None = None, *,
                 per_tool: int | None = None, seed: int = 0) -> dict:
     """Score a predictions file against annotations and write the reports. Raises BenchError.
@@ -255,17 +201,13 @@ def _done_ids(path: Path) -> set[str]:
     """Ids already predicted. A line cut short by a kill is removed so appending stays valid."""
     if not path.exists():
         return set()
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        keep = raw[: raw.rfind(b"\n") + 1]
+    if cut_partial_line(path):
         log.warning("%s: removing a partial last line left by an interrupted run", path)
-        path.write_bytes(keep)
-        raw = keep
     done = set()
-    for line in raw.decode("utf-8", errors="replace").split("\n"):
+    for item in read_jsonl(path, allow_list=False, errors="replace").values():
         try:
-            done.add(str(json.loads(line)["id"]))
-        except (json.JSONDecodeError, KeyError, TypeError):
+            done.add(str(item["id"]))
+        except (KeyError, TypeError):
             continue  # left for the scorer to report
     return done
 
@@ -334,8 +276,6 @@ def run_bench(
     Returns:
         The scores.json dict. Raises BenchError for unusable input or settings.
     """
-    from tqdm import tqdm
-
     if baseline not in (None, "no-tool"):
         raise BenchError(f"unknown baseline {baseline!r}; the one baseline is 'no-tool'")
     if llm is None and baseline is None:
@@ -343,13 +283,7 @@ def run_bench(
     if limit is not None and limit < 0:
         raise BenchError(f"--limit must be 0 or more, not {limit}")
     problems = Problems()
-    records = load_annotations(data, problems, need_instruction=True)
-    if not records:
-        raise BenchError(f"no usable records in {data}: {json.dumps(problems.kinds)}")
-    if per_tool is not None:
-        if per_tool < 1:
-            raise BenchError(f"--per-tool must be 1 or more, not {per_tool}")
-        records = select_per_tool(records, per_tool, seed)
+    records = _bench_records(data, problems, per_tool, seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     generator = f"baseline:{baseline}" if baseline else getattr(llm, "name", type(llm).__name__)
@@ -357,31 +291,52 @@ def run_bench(
                           "data": str(data), "stop": list(react.STOP), "per_tool": per_tool,
                           "seed": seed if per_tool else None})
     pred_path = out / "predictions.jsonl"
-    todo_all = list(records.items())[:limit]  # limit None: all
+    todo = list(records.values())[:limit]  # limit None: all
+    _generate(todo, pred_path, lambda chunk: _predict(chunk, llm, baseline, max_new_tokens, batch_size),
+              batch_size, progress_callback)
+    report = score_records(records, load_predictions(pred_path, problems), problems)
+    report.update(data=str(data), predictions=str(pred_path), generator=generator)
+    report["files"] = [str(p) for p in write_report(report, out)]
+    return report
+
+
+def _bench_records(data: str | Path, problems: Problems, per_tool: int | None, seed: int) -> dict[str, dict]:
+    """The annotation records a run generates for: all usable ones, or bench's stratified subset."""
+    records = load_annotations(data, problems, need_instruction=True)
+    if not records:
+        raise BenchError(f"no usable records in {data}: {json.dumps(problems.kinds)}")
+    if per_tool is not None:
+        if per_tool < 1:
+            raise BenchError(f"--per-tool must be 1 or more, not {per_tool}")
+        records = select_per_tool(records, per_tool, seed)
+    return records
+
+
+def _generate(records: list[dict], pred_path: Path, predict: Callable[[list[dict]], list[dict]], batch_size: int,
+              progress_callback: ProgressCallback | None) -> None:
+    """Append a prediction line for each record not yet in `pred_path`, `batch_size` at a time."""
+    from tqdm import tqdm
+
     done = _done_ids(pred_path)
-    todo = [(rid, rec) for rid, rec in todo_all if rid not in done]
-    total, finished = len(todo_all), len(todo_all) - len(todo)
+    todo = [rec for rec in records if str(rec["id"]) not in done]
+    total, finished = len(records), len(records) - len(todo)
     if progress_callback:
         progress_callback(finished, total)
     # The file is keyed by id, so the order is free: batches take similar lengths (less padding);
     # one at a time, prompts go in text order, so each shares the longest possible prefix with
     # the one before and the backend's prefix cache (llama.cpp's, HFCausalLM.prefix) skips it.
-    todo.sort(key=lambda item: len(build_prompt(item[1])) if batch_size > 1 else build_prompt(item[1]))
+    todo.sort(key=lambda rec: len(build_prompt(rec)) if batch_size > 1 else build_prompt(rec))
+    step = max(1, batch_size)
     with pred_path.open("a", encoding="utf-8") as f, tqdm(total=total, initial=finished, file=sys.stderr,
                                                           desc="bench", unit="sample") as bar:
-        for i in range(0, len(todo), max(1, batch_size)):
-            chunk = [rec for _, rec in todo[i:i + max(1, batch_size)]]
-            for line in _predict(chunk, llm, baseline, max_new_tokens, batch_size):
-                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+        for i in range(0, len(todo), step):
+            chunk = todo[i:i + step]
+            f.write(to_jsonl(predict(chunk)))
             f.flush()  # finished records survive a kill
             finished += len(chunk)
             bar.update(len(chunk))
             if progress_callback:
                 progress_callback(finished, total)
-    report = score_records(records, load_predictions(pred_path, problems), problems)
-    report.update(data=str(data), predictions=str(pred_path), generator=generator)
-    report["files"] = [str(p) for p in write_report(report, out)]
-    return report
 
 
 def _predict(records: list[dict], llm: LLM | None, baseline: str | None, max_new_tokens: int,
@@ -394,41 +349,9 @@ def _predict(records: list[dict], llm: LLM | None, baseline: str | None, max_new
              "seconds": round(g.seconds, 3)} for r, g in zip(records, gens)]
 
 
-AMX_BATCH = 16  # scripts/bench_runner_speed.sh: 8 and 16 measured 2.1x and 2.3x llama.cpp's records/s
-
-
-def pick_runner(backend: str, model: str, device: str, batch_size: int | None) -> tuple[str, int]:
-    """The backend and batch size of a run. `auto` follows gpt4tools.llm.resolve_backend (llama.cpp
-    on a CPU: one prompt at a time, each prefill reusing its neighbour's prefix), except on CPUs
-    with AMX: there torch's bf16 matmuls prefill a batch of prompts faster than llama.cpp does
-    one (llama.cpp's own AMX kernels crash, see gpt4tools/llm/llamacpp.py), so the benchmark
-    runs batched transformers. Only the benchmark: the agent decodes one prompt, where
-    llama.cpp's faster decoding wins."""
-    from gpt4tools.llm import resolve_backend
-    from gpt4tools.llm.hf import cpu_has_amx
-
-    if backend == "auto" and device == "cpu" and cpu_has_amx():
-        return "transformers", batch_size or AMX_BATCH
-    return resolve_backend(backend, model, device), batch_size or 1
-
-
-def load_model(model: str, adapter: str | None, backend: str, device: str, dtype: str = "auto",
-               gguf: str = "auto") -> LLM:
-    """The one place the benchmark loads an LLM (gpt4tools.llm.load_llm)."""
-    from gpt4tools.llm import load_llm
-
-    return load_llm(model=model, adapter=adapter, backend=backend, device=device, dtype=dtype, gguf=gguf)
-
-
 # -- command line ------------------------------------------------------------------------
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(text).name or text).strip("-") or "model"
-
-
-def _summary_line(report: dict) -> str:
-    return (f"SR {_pct(report['SR'])} %  SR_t {_pct(report['SR_t'])}  SR_act {_pct(report['SR_act'])}  "
-            f"SR_args {_pct(report['SR_args'])}  IoU {_pct(report['IoU'])}  "
-            f"(n={report['n']}, coverage {_pct(report['coverage'])} %)")
 
 
 def _finish(report: dict) -> int:
@@ -438,7 +361,7 @@ def _finish(report: dict) -> int:
         print("error: nothing could be scored (no prediction matches an annotation); see scores.json",
               file=sys.stderr)
         return 1
-    print(_summary_line(report))
+    print(summary_line(report))
     print("wrote " + ", ".join(report["files"]))
     return 0
 
@@ -463,9 +386,9 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="annotations: JSON list or JSONL of GPT4Tools records")
     p.add_argument("--model", default="default", help="'default', a manifest name, a local dir or GGUF, a hub id")
     p.add_argument("--adapter", help="LoRA adapter folder ('none' disables the default adapter)")
-    p.add_argument("--backend", default="auto", choices=("auto", "transformers", "llamacpp", "openai"),
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="auto: llama.cpp where installed and the model has a GGUF, else transformers")
-    p.add_argument("--gguf", default="auto", choices=("auto", "lora", "bf16", "f16", "q8_0"),
+    p.add_argument("--gguf", default="auto", choices=GGUF_FORMS,
                    help="llama.cpp: how the adapter is applied (gpt4tools/llm/llamacpp.py)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--limit", type=int, help="only the first N records")
@@ -484,7 +407,8 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out) if args.out else paths.runs_dir() / "bench" / f"{Path(args.data).stem}_{name}"
     try:
         backend, args.batch_size = pick_runner(args.backend, args.model, args.device, args.batch_size)
-        llm = None if args.baseline else load_model(args.model, args.adapter, backend, args.device, args.dtype, args.gguf)
+        llm = None if args.baseline else load_llm(args.model, adapter=args.adapter, backend=backend, device=args.device,
+                                                  dtype=args.dtype, gguf=args.gguf)
     except (OSError, ValueError, ImportError) as e:  # absent weights, unknown backend, missing package
         print(f"error: cannot load the model {args.model!r}: {e}", file=sys.stderr)
         return 2
@@ -501,17 +425,3 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return _finish(report)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`score ...` or `bench ...`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"score": score_main, "bench": bench_main}
-    if not argv or argv[0] not in commands:
-        print("usage: python -m gpt4tools.bench {score,bench} ...", file=sys.stderr)
-        return 2
-    return commands[argv[0]](argv[1:])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

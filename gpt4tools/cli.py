@@ -13,8 +13,8 @@ import sys
 
 # command -> (module:function, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "weights": ("gpt4tools.weights:main", "list, fetch and verify model weights (checkpoints/)"),
-    "tools": ("gpt4tools.registry:main", "list the 31 tools: availability, backing model, device"),
+    "weights": ("gpt4tools.inventory:weights_main", "list, fetch and verify model weights (checkpoints/)"),
+    "tools": ("gpt4tools.inventory:tools_main", "list the 31 tools: availability, backing model, device"),
     "chat": ("gpt4tools.ui.terminal:main", "chat in the terminal, or run one turn (--message, --json)"),
     "data": ("gpt4tools.data.cli:main", "self-instruct data generation: image content -> teacher -> GPT4Tools records"),
     "train": ("gpt4tools.train:main", "LoRA-tune an LLM on GPT4Tools records (paper defaults; CPU or GPUs)"),

@@ -28,9 +28,6 @@ class Conversation:
     def add_exchange(self, user: str, answer: str) -> None:
         self.turns += [Turn("human", user), Turn("ai", answer)]
 
-    def images(self) -> list[str]:
-        return [t.image for t in self.turns if t.image and t.role == "human"]
-
     def clear(self) -> None:
         self.turns.clear()
 

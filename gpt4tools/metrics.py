@@ -170,18 +170,16 @@ def reference_tool(reference: str) -> str:
     return actions[0] if actions else NO_TOOL
 
 
+# The paper's metrics in the order every table shows them (reports, the app, model cards),
+# each the mean of one SampleScore field.
+METRICS: dict[str, str] = {"SR_t": "sr_t", "SR_act": "sr_act", "SR_args": "sr_args", "SR": "success", "IoU": "iou"}
+
+
 def _aggregate(scores: Sequence[SampleScore]) -> dict:
     n = len(scores)
     if not n:  # nothing to average: say so rather than print a made-up 0
-        return {"SR_t": None, "SR_act": None, "SR_args": None, "SR": None, "IoU": None, "n": 0}
-    return {
-        "SR_t": sum(s.sr_t for s in scores) / n,
-        "SR_act": sum(s.sr_act for s in scores) / n,
-        "SR_args": sum(s.sr_args for s in scores) / n,
-        "SR": sum(s.success for s in scores) / n,
-        "IoU": sum(s.iou for s in scores) / n,
-        "n": n,
-    }
+        return {**dict.fromkeys(METRICS), "n": 0}
+    return {**{name: sum(getattr(s, field) for s in scores) / n for name, field in METRICS.items()}, "n": n}
 
 
 def summarize(scores: Sequence[SampleScore], tools: Sequence[str]) -> dict:

@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from gpt4tools.models import TEMPLATE_FILE
 from gpt4tools.tool import ToolSpec
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
-TEMPLATE_FILE = "template.json"  # the name used beside adapters
 
 
 @dataclass(frozen=True)

@@ -16,18 +16,22 @@ fields with `fields` (the original regexes, so benchmark numbers stay comparable
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-THOUGHT = "Thought: Do I need to use a tool?"
+THOUGHT_LABEL = "Thought:"
+THOUGHT = f"{THOUGHT_LABEL} Do I need to use a tool?"
 ACTION = "Action:"
 ACTION_INPUT = "Action Input:"
 OBSERVATION = "Observation:"
 AI_PREFIX = "AI"
 HUMAN_PREFIX = "Human"
+NEW_INPUT = "New input:"  # the prompt's line before the user's message (templates/*.json use it)
 
 # Generation stops here: the program, not the model, writes observations. The others
 # catch a model that runs on into the next turn of the conversation.
-STOP = (OBSERVATION, f"\n{HUMAN_PREFIX}:", "\nNew input:")
+STOP = (OBSERVATION, f"\n{HUMAN_PREFIX}:", f"\n{NEW_INPUT}")
+# A final answer also ends where the model starts another thought.
+_ANSWER_ENDS = (*STOP, f"\n{THOUGHT_LABEL}")
 
 # The paper's scorer regexes (eval/evaluate_result.py), kept verbatim.
 _THOUGHT_RE = re.compile(r"Thought: Do I need to use a tool\? (.*)")
@@ -137,33 +141,9 @@ def parse(completion: str, ai_prefix: str = AI_PREFIX) -> Decision | ParseError:
 
 def _cut_runaway(text: str) -> str:
     """An answer ends where the model starts writing the next turn or a new thought."""
-    for marker in (f"\n{HUMAN_PREFIX}:", "\nThought:", "\nNew input:", f"\n{OBSERVATION}"):
+    for marker in _ANSWER_ENDS:
         text = text.split(marker, 1)[0]
     return text.strip()
-
-
-@dataclass
-class Trajectory:
-    """A whole assistant turn: tool steps with their observations, then maybe an answer."""
-
-    steps: list[tuple[ToolCall, str]] = field(default_factory=list)
-    final: FinalAnswer | None = None
-
-
-def parse_trajectory(text: str, ai_prefix: str = AI_PREFIX) -> Trajectory:
-    """Split a multi-step text (scratchpad or sample output) into steps. Never raises."""
-    traj = Trajectory()
-    chunks = re.split(rf"(?m)^(?={re.escape(THOUGHT)})", text)
-    for chunk in chunks:
-        if not chunk.strip():
-            continue
-        decision = parse(chunk, ai_prefix)
-        if isinstance(decision, ToolCall):
-            obs = chunk.split(OBSERVATION, 1)[1].strip() if OBSERVATION in chunk else ""
-            traj.steps.append((decision, obs))
-        elif isinstance(decision, FinalAnswer):
-            traj.final = decision
-    return traj
 
 
 @dataclass(frozen=True)
@@ -191,4 +171,4 @@ def fields(text: str) -> Fields:
 
 def reference_uses_tool(text: str) -> bool:
     """The paper's test for a tool-using reference: both markers present."""
-    return "Action:" in text and "Action Input:" in text
+    return ACTION in text and ACTION_INPUT in text

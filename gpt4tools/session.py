@@ -17,9 +17,10 @@ from gpt4tools.agent import Agent, Step
 from gpt4tools.history import Conversation
 from gpt4tools.images import ImageStore
 from gpt4tools.paths import runs_dir
+from tools.describe import PhotoDescription
 
 log = logging.getLogger(__name__)
-DESCRIBE_TOOL = "Get Photo Description"
+DESCRIBE_TOOL = PhotoDescription.spec.name  # announces each upload with a caption, as the paper did
 
 
 def sessions_dir() -> Path:
@@ -60,9 +61,22 @@ class Session:
         self.conversation.clear()
         self.store.clear()
 
-    def rewind(self, n_turns: int) -> None:
-        """Forget everything after the first `n_turns` memory turns (the app's Undo); files stay."""
-        del self.conversation.turns[n_turns:]
+    def checkpoint(self) -> int:
+        """A mark of the memory so far, for `rewind` (the number of memory turns)."""
+        return len(self.conversation.turns)
+
+    def rewind(self, mark: int) -> None:
+        """Forget everything after `checkpoint()` returned `mark` (the app's Undo); files stay."""
+        del self.conversation.turns[mark:]
+
+    def image_path(self, name: str) -> Path:
+        """The file of one of this session's images; raises ImageError for any other name."""
+        return self.store.resolve(name)
+
+    def close(self) -> None:
+        """Delete this session's folder (when it lives under the sessions folder, as the app's do)."""
+        if sessions_dir().resolve() in self.store.root.resolve().parents:
+            shutil.rmtree(self.store.root, ignore_errors=True)
 
 
 def cleanup_sessions(max_age_s: float = 24 * 3600, root: Path | None = None) -> int:

@@ -186,10 +186,7 @@ class Tool:
     def observe(self, result: ToolResult, store: ImageStore) -> Observation:
         if result.image is not None:
             name = store.save_result(result.image, result.source, self.spec.slug)
-            text = f"Result saved as {name}"
-            if result.text:
-                text += f"\n{result.text}"
-            return Observation(text=text, image=name)
+            return Observation(text=result_saved(name, result.text), image=name)
         if result.text is None:
             raise RuntimeError(f"{self.spec.name} returned neither an image nor text")
         return Observation(text=result.text)
@@ -202,6 +199,12 @@ class Tool:
 INPUT_ERRORS = (ToolInputError, ImageError, ToolUnavailable)
 
 
+def result_saved(name: str, extra: str | None = None) -> str:
+    """The observation of a tool that made an image (the paper's wording; the data builder
+    writes the same text into training samples, so the model learns to pass `name` on)."""
+    return f"Result saved as {name}" + (f"\n{extra}" if extra else "")
+
+
 def format_boxes(boxes: list[tuple[str, tuple[float, float, float, float]]]) -> str:
     """Boxes as the paper writes them: `label [x1, y1, x2, y2]`, integer pixels."""
     return "\n".join(f"{label} [{', '.join(str(int(round(v))) for v in box)}]" for label, box in boxes)
@@ -209,5 +212,5 @@ def format_boxes(boxes: list[tuple[str, tuple[float, float, float, float]]]) -> 
 
 __all__ = [
     "Arg", "ToolSpec", "Tool", "ToolResult", "Observation", "Availability",
-    "ToolInputError", "ToolUnavailable", "INPUT_ERRORS", "format_boxes",
+    "ToolInputError", "ToolUnavailable", "INPUT_ERRORS", "format_boxes", "result_saved",
 ]

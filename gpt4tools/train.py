@@ -34,6 +34,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from gpt4tools.records import episode_turn, read_jsonl
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -86,7 +89,7 @@ class TrainConfig:
         if isinstance(self.data, str):
             self.data = [self.data]
         self.target_modules = tuple(self.target_modules)
-        from gpt4tools.export import ADAPTER_DTYPES  # the dtypes cast_adapter writes
+        from gpt4tools.models import ADAPTER_DTYPES  # the dtypes cast_adapter writes
 
         if self.save_dtype not in ADAPTER_DTYPES:
             raise ValueError(f"--save-dtype takes {', '.join(ADAPTER_DTYPES)}, not {self.save_dtype!r}")
@@ -96,25 +99,16 @@ class TrainConfig:
 
 # -- data -------------------------------------------------------------------------------
 def read_records(paths: list[str]) -> tuple[list[dict], dict[str, int]]:
-    """Records from JSON lists or JSONL files; malformed ones are skipped and counted."""
+    """Records from JSON lists or JSONL files; malformed ones are skipped and counted. (A file
+    that starts like a JSON list but does not parse is read as JSONL, line by line.)"""
     records, skipped = [], {}
     for p in paths:
-        text = Path(p).read_text(encoding="utf-8")
-        try:
-            items = json.loads(text) if text.lstrip().startswith("[") else None
-        except json.JSONDecodeError:
-            items = None
-        if items is None:
-            items = []
-            for line in text.split("\n"):  # not splitlines(): JSON strings may hold U+2028
-                if not line.strip():
-                    continue
-                try:
-                    items.append(json.loads(line))
-                except json.JSONDecodeError:
-                    skipped["malformed JSON line"] = skipped.get("malformed JSON line", 0) + 1
-        for r in items:
-            if not isinstance(r, dict) or not isinstance(r.get("instruction"), str) or not isinstance(r.get("output"), str) or not r["output"].strip():
+        found = read_jsonl(p)
+        if found.bad:
+            skipped["malformed JSON line"] = skipped.get("malformed JSON line", 0) + len(found.bad)
+        for r in found.values():
+            if not isinstance(r, dict) or not isinstance(r.get("instruction"), str) \
+                    or not isinstance(r.get("output"), str) or not r["output"].strip():
                 skipped["missing instruction/output"] = skipped.get("missing instruction/output", 0) + 1
                 continue
             records.append(r)
@@ -132,7 +126,7 @@ def tokenize_turns(chain: list[dict], tokenizer, cutoff_len: int, mask_prompt: b
     turn's output and what the next prompt adds (its observation). Outputs are learned (those
     with `learn` True), the rest masked; a lone record is the usual prompt + response. Each
     piece is tokenized on its own, as at inference the prompt is and the model's tokens follow.
-    None if it does not fit in cutoff_len."""
+    None if it does not fit in cutoff_len, or if a turn's prompt does not continue the text before."""
     from gpt4tools.prompt import record_prompt
 
     learn = learn or [True] * len(chain)
@@ -141,12 +135,15 @@ def tokenize_turns(chain: list[dict], tokenizer, cutoff_len: int, mask_prompt: b
     done = ""  # the text encoded so far
     for k, (record, learned) in enumerate(zip(chain, learn)):
         prompt = record_prompt(record)
+        if not prompt.startswith(done):
+            return None  # not a continuation (inconsistent episode fields): tokenize_all takes the records alone
         p_ids = tokenizer(prompt[len(done):], add_special_tokens=not ids).input_ids
         r_ids = tokenizer(record["output"], add_special_tokens=False).input_ids
         if k == len(chain) - 1:
             r_ids = r_ids + [tokenizer.eos_token_id]
         ids += p_ids + r_ids
-        labels += ([IGNORE] * len(p_ids) if mask_prompt else list(p_ids)) + (r_ids if learned else [IGNORE] * len(r_ids))
+        labels += [IGNORE] * len(p_ids) if mask_prompt else list(p_ids)
+        labels += r_ids if learned else [IGNORE] * len(r_ids)
         done = prompt + record["output"]
     if len(ids) > cutoff_len:
         return None
@@ -155,12 +152,41 @@ def tokenize_turns(chain: list[dict], tokenizer, cutoff_len: int, mask_prompt: b
 
 
 def group_turns(records: list[dict]) -> list[list[int]]:
-    """Indices of records grouped into episodes: [a, b, c] when b's prompt is a's prompt plus
-    a's output plus more (a's observation), and c's likewise continues b's. The data builder
+    """Indices of records grouped into episodes, each group in turn order. The data builder
     writes one record per assistant turn, each repeating the whole prompt; encoding an episode
     once, with a loss on every turn, costs one forward pass instead of one per turn, and gives
     every turn the same context as its own record (causal attention never sees what follows).
+    Records that carry `episode` and `turn` (records.Record: our builder's) are grouped by them;
+    the others (foreign data, e.g. the paper's files) by their prompts (`_group_by_prompt`).
     Every record is in exactly one group, in the order of `records`' last turns."""
+    keys = {j: k for j, k in enumerate(map(episode_turn, records)) if k is not None}
+    if not keys:
+        return _group_by_prompt(records)
+    rest = [j for j in range(len(records)) if j not in keys]
+    groups = _group_by_episode(keys) + [[rest[i] for i in g] for g in _group_by_prompt([records[j] for j in rest])]
+    return sorted(groups, key=lambda g: g[-1])
+
+
+def _group_by_episode(keys: dict[int, tuple[str, int]]) -> list[list[int]]:
+    """Indices by episode, ordered by turn; a turn that repeats one already placed stays alone."""
+    episodes: dict[str, list[int]] = {}
+    for j, (episode, _) in keys.items():
+        episodes.setdefault(episode, []).append(j)
+    groups = []
+    for members in episodes.values():
+        chain: list[int] = []
+        for j in sorted(members, key=lambda j: keys[j][1]):
+            if chain and keys[chain[-1]][1] == keys[j][1]:
+                groups.append([j])
+            else:
+                chain.append(j)
+        groups.append(chain)
+    return groups
+
+
+def _group_by_prompt(records: list[dict]) -> list[list[int]]:
+    """The fallback for records without `episode`/`turn`: [a, b, c] when b's prompt is a's prompt
+    plus a's output plus more (a's observation), and c's likewise continues b's."""
     from gpt4tools import react
     from gpt4tools.prompt import record_prompt
 
@@ -271,8 +297,8 @@ def load_base(cfg: TrainConfig, device: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from gpt4tools.llm import resolve_model
-    from gpt4tools.llm.hf import resolve_dtype
+    from gpt4tools.hardware import resolve_dtype
+    from gpt4tools.models import resolve_model
 
     path, _ = resolve_model(cfg.base_model)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -302,34 +328,80 @@ def data_checksum(paths: list[str]) -> str:
     return h.hexdigest()
 
 
+@dataclass
+class _Run:
+    """What the steps of one training run share (see `train`)."""
+
+    cfg: TrainConfig
+    accelerator: Any
+    tokenizer: Any
+    model: Any  # the LoRA-wrapped model, prepared by accelerate
+    samples: list[dict]
+    trainable: list
+    optimizer: Any
+    scheduler: Any
+    n_micro_per_epoch: int
+    total_steps: int
+    state: dict  # {"step": optimizer steps done, "micro": micro-batches done}; checkpointed
+    resolved: dict = field(default_factory=dict)  # train_config.json
+    writer: Any = None  # tensorboard, on the main process when installed
+    t_start: float = 0.0
+    tokens_seen: int = 0
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out_dir)
+
+    @property
+    def ckpt(self) -> Path:
+        return self.out / "checkpoint"
+
+
 def train(cfg: TrainConfig, progress=None, command: str | None = None) -> Path:
     """Train and save the adapter into cfg.out_dir. `progress(step, total, metrics)` is optional;
-    `command` (the command line) is recorded in train_config.json so the run can be repeated."""
+    `command` (the command line) is recorded in train_config.json so the run can be repeated.
+    The steps: set up accelerate and the seeds, load the base model, load and tokenize the data,
+    add LoRA and the optimizer (resumed from out_dir/checkpoint when there is one), loop, save."""
+    accelerator = _setup(cfg)
+    base_path, tokenizer, model = load_base(cfg, str(accelerator.device))
+    samples, skipped = load_samples(cfg, tokenizer, accelerator.print)
+    run = _prepare(cfg, accelerator, tokenizer, model, samples)
+    run.resolved = _write_run_config(run, base_path, skipped, command)
+    run.writer = _tensorboard(run.out) if accelerator.is_main_process else None
+    _loop(run, progress)
+    _save_adapter(run)
+    return run.out
+
+
+def _setup(cfg: TrainConfig):
+    """The accelerator (cpu unless cfg.device or a GPU says otherwise), out_dir, seeds."""
     import torch
     from accelerate import Accelerator
-    from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import get_linear_schedule_with_warmup
-
-    from gpt4tools.prompt import PromptTemplate
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
     accelerator = Accelerator(cpu=cpu, gradient_accumulation_steps=cfg.gradient_accumulation)
-    device = str(accelerator.device)
-    out = Path(cfg.out_dir)
-    ckpt = out / "checkpoint"
-    out.mkdir(parents=True, exist_ok=True)
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
+    return accelerator
 
-    base_path, tokenizer, model = load_base(cfg, device)
+
+def load_samples(cfg: TrainConfig, tokenizer, echo=print) -> tuple[list[dict], dict[str, int]]:
+    """The training sequences of cfg.data (`choose_groups`, `tokenize_all`) and what was skipped."""
     records, skipped = read_records(cfg.data)
     samples = tokenize_all(records, tokenizer, cfg, skipped, choose_groups(records, cfg))
     if not samples:
         raise ValueError(f"no usable training samples in {cfg.data} (skipped: {skipped})")
     n_records = sum(s["records"] for s in samples)
-    accelerator.print(f"{n_records} records in {len(samples)} sequences; skipped {skipped or 'none'}")
+    echo(f"{n_records} records in {len(samples)} sequences; skipped {skipped or 'none'}")
+    return samples, skipped
+
+
+def add_lora(cfg: TrainConfig, model, ckpt: Path):
+    """The base model with LoRA adapters: fresh, or the checkpoint's when resuming."""
+    from peft import LoraConfig, PeftModel, get_peft_model
 
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -338,9 +410,17 @@ def train(cfg: TrainConfig, progress=None, command: str | None = None) -> Path:
                       target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM",
                       layers_to_transform=lora_layer_ids(cfg.lora_layers, model.config.num_hidden_layers))
     if cfg.resume and (ckpt / "adapter_config.json").is_file():
-        model = PeftModel.from_pretrained(model, str(ckpt), is_trainable=True)
-    else:
-        model = get_peft_model(model, lora)
+        return PeftModel.from_pretrained(model, str(ckpt), is_trainable=True)
+    return get_peft_model(model, lora)
+
+
+def _prepare(cfg: TrainConfig, accelerator, tokenizer, model, samples: list[dict]) -> _Run:
+    """LoRA, the step count, AdamW and the linear warmup schedule, resumed state if any."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    ckpt = Path(cfg.out_dir) / "checkpoint"
+    model = add_lora(cfg, model, ckpt)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_micro_per_epoch = math.ceil(len(samples) / (cfg.micro_batch_size * accelerator.num_processes))
     steps_per_epoch = max(1, n_micro_per_epoch // cfg.gradient_accumulation)
@@ -350,6 +430,14 @@ def train(cfg: TrainConfig, progress=None, command: str | None = None) -> Path:
     # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would
     # step it once per process, which runs the schedule N times too fast under DDP.
     model, optimizer = accelerator.prepare(model, optimizer)
+    state = _resume_state(cfg, ckpt, optimizer, scheduler, accelerator)
+    return _Run(cfg, accelerator, tokenizer, model, samples, trainable, optimizer, scheduler, n_micro_per_epoch,
+                total_steps, state)
+
+
+def _resume_state(cfg: TrainConfig, ckpt: Path, optimizer, scheduler, accelerator) -> dict:
+    """Optimizer, scheduler, step and RNG from the checkpoint when resuming; else step 0."""
+    import torch
 
     state = {"step": 0, "micro": 0}
     if cfg.resume and (ckpt / "trainer_state.pt").is_file():
@@ -359,80 +447,114 @@ def train(cfg: TrainConfig, progress=None, command: str | None = None) -> Path:
         state = saved["state"]
         torch.set_rng_state(saved["torch_rng"])
         accelerator.print(f"resumed at step {state['step']}")
+    return state
 
-    (PromptTemplate.load(cfg.template)).save(out)
-    resolved = {**dataclasses.asdict(cfg), "command": command, "base_model_path": str(base_path), "data_sha256": data_checksum(cfg.data),
-                "samples": len(samples), "records": sum(x["records"] for x in samples), "skipped": skipped, "dtype_resolved": str(next(model.parameters()).dtype).replace("torch.", ""), "total_steps": total_steps, "processes": accelerator.num_processes}
-    (out / "train_config.json").write_text(json.dumps(resolved, indent=2))
-    metrics_path = out / "metrics.jsonl"
-    writer = _tensorboard(out) if accelerator.is_main_process else None
 
+def _write_run_config(run: _Run, base_path, skipped: dict[str, int], command: str | None) -> dict:
+    """The prompt template beside the adapter, and train_config.json: settings, data, sizes."""
+    from gpt4tools.prompt import PromptTemplate
+
+    cfg, samples = run.cfg, run.samples
+    PromptTemplate.load(cfg.template).save(run.out)
+    resolved = {**dataclasses.asdict(cfg), "command": command, "base_model_path": str(base_path),
+                "data_sha256": data_checksum(cfg.data), "samples": len(samples),
+                "records": sum(x["records"] for x in samples), "skipped": skipped,
+                "dtype_resolved": str(next(run.model.parameters()).dtype).replace("torch.", ""),
+                "total_steps": run.total_steps, "processes": run.accelerator.num_processes}
+    (run.out / "train_config.json").write_text(json.dumps(resolved, indent=2))
+    return resolved
+
+
+def _loop(run: _Run, progress=None) -> None:
+    """Optimizer steps up to run.total_steps: log every cfg.log_steps, checkpoint every cfg.save_steps."""
+    cfg, accelerator, state = run.cfg, run.accelerator, run.state
     rank, world = accelerator.process_index, accelerator.num_processes
-    model.train()
-    t_start, tokens_seen, window = time.perf_counter(), 0, []
-    while state["step"] < total_steps:
+    run.model.train()
+    run.t_start, window = time.perf_counter(), []
+    while state["step"] < run.total_steps:
         # Deterministic order per pass, so a resumed run sees the same batches.
-        epoch = state["micro"] // n_micro_per_epoch
-        order = list(range(len(samples)))
+        epoch = state["micro"] // run.n_micro_per_epoch
+        order = list(range(len(run.samples)))
         random.Random(cfg.seed + epoch).shuffle(order)
         order = order[rank::world]
-        start = (state["micro"] % n_micro_per_epoch) * cfg.micro_batch_size
+        start = (state["micro"] % run.n_micro_per_epoch) * cfg.micro_batch_size
         for i in range(start, len(order), cfg.micro_batch_size):
-            batch = collate([samples[j] for j in order[i: i + cfg.micro_batch_size]], tokenizer.pad_token_id)
-            batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
-            t0 = time.perf_counter()
-            with accelerator.accumulate(model):
-                try:
-                    loss, n_tok = loss_on_tail(model, batch)
-                    accelerator.backward(loss)
-                except torch.OutOfMemoryError as e:
-                    raise MemoryError(f"out of memory at sequence length {batch['input_ids'].shape[1]}: lower "
-                                      "--micro-batch-size or --cutoff-len, or add --gradient-checkpointing") from e
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad()
-            state["micro"] += 1
-            tokens_seen += int(batch["attention_mask"].sum())
-            window.append((float(loss.detach()), time.perf_counter() - t0, int(batch["attention_mask"].sum())))
+            window.append(_micro_step(run, [run.samples[j] for j in order[i: i + cfg.micro_batch_size]]))
             if not accelerator.sync_gradients:
                 continue
             state["step"] += 1
             step = state["step"]
-            if step % cfg.log_steps == 0 or step == total_steps:
-                m = {"step": step, "total": total_steps, "loss": sum(w[0] for w in window) / len(window),
-                     "lr": scheduler.get_last_lr()[0], "tokens_per_s": sum(w[2] for w in window) / max(sum(w[1] for w in window), 1e-9),
-                     "elapsed_s": round(time.perf_counter() - t_start, 1)}
+            if step % cfg.log_steps == 0 or step == run.total_steps:
+                _log_step(run, step, window, progress)
                 window = []
-                if accelerator.is_main_process:
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps(m) + "\n")
-                    if writer:
-                        for k in ("loss", "lr", "tokens_per_s"):
-                            writer.add_scalar(f"train/{k}", m[k], step)
-                    accelerator.print(f"step {step}/{total_steps} loss {m['loss']:.4f} lr {m['lr']:.2e} {m['tokens_per_s']:.0f} tok/s")
-                if progress:
-                    progress(step, total_steps, m)
-            if step % cfg.save_steps == 0 or step == total_steps:
-                _save_checkpoint(accelerator, model, optimizer, scheduler, state, ckpt)
-            if step >= total_steps:
+            if step % cfg.save_steps == 0 or step == run.total_steps:
+                _save_checkpoint(accelerator, run.model, run.optimizer, run.scheduler, state, run.ckpt)
+            if step >= run.total_steps:
                 break
 
+
+def _micro_step(run: _Run, batch_samples: list[dict]) -> tuple[float, float, int]:
+    """Forward and backward on one micro-batch; the optimizer steps when accumulation is complete.
+    Returns (loss, seconds, tokens) for the log."""
+    import torch
+
+    accelerator = run.accelerator
+    batch = collate(batch_samples, run.tokenizer.pad_token_id)
+    batch = {k: (v.to(accelerator.device) if hasattr(v, "to") else v) for k, v in batch.items()}
+    t0 = time.perf_counter()
+    with accelerator.accumulate(run.model):
+        try:
+            loss, _ = loss_on_tail(run.model, batch)
+            accelerator.backward(loss)
+        except torch.OutOfMemoryError as e:
+            raise MemoryError(f"out of memory at sequence length {batch['input_ids'].shape[1]}: lower "
+                              "--micro-batch-size or --cutoff-len, or add --gradient-checkpointing") from e
+        if accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(run.trainable, run.cfg.max_grad_norm)
+        run.optimizer.step()
+        if accelerator.sync_gradients:
+            run.scheduler.step()
+        run.optimizer.zero_grad()
+    run.state["micro"] += 1
+    tokens = int(batch["attention_mask"].sum())
+    run.tokens_seen += tokens
+    return float(loss.detach()), time.perf_counter() - t0, tokens
+
+
+def _log_step(run: _Run, step: int, window: list[tuple[float, float, int]], progress=None) -> None:
+    """metrics.jsonl, tensorboard and the console (main process), and the progress callback."""
+    accelerator = run.accelerator
+    m = {"step": step, "total": run.total_steps, "loss": sum(w[0] for w in window) / len(window),
+         "lr": run.scheduler.get_last_lr()[0],
+         "tokens_per_s": sum(w[2] for w in window) / max(sum(w[1] for w in window), 1e-9),
+         "elapsed_s": round(time.perf_counter() - run.t_start, 1)}
+    if accelerator.is_main_process:
+        with open(run.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(m) + "\n")
+        if run.writer:
+            for k in ("loss", "lr", "tokens_per_s"):
+                run.writer.add_scalar(f"train/{k}", m[k], step)
+        accelerator.print(f"step {step}/{run.total_steps} loss {m['loss']:.4f} lr {m['lr']:.2e} "
+                          f"{m['tokens_per_s']:.0f} tok/s")
+    if progress:
+        progress(step, run.total_steps, m)
+
+
+def _save_adapter(run: _Run) -> None:
+    """The final adapter (cast to cfg.save_dtype), the tokenizer, and the run's time and tokens."""
+    accelerator, out = run.accelerator, run.out
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(out)
-        if cfg.save_dtype != "fp32":
-            from gpt4tools.export import cast_adapter
+        accelerator.unwrap_model(run.model).save_pretrained(out)
+        if run.cfg.save_dtype != "fp32":
+            from gpt4tools.models import cast_adapter
 
-            cast_adapter(out, cfg.save_dtype)
-        tokenizer.save_pretrained(out)
-        resolved.update(train_seconds=round(time.perf_counter() - t_start, 1), train_tokens=tokens_seen)
-        (out / "train_config.json").write_text(json.dumps(resolved, indent=2))
-    if writer:
-        writer.close()
-    return out
+            cast_adapter(out, run.cfg.save_dtype)
+        run.tokenizer.save_pretrained(out)
+        run.resolved.update(train_seconds=round(time.perf_counter() - run.t_start, 1), train_tokens=run.tokens_seen)
+        (out / "train_config.json").write_text(json.dumps(run.resolved, indent=2))
+    if run.writer:
+        run.writer.close()
 
 
 def _save_checkpoint(accelerator, model, optimizer, scheduler, state, ckpt: Path) -> None:

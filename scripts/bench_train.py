@@ -60,7 +60,7 @@ def run_trainer(cfg: TrainConfig, samples: list[dict]) -> float:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from gpt4tools.llm.hf import resolve_dtype
+    from gpt4tools.hardware import resolve_dtype
 
     tokenizer, model = lora_model(cfg)
 

@@ -2,7 +2,7 @@
 # The benchmark runs behind docs/benchmark.md: the default adapter, the untuned base and the
 # always-no-tool baseline on the committed splits, with bench's --backend auto: llama.cpp (the
 # adapter merged into a cached GGUF) one prompt at a time, or on CPUs with AMX batched bf16
-# transformers (bench.pick_runner). BACKEND=llamacpp forces llama.cpp. Each run folder keeps
+# transformers (gpt4tools.llm.pick_runner). BACKEND=llamacpp forces llama.cpp. Each run folder keeps
 # run.json (the exact command, backend, batch size) and is resumed if it exists.
 #
 #   bash scripts/eval_default.sh                 # everything (about an hour on 2 cores)
@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-MODEL=${MODEL:-default}  # the embedded default (gpt4tools.llm.DEFAULT_MODEL)
+MODEL=${MODEL:-default}  # the embedded default (gpt4tools.models.DEFAULT_MODEL)
 ADAPTER=${ADAPTER:-adapters/default}
 OUT=${OUT:-runs/bench}
 bench() { $PY -m gpt4tools bench --model "$MODEL" --backend "${BACKEND:-auto}" --max-new-tokens 96 "$@"; }

@@ -1,8 +1,36 @@
-"""Small real tools for testing the loop and the UI without model weights."""
+"""Small real tools for testing the loop and the UI without model weights, and test helpers."""
 
-from PIL import Image, ImageOps
+import re
+from dataclasses import dataclass, field
 
+from PIL import ImageOps
+
+from gpt4tools import react
 from gpt4tools.tool import Arg, Tool, ToolResult, ToolSpec
+
+
+@dataclass
+class Trajectory:
+    """A whole assistant turn read back from text: tool steps with observations, then maybe an answer."""
+
+    steps: list = field(default_factory=list)  # (react.ToolCall, observation text)
+    final: react.FinalAnswer | None = None
+
+
+def parse_trajectory(text: str) -> Trajectory:
+    """Split a multi-step text (scratchpad or sample output) into steps with react.parse, so
+    tests can check what the data builder wrote. Never raises."""
+    traj = Trajectory()
+    for chunk in re.split(rf"(?m)^(?={re.escape(react.THOUGHT)})", text):
+        if not chunk.strip():
+            continue
+        decision = react.parse(chunk)
+        if isinstance(decision, react.ToolCall):
+            obs = chunk.split(react.OBSERVATION, 1)[1].strip() if react.OBSERVATION in chunk else ""
+            traj.steps.append((decision, obs))
+        elif isinstance(decision, react.FinalAnswer):
+            traj.final = decision
+    return traj
 
 
 class Invert(Tool):

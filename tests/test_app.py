@@ -134,7 +134,7 @@ def test_upload_alone_is_acknowledged_and_remembered():
     history, state, _ = run_turn(chat, "", [ASSETS / "coffee_sign.jpg"])
     [name] = state.session.store.names()
     assert [m.role for m in history] == ["user", "assistant"] and history[1].content == f"Received `{name}`."
-    assert state.session.conversation.images() == [name] and state.session.agent.llm.prompts == []
+    assert [t.image for t in state.session.conversation.turns if t.image and t.role == "human"] == [name] and state.session.agent.llm.prompts == []
     history, state, _ = run_turn(chat, "what size is it", state=state)  # the next turn finds the upload
     assert history[-2].content.endswith("**Observation:** The image is 600x400 pixels.")
     assert history[-1].content == "The image is 600x400 pixels."
@@ -208,7 +208,7 @@ def test_missing_model_is_explained_not_fatal():
     assert history[-1].metadata["title"] == "💥 No model" and "weights fetch" in history[-1].content
     assert "could not be loaded" in chat.status() and "gemma-3-270m" in chat.status()
     demo = app.build_app(factory, registry=ToolRegistry([Invert(), Missing()]))  # the app still builds
-    assert isinstance(demo, gr.Blocks)
+    assert isinstance(demo.blocks, gr.Blocks)
 
 
 def test_status_line_names_model_and_tool_count():
@@ -229,10 +229,10 @@ def test_file_guard_serves_only_the_owner(tmp_path):
     assert not folder.exists() and not guard.allows(url, "owner-token")
 
 
-def test_build_demo_exposes_the_documented_endpoints():
+def test_build_app_exposes_the_documented_endpoints():
     demo = app.build_app(scripted_agent(), registry=ToolRegistry([Invert(), Ask(), Crash(), Missing()]),
                           runner=None, jobs=False)
-    names = {fn.api_name for fn in demo.fns.values()}
+    names = {fn.api_name for fn in demo.blocks.fns.values()}
     assert {"chat", "undo", "clear"} <= names
     assert demo.chat.status().startswith("**Model:** `echo-plan`")
 

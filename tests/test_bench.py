@@ -184,6 +184,18 @@ def test_score_reports_bad_predictions_without_crashing(data, tmp_path, capsys):
     assert "duplicate_prediction_ids" in capsys.readouterr().err
 
 
+def test_annotations_as_a_json_list_and_a_list_that_does_not_parse(tmp_path):
+    """The reader (gpt4tools/records.py) takes JSON lists; their positions stand in for line numbers."""
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps([RECORDS[0], {"id": "x"}, RECORDS[2]]), encoding="utf-8")
+    problems = bench.Problems()
+    assert list(bench.load_annotations(ann, problems)) == ["seg-1", "chat-3"]
+    assert problems.kinds["invalid_annotation"]["examples"] == [2]
+    ann.write_text(json.dumps(RECORDS)[:-2], encoding="utf-8")
+    with pytest.raises(bench.BenchError, match="starts like a JSON list but does not parse"):
+        bench.load_annotations(ann, bench.Problems())
+
+
 def test_score_accepts_original_code_outputs(data, tmp_path):
     # The original inference wrote the decoded prompt + continuation, sometimes as [text].
     rec = RECORDS[0]
@@ -212,10 +224,12 @@ def test_score_nothing_scorable_exits_nonzero(data, tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
 
 
-def test_main_dispatches(data, tmp_path):
+def test_cli_dispatches_score(data, tmp_path):
+    from gpt4tools.cli import main
+
     pred = write_jsonl(tmp_path / "pred.jsonl", [{"id": "chat-3", "output": final("4")}])
-    assert bench.main(["score", "--data", str(data), "--pred", str(pred)]) == 0
-    assert bench.main(["frobnicate"]) == 2
+    assert main(["score", "--data", str(data), "--pred", str(pred)]) == 0
+    assert (tmp_path / "scores.json").is_file()
 
 
 def test_per_tool_subset_is_stratified_seeded_and_checked(data, tmp_path):
@@ -245,18 +259,18 @@ def test_score_per_tool_scores_the_subset_of_a_larger_run(data, tmp_path):
     assert full["n"] > scored["n"] == sub["n"] == 3
     assert scored["per_tool"] == sub["per_tool"] and scored["SR"] == sub["SR"]
     assert "unknown_prediction_ids" not in scored["problems"]  # the rest of the run is not a problem
-    assert bench.main(["score", "--data", str(data), "--pred", str(pred), "--per-tool", "0"]) == 2
+    assert bench.score_main(["--data", str(data), "--pred", str(pred), "--per-tool", "0"]) == 2
 
 
 def test_auto_runner_batches_transformers_only_on_amx_cpus(monkeypatch):
     import gpt4tools.llm as llm_mod
-    from gpt4tools.llm import hf
+    from gpt4tools import hardware
 
     monkeypatch.setattr(llm_mod, "resolve_backend", lambda backend, model, device: "llamacpp" if backend == "auto" else backend)
-    monkeypatch.setattr(hf, "cpu_has_amx", lambda: True)
-    assert bench.pick_runner("auto", "default", "cpu", None) == ("transformers", bench.AMX_BATCH)
-    assert bench.pick_runner("auto", "default", "cpu", 4) == ("transformers", 4)  # an asked batch size stays
-    assert bench.pick_runner("llamacpp", "default", "cpu", None) == ("llamacpp", 1)  # an asked backend stays
-    assert bench.pick_runner("auto", "default", "cuda", None) == ("llamacpp", 1)
-    monkeypatch.setattr(hf, "cpu_has_amx", lambda: False)
-    assert bench.pick_runner("auto", "default", "cpu", None) == ("llamacpp", 1)
+    monkeypatch.setattr(hardware, "cpu_has_amx", lambda: True)
+    assert llm_mod.pick_runner("auto", "default", "cpu", None) == ("transformers", llm_mod.AMX_BATCH)
+    assert llm_mod.pick_runner("auto", "default", "cpu", 4) == ("transformers", 4)  # an asked batch size stays
+    assert llm_mod.pick_runner("llamacpp", "default", "cpu", None) == ("llamacpp", 1)  # an asked backend stays
+    assert llm_mod.pick_runner("auto", "default", "cuda", None) == ("llamacpp", 1)
+    monkeypatch.setattr(hardware, "cpu_has_amx", lambda: False)
+    assert llm_mod.pick_runner("auto", "default", "cpu", None) == ("llamacpp", 1)

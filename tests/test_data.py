@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fakes import parse_trajectory
 from gpt4tools import react
 from gpt4tools.data import negatives as neg
 from gpt4tools.data.build import BuildConfig, build
@@ -217,7 +218,8 @@ def SMALL_SPECS() -> list[ToolSpec]:
 # -- samples -------------------------------------------------------------------------------------
 def _check_record(rec: dict, offered_only: bool = True) -> None:
     assert set(rec) == {"instruction", "input", "output", "id", "tool", "kind", "teacher", "source", "template",
-                        "tools_offered"}
+                        "tools_offered", "episode", "turn"}
+    assert isinstance(rec["episode"], str) and isinstance(rec["turn"], int) and rec["turn"] >= 0
     # 2-5 distinct tools as in the paper, or 6 up to every seen tool (train's many-tools share)
     assert rec["input"] == "" and len(rec["tools_offered"]) >= 2
     assert len(set(rec["tools_offered"])) == len(rec["tools_offered"])
@@ -229,7 +231,7 @@ def _check_record(rec: dict, offered_only: bool = True) -> None:
         assert isinstance(decision, react.FinalAnswer)
     prompt = rec["instruction"]
     assert f"should be one of [{', '.join(rec['tools_offered'])}]" in prompt
-    scratch = react.parse_trajectory(prompt.split("New input:", 1)[1])
+    scratch = parse_trajectory(prompt.split("New input:", 1)[1])
     for call, _ in scratch.steps:  # every step taken (and the target) names an offered tool
         assert call.tool in rec["tools_offered"]
     if rec["tool"]:
@@ -267,20 +269,48 @@ def test_chain_produces_context_samples_with_real_names(registry):
     recs = RecordMaker(SMALL_SPECS(), SMALL_SPECS(), 0, "train").episode_records(ep)
     assert [r["tool"] for r in recs] == ["Edge Detection On Image", "Generate Image Condition On Canny Image", None]
     assert [r["kind"] for r in recs] == ["positive", "context", "context"]
+    assert [r["turn"] for r in recs] == [0, 1, 2] and len({r["episode"] for r in recs}) == 1
     image = ep.image
     assert NAME_RE.fullmatch(image) and image in recs[0]["instruction"]  # announced in the history
     first = react.parse(recs[0]["output"])
     assert first == react.ToolCall("Edge Detection On Image", image)
-    steps = react.parse_trajectory(recs[1]["instruction"].split("New input:", 1)[1]).steps
+    steps = parse_trajectory(recs[1]["instruction"].split("New input:", 1)[1]).steps
     assert len(steps) == 1 and steps[0][0] == first
     edge = steps[0][1].removeprefix("Result saved as ")
     assert NAME_RE.fullmatch(edge) and edge.endswith(f"_edge_{Path(image).stem}_{Path(image).stem}.png")
     second = react.parse(recs[1]["output"])
     assert second == react.ToolCall("Generate Image Condition On Canny Image", f"{edge}, a watercolor painting")
     final = react.parse(recs[2]["output"])
-    steps = react.parse_trajectory(recs[2]["instruction"].split("New input:", 1)[1]).steps
+    steps = parse_trajectory(recs[2]["instruction"].split("New input:", 1)[1]).steps
     made = steps[1][1].removeprefix("Result saved as ")
     assert "_canny2image_" in made and made in final.text  # the answer names the file produced
+
+
+def test_records_name_their_episode_and_turn_as_training_groups_them(tmp_path, registry, alpaca):
+    """Grouping by `episode`/`turn` gives the groups the prompt search finds (train.py's fallback)."""
+    from gpt4tools.train import _group_by_prompt, group_turns
+
+    build(_cfg(tmp_path, alpaca, merge_share=0.5), registry)
+    for name in ("train.jsonl", "val.jsonl"):
+        recs = _read(tmp_path / "out" / name)
+        groups = group_turns(recs)
+        assert groups == _group_by_prompt(recs) and any(len(g) > 1 for g in groups)
+        for g in groups:
+            assert len({recs[i]["episode"] for i in g}) == 1 and [recs[i]["turn"] for i in g] == sorted(
+                recs[i]["turn"] for i in g)
+        if name == "train.jsonl":  # train keeps every turn of an episode
+            assert all([recs[i]["turn"] for i in g] == list(range(len(g))) for g in groups)
+    negatives = [r for r in recs if r["kind"] == "negative"]
+    assert negatives and all(r["episode"] == r["id"] and r["turn"] == 0 for r in negatives)
+    # The one-off script that added the fields to the committed files writes what the builder writes.
+    from gpt4tools.data.add_episodes import add_fields
+
+    for name in ("train.jsonl", "val.jsonl"):
+        built = (tmp_path / "out" / name).read_bytes()
+        old = tmp_path / name
+        old.write_text("".join(json.dumps({k: v for k, v in r.items() if k not in ("episode", "turn")},
+                                          ensure_ascii=False) + "\n" for r in _read(tmp_path / "out" / name)))
+        assert add_fields(old) == built
 
 
 def test_template_teacher_grounds_arguments_in_the_content(registry):
@@ -481,6 +511,7 @@ def test_chat_split_offers_every_tool_in_the_default_template(tmp_path, registry
         else:
             assert isinstance(parsed, react.FinalAnswer)
     assert len({r["id"] for r in recs}) == len(recs)
+    assert all(r["episode"] == r["id"] and r["turn"] == 0 for r in recs)  # one-turn episodes
 
 
 def test_many_tools_share_offers_up_to_the_whole_pool_in_train_only(tmp_path, registry, alpaca):

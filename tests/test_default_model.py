@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ASSETS, requires_weights
-from gpt4tools.llm import DEFAULT_ADAPTER_DIR, DEFAULT_MODEL
+from gpt4tools.models import DEFAULT_ADAPTER_DIR, DEFAULT_MODEL
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = [

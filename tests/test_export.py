@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from gpt4tools import export
+from gpt4tools.llm import gguf
 from gpt4tools.prompt import PromptTemplate
 from test_train import make_tiny_model
 
@@ -120,6 +121,6 @@ def test_converter_download_progress_stays_off_stdout(tmp_path, monkeypatch, cap
 
     monkeypatch.setattr(sources, "download", download)
     with pytest.raises(export.FetchError):
-        export.converter_dir()
+        gguf.converter_dir()
     out, err = capsys.readouterr()
     assert out == "" and "downloading" in err

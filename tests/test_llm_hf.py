@@ -5,7 +5,8 @@ import pytest
 
 from conftest import requires_weights
 from gpt4tools import react
-from gpt4tools.llm import SMALL_MODEL, generate_many, load_llm
+from gpt4tools.llm import generate_many, load_llm
+from gpt4tools.models import SMALL_MODEL
 
 pytestmark = requires_weights(SMALL_MODEL)
 

@@ -21,7 +21,8 @@ import pytest
 
 from conftest import requires_weights
 from gpt4tools import react
-from gpt4tools.llm import SMALL_ADAPTER_DIR, SMALL_MODEL, load_llm
+from gpt4tools.llm import load_llm
+from gpt4tools.models import SMALL_ADAPTER_DIR, SMALL_MODEL
 
 pytestmark = [
     requires_weights(SMALL_MODEL),
@@ -62,7 +63,7 @@ def test_unusable_adapter_folders_are_refused_with_what_to_do(tmp_path):
 
 def test_merged_gguf_is_made_once_and_remade_when_corrupt():
     from gpt4tools import paths
-    from gpt4tools.llm.llamacpp import merged_gguf
+    from gpt4tools.llm.gguf import merged_gguf
 
     adapter = paths.REPO / SMALL_ADAPTER_DIR
     first = merged_gguf(adapter, "q8_0")
@@ -145,11 +146,10 @@ def test_adapter_gguf_matches_peft_on_a_benchmark_prompt():
     in llama.cpp, picks the same tool with the same input as transformers + peft on the
     de-quantized weights."""
     from gpt4tools import paths
-    from gpt4tools.llm import DEFAULT_ADAPTER_GGUF
     from gpt4tools.prompt import record_prompt
 
     adapter = paths.REPO / SMALL_ADAPTER_DIR
-    assert (adapter / DEFAULT_ADAPTER_GGUF).is_file()
+    assert (adapter / "adapter.gguf").is_file()
     record = next(r for r in map(json.loads, (paths.REPO / "data" / "val.jsonl").open())
                   if r["tool"] == "Edge Detection On Image" and r["kind"] == "positive")
     prompt = record_prompt(record)

@@ -1,6 +1,9 @@
+import pytest
 from hypothesis import given, settings, strategies as st
 
+from fakes import parse_trajectory
 from gpt4tools import react
+from gpt4tools.prompt import PromptTemplate, builtin_names
 from gpt4tools.react import FinalAnswer, ParseError, ToolCall
 
 line = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1, max_size=60).map(str.strip).filter(
@@ -22,7 +25,7 @@ def test_final_round_trip(answer):
 @settings(max_examples=300)
 def test_parse_never_raises(text):
     assert isinstance(react.parse(text), (ToolCall, FinalAnswer, ParseError))
-    react.parse_trajectory(text)
+    parse_trajectory(text)
     react.fields(text)
 
 
@@ -54,8 +57,27 @@ def test_trajectory_and_fields():
     steps = [(ToolCall("Edge Detection On Image", "image/abcdefgh.png"), "Result saved as image/x1_edge_abcdefgh_abcdefgh.png"),
              (ToolCall("Generate Image Condition On Canny Image", "image/x1_edge_abcdefgh_abcdefgh.png, a red car"), "Result saved as image/y.png")]
     text = react.render_trajectory(steps, FinalAnswer("Here it is: image/y.png"))
-    traj = react.parse_trajectory(text)
+    traj = parse_trajectory(text)
     assert traj.steps == steps and traj.final == FinalAnswer("Here it is: image/y.png")
     f = react.fields(text)
     assert f.thoughts == ["Yes", "Yes", "No"] and f.actions == [s[0].tool for s in steps] and f.has_ai
     assert react.reference_uses_tool(text) and not react.reference_uses_tool(react.render_final(FinalAnswer("hi")))
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_templates_spell_the_format_that_react_writes_and_parses(name):
+    """The prompt templates are data, so their format block is prose; this ties it to react's markers."""
+    t = PromptTemplate.load(name)
+    assert (t.ai_prefix, t.human_prefix) == (react.AI_PREFIX, react.HUMAN_PREFIX)
+    block = t.format_instructions.format(tool_names="Tool A, Tool B", ai_prefix=t.ai_prefix)
+    lines = [ln for ln in block.splitlines() if ln.strip() and not ln.startswith("```")]
+    tool_step = lines[lines.index(f"{react.THOUGHT} Yes"):][:4]
+    assert [ln.split(":")[0] + ":" for ln in tool_step] == \
+        [react.THOUGHT_LABEL, react.ACTION, react.ACTION_INPUT, react.OBSERVATION]
+    # the shape render_call writes, line for line
+    written = react.render_call(ToolCall("Tool A", "image/a.png")).splitlines()
+    assert [ln.split(":")[0] for ln in written] == [ln.split(":")[0] for ln in tool_step]
+    answer = lines[lines.index(f"{react.THOUGHT} No") + 1]
+    assert answer.startswith(f"{react.AI_PREFIX}:")
+    assert react.parse(f"{react.THOUGHT} No\n{answer}") == FinalAnswer("[your response here]")
+    assert f"\n{react.NEW_INPUT} {{input}}" in t.suffix  # generation stops at this marker (react.STOP)

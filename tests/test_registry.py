@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from gpt4tools.registry import build_registry, describe, tools_markdown
+from gpt4tools.inventory import describe, tools_markdown
+from gpt4tools.registry import build_registry
 
 # name -> (number of args, first arg is an image, follows, seen)
 PAPER = {

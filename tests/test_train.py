@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from gpt4tools import react
-from gpt4tools.train import (IGNORE, TrainConfig, collate, group_turns, read_records, tokenize_record, tokenize_turns,
-                             train)
+from gpt4tools import react, records
+from gpt4tools.train import (IGNORE, TrainConfig, collate, group_turns, parser, read_records, tokenize_record,
+                             tokenize_turns, train)
 
 
 def make_tiny_model(d):
@@ -101,6 +101,29 @@ def test_an_episode_is_encoded_once_with_the_same_loss_per_turn(tiny_model):
     assert got == pytest.approx(want, abs=1e-4)
 
 
+def test_turns_are_grouped_by_episode_and_turn_with_the_prompt_search_as_fallback(tiny_model):
+    """Our builder's records name their episode and turn; the string search over prompts is only
+    the fallback for records without them (foreign data such as the paper's files)."""
+    from transformers import AutoTokenizer
+
+    ep = [{**r, "episode": "E", "turn": k} for k, r in enumerate(_episode())]
+    foreign = _episode()  # the same turns without the fields: found by their prompts
+    mixed = [RECORDS[0], ep[2], ep[0], RECORDS[7], ep[1], *foreign[::-1]]
+    assert group_turns(mixed) == [[0], [2, 4, 1], [3], [7, 6, 5]]  # turn order; by each group's last record
+    assert group_turns(foreign) == [[0, 1, 2]]
+    # The fields decide, not the prompts: two episodes stay apart though one prompt continues the other.
+    apart = [{**foreign[0], "episode": "A", "turn": 0}, {**foreign[1], "episode": "B", "turn": 0}]
+    assert group_turns(apart) == [[0], [1]]
+    # A turn given twice: the second copy stays on its own.
+    assert group_turns([ep[0], ep[1], {**ep[1], "id": "copy"}]) == [[0, 1], [2]]
+    # Inconsistent fields (turns that do not continue each other) cannot be merged: tokenize_all
+    # then falls back to the records one by one.
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    assert tokenize_turns([ep[1], ep[0]], tok, cutoff_len=1024) is None
+    assert records.episode_turn(ep[1]) == ("E", 1)
+    assert records.episode_turn({**ep[1], "turn": True}) is None and records.episode_turn(foreign[0]) is None
+
+
 def test_collate_left_pads_with_true_positions():
     a = {"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7], "response_len": 2}
     b = {"input_ids": [5, 6, 7, 8, 9], "labels": [IGNORE, IGNORE, IGNORE, 8, 9], "response_len": 2}
@@ -127,6 +150,51 @@ def test_bad_records_are_skipped_and_counted(tmp_path):
     assert len(records) == 1 and skipped == {"malformed JSON line": 1, "missing instruction/output": 1}
     with pytest.raises(ValueError):
         TrainConfig(cutoff_len=10)
+
+
+def test_reader_takes_a_json_list_or_jsonl_and_reports_bad_lines_by_number(tmp_path):
+    """records.py is the one JSON/JSONL reader (train, bench, the data builder, the teacher cache)."""
+    items = [{"id": 1}, {"id": 2}]
+    as_list = records.parse_jsonl("  " + json.dumps(items))
+    assert as_list.items == [(1, items[0]), (2, items[1])] and not as_list.bad and as_list.list_error is None
+    assert records.parse_jsonl(json.dumps(items), allow_list=False).items == [(1, items)]  # JSONL: one value a line
+    text = json.dumps(items[0]) + "\n\n{broken\n" + json.dumps(items[1]) + "\r\n"
+    found = records.parse_jsonl(text)
+    assert found.items == [(1, items[0]), (4, items[1])]  # blank lines skipped, numbers kept
+    assert [b.line for b in found.bad] == [3] and "Expecting property name" in found.bad[0].error
+    broken = records.parse_jsonl('[{"id": 1},\n{"id": 2}\n')  # starts like a list, does not parse as one
+    assert broken.list_error and [b.line for b in broken.bad] == [1] and broken.values() == [{"id": 2}]
+    p = tmp_path / "list.json"
+    p.write_text(json.dumps(RECORDS[:2]), encoding="utf-8")
+    assert read_records([str(p)]) == (RECORDS[:2], {})
+
+
+def test_reader_keeps_line_and_paragraph_separators_inside_strings(tmp_path):
+    rec = {"id": "s", "output": "a\u2028b\u2029c\x85d"}
+    p = tmp_path / "sep.jsonl"
+    records.append_jsonl(p, [rec, {"id": "t"}])
+    assert "\u2028" in p.read_text(encoding="utf-8")  # kept raw (ensure_ascii=False)
+    assert records.read_jsonl(p).values() == [rec, {"id": "t"}]
+
+
+def test_a_partial_last_line_is_cut_before_appending(tmp_path):
+    p = tmp_path / "work.jsonl"
+    assert not records.cut_partial_line(p)  # no file: nothing to do
+    records.append_jsonl(p, [{"id": 1}])
+    with open(p, "a", encoding="utf-8") as f:
+        f.write('{"id": 2, "outp')  # a kill mid-write
+    assert records.cut_partial_line(p) and not records.cut_partial_line(p)
+    records.append_jsonl(p, [{"id": 3}], fsync=False)
+    assert p.read_text(encoding="utf-8") == records.to_jsonl([{"id": 1}, {"id": 3}])
+
+
+def test_cli_defaults_are_the_train_config_defaults():
+    args = vars(parser().parse_args([]))
+    defaults = TrainConfig()
+    for name, value in args.items():
+        want = getattr(defaults, name)
+        assert (list(want) if isinstance(want, tuple) else want) == value, name
+    assert TrainConfig(**args) == defaults
 
 
 def test_training_lowers_loss_saves_and_reloads(tiny_model, tmp_path):

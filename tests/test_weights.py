@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import ASSETS, requires_weights
 
-from gpt4tools import weights
+from gpt4tools import inventory, weights
 from gpt4tools.convert import install, recipes, sources
 from gpt4tools.convert.files import FetchError, sha256_file
 
@@ -51,7 +51,7 @@ def test_real_manifest_lists_every_model_well_formed():
     assert entries["isnet"].opt_in and "AGPL" in entries["isnet"].license
     # The default fetch is what the app needs: the vision models, the default LLM and the small
     # fallback LLM. Gemma is opt-in (its use restrictions), as is the AGPL segmenter.
-    from gpt4tools.llm import DEFAULT_MODEL, SMALL_MODEL
+    from gpt4tools.models import DEFAULT_MODEL, SMALL_MODEL
 
     opt_in = {"isnet", "gemma-3-270m"}
     assert all(entries[n].opt_in for n in opt_in)
@@ -343,7 +343,7 @@ def test_unknown_name_lists_the_valid_ones(toy, capsys):
         weights.fetch(["toy", "nope"], say=quiet)
     assert "toyrestricted" in str(err.value)
     assert toy.downloads == []  # nothing was fetched before the bad name was reported
-    assert weights.main(["fetch", "nope"]) == 2
+    assert inventory.weights_main(["fetch", "nope"]) == 2
     assert "Known: toy, toybundled, toyhub, toyrestricted" in capsys.readouterr().err
     with pytest.raises(weights.WeightsMissing, match="unknown weights"):
         weights.path("nope")
@@ -356,7 +356,7 @@ def test_disk_full_becomes_a_clear_message(toy, monkeypatch, capsys):
     monkeypatch.setitem(recipes.RECIPES, "toy", full)
     with pytest.raises(FetchError, match="disk is full.*GPT4TOOLS_CACHE"):
         weights.fetch(["toy"], say=quiet)
-    assert weights.main(["fetch", "toy"]) == 1
+    assert inventory.weights_main(["fetch", "toy"]) == 1
     assert "disk is full" in capsys.readouterr().err
     assert not weights.status("toy").ok
 
@@ -400,22 +400,22 @@ def test_from_dir_only_for_one_hub_entry(toy):
 
 
 def test_cli_list_path_verify(toy, capsys):
-    assert weights.main(["list"]) == 0
+    assert inventory.weights_main(["list"]) == 0
     out = capsys.readouterr().out
     assert "toyrestricted" in out and "offline (opt-in)" in out and "hub:org/toy" in out
     assert "not fetched yet: toy" in out
-    assert weights.main(["path", "toy"]) == 1
-    assert weights.main(["fetch", "toy"]) == 0
+    assert inventory.weights_main(["path", "toy"]) == 1
+    assert inventory.weights_main(["fetch", "toy"]) == 0
     capsys.readouterr()
-    assert weights.main(["path", "toy"]) == 0
+    assert inventory.weights_main(["path", "toy"]) == 0
     assert capsys.readouterr().out.strip() == str(toy.ck / "toy")
-    assert weights.main(["verify"]) == 0
+    assert inventory.weights_main(["verify"]) == 0
     assert "toy: ok" in capsys.readouterr().out
-    assert weights.main(["list", "--json"]) == 0
+    assert inventory.weights_main(["list", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["toy"]["status"] == "ok" and rows["toyhub"]["status"] == "missing"
     with pytest.raises(SystemExit) as e:
-        weights.main(["--help"])
+        inventory.weights_main(["--help"])
     assert e.value.code == 0
 
 

@@ -1,45 +1,18 @@
 """Shared plumbing for the torch-backed tools (diffusers / transformers checkpoints).
 
 Weights always come from `checkpoints/<name>/` (a `from_pretrained`-able folder that
-`python -m gpt4tools weights fetch NAME` fills); nothing here ever reaches for a hub.
+`python -m gpt4tools weights fetch NAME` fills); nothing here ever reaches for a hub. The dtype
+(hardware.tool_dtype) and whether a device exists (hardware.device_problem) are gpt4tools.hardware.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 from gpt4tools import weights
+from gpt4tools.hardware import device_problem
 from gpt4tools.model_cache import CACHE
 from gpt4tools.tool import Availability, Tool
-
-
-def torch_dtype(device: str) -> Any:
-    """Half precision on CUDA (how SD-class models are meant to run there), float32 elsewhere:
-    CPU half-precision kernels are slow or missing for several ops."""
-    import torch
-
-    return torch.float16 if device.startswith("cuda") else torch.float32
-
-
-def device_problem(device: str) -> str | None:
-    """Why `device` cannot be used by torch on this machine, or None if it can."""
-    if device == "cpu":
-        return None
-    if importlib.util.find_spec("torch") is None:
-        return None  # reported as a missing package instead
-    import torch
-
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            return f"device {device!r} was requested but torch sees no CUDA GPU (use _cpu in --load)"
-        index = int(device.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            return f"device {device!r} does not exist (torch sees {torch.cuda.device_count()} GPU(s))"
-        return None
-    if device == "mps":
-        return None if torch.backends.mps.is_available() else "device 'mps' was requested but is not available"
-    return f"unknown device {device!r} (use cpu, cuda, cuda:N or mps)"
 
 
 def seeded(seed: int) -> Any:

@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from gpt4tools.hardware import tool_dtype
 from gpt4tools.images import ImageStore
 from gpt4tools.tool import Arg, ToolResult, ToolSpec
-from tools._torch import TorchTool, cached, checkpoint, seeded, torch_dtype
+from tools._torch import TorchTool, cached, checkpoint, seeded
 
 SHAP_E_FP32_MB = 2600  # prior 0.3B + CLIP text encoder 0.1B + renderer projections 0.2B parameters
 VIEWS = (0, 5, 10, 15)  # of the renderer's 20 views around the object: front, sides, back
@@ -32,7 +33,7 @@ def _shap_e(device: str) -> Any:
     def load() -> Any:
         from diffusers import ShapEPipeline
 
-        pipe = ShapEPipeline.from_pretrained(checkpoint("shap-e"), dtype=torch_dtype(device), local_files_only=True)
+        pipe = ShapEPipeline.from_pretrained(checkpoint("shap-e"), dtype=tool_dtype(device), local_files_only=True)
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(device)
 

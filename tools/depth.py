@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from gpt4tools.hardware import tool_dtype
 from gpt4tools.images import ImageStore
 from gpt4tools.tool import Arg, ToolResult, ToolSpec
 from tools._image import from_np, resize_to
-from tools._torch import TorchTool, cached, checkpoint, torch_dtype
+from tools._torch import TorchTool, cached, checkpoint
 
 DEPTH_FP32_MB = 500  # DPT-Hybrid MiDaS (123M parameters); DPT-Large would be ~1400
 BACKGROUND = 0.4  # normalised depth below which the original annotator zeroed the gradients
@@ -35,7 +36,7 @@ def _depth_model(device: str) -> tuple[Any, Any]:
 
         path = checkpoint("dpt-depth")
         processor = AutoImageProcessor.from_pretrained(path, local_files_only=True)
-        model = AutoModelForDepthEstimation.from_pretrained(path, dtype=torch_dtype(device), local_files_only=True)
+        model = AutoModelForDepthEstimation.from_pretrained(path, dtype=tool_dtype(device), local_files_only=True)
         return processor, model.to(device).eval()
 
     return cached("dpt-depth", device, load, DEPTH_FP32_MB)

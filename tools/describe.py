@@ -265,7 +265,7 @@ class _GroundedFallback(Tool):
 
     def availability(self) -> Availability:
         if weights.status(self.blip).ok:
-            from tools._torch import device_problem
+            from gpt4tools.hardware import device_problem
 
             problem = device_problem(self.device)
             return Availability(False, problem) if problem else Availability(True)

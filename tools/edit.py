@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from gpt4tools.hardware import tool_dtype
 from gpt4tools.images import ImageStore
 from gpt4tools.tool import Arg, Availability, ToolResult, ToolSpec
-from tools._torch import cached, checkpoint, seeded, torch_dtype
+from tools._torch import cached, checkpoint, seeded
 from tools.generate import NEGATIVE_PROMPT, SD_FP32_MB, DiffusionTool, assemble, finish, working_size
 
 
@@ -26,7 +27,7 @@ def _load_pipeline(cls_name: str, name: str, device: str) -> Any:
         import diffusers
 
         cls = getattr(diffusers, cls_name)
-        pipe = cls.from_pretrained(checkpoint(name), dtype=torch_dtype(device), local_files_only=True)
+        pipe = cls.from_pretrained(checkpoint(name), dtype=tool_dtype(device), local_files_only=True)
         return pipe.to(device)
 
     return cached(name, device, load, SD_FP32_MB)

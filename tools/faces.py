@@ -308,6 +308,9 @@ def _face_lines(faces: list[FaceBox], labels: list[str]) -> str:
     return format_boxes([(label, f.box) for label, f in zip(labels, faces)])
 
 
+NO_FACE = "No face found"  # the observation when there is none (the data builder writes the same)
+
+
 class DetectFace(Tool):
     spec = ToolSpec(
         name="Detect Face",
@@ -336,7 +339,7 @@ class DetectFace(Tool):
     def run(self, store: ImageStore, image_path: Image.Image, **_: Any) -> ToolResult:
         faces = detect_faces(image_path, self.device)
         if not faces:
-            return ToolResult(text="No face found")
+            return ToolResult(text=NO_FACE)
         labels = ["face"] * len(faces)
         drawn = draw_boxes(image_path, [(f"face {f.score:.2f}", f.box) for f in faces])
         return ToolResult(image=drawn, text=_face_lines(faces, labels))
@@ -374,7 +377,7 @@ class RecognizeFace(Tool):
     def run(self, store: ImageStore, image_path: Image.Image, **_: Any) -> ToolResult:
         faces = detect_faces(image_path, self.device)
         if not faces:
-            return ToolResult(text="No face found")
+            return ToolResult(text=NO_FACE)
         matches = self.gallery.match(embed_faces(image_path, faces, self.device))
         labels = [name or "unknown" for name, _ in matches]
         drawn = draw_boxes(image_path, list(zip(labels, (f.box for f in faces))))

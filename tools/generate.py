@@ -17,9 +17,10 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
+from gpt4tools.hardware import tool_dtype
 from gpt4tools.images import ImageStore
 from gpt4tools.tool import Arg, ToolResult, ToolSpec
-from tools._torch import TorchTool, cached, checkpoint, seeded, torch_dtype
+from tools._torch import TorchTool, cached, checkpoint, seeded
 
 PROMPT_SUFFIX = "best quality, extremely detailed"  # appended to every prompt, as the original did
 NEGATIVE_PROMPT = (
@@ -54,7 +55,7 @@ def sd_base(device: str) -> Any:
         from diffusers import StableDiffusionPipeline
 
         pipe = StableDiffusionPipeline.from_pretrained(
-            checkpoint("sd15"), dtype=torch_dtype(device), local_files_only=True
+            checkpoint("sd15"), dtype=tool_dtype(device), local_files_only=True
         )
         return pipe.to(device)
 
@@ -67,7 +68,7 @@ def controlnet(name: str, device: str) -> Any:
     def load() -> Any:
         from diffusers import ControlNetModel
 
-        model = ControlNetModel.from_pretrained(checkpoint(name), dtype=torch_dtype(device), local_files_only=True)
+        model = ControlNetModel.from_pretrained(checkpoint(name), dtype=tool_dtype(device), local_files_only=True)
         return model.to(device)
 
     return cached(name, device, load, CONTROLNET_FP32_MB)

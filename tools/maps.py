@@ -530,7 +530,7 @@ class SegmentImage(FallbackTool):
     def availability(self) -> Availability:
         base = super().availability()
         if base.ok and self.device != "cpu" and self.backend() == "SAM":
-            from tools._torch import device_problem  # SAM runs on torch: the device must exist
+            from gpt4tools.hardware import device_problem  # SAM runs on torch: the device must exist
 
             if problem := device_problem(self.device):
                 return Availability(False, problem)

@@ -278,7 +278,7 @@ class QueryTool(Tool):
         if missing:
             return Availability(False, f"missing Python package(s): {', '.join(missing)} (pip install them)")
         if self.device != "cpu" and any(weights.status(n).ok for n in ("owlvit", "sam")):
-            from tools._torch import device_problem  # the torch backends need a real device
+            from gpt4tools.hardware import device_problem  # the torch backends need a real device
 
             if problem := device_problem(self.device):
                 return Availability(False, problem)

@@ -87,6 +87,9 @@ def read_text(img: Image.Image, device: str = "cpu", min_score: float = MIN_SCOR
     return lines
 
 
+NO_TEXT = "No text found"  # the observation when there is none (the data builder writes the same)
+
+
 class TextDetection(Tool):
     spec = ToolSpec(
         name="Text Detection On Image",
@@ -115,5 +118,5 @@ class TextDetection(Tool):
     def run(self, store: ImageStore, image_path: Image.Image, **_: Any) -> ToolResult:
         lines = read_text(image_path, self.device)
         if not lines:
-            return ToolResult(text="No text found")
+            return ToolResult(text=NO_TEXT)
         return ToolResult(text=format_boxes([(line.text, line.box) for line in lines]))

@@ -30,11 +30,14 @@ from gpt4tools.data.samples import Episode, RecordMaker, episode
 from gpt4tools.data.synthetic import rng_for, synthetic_content
 from gpt4tools.data.teacher import LLMTeacher, ReplyCache
 from gpt4tools.paths import assets_dir, runs_dir
+from gpt4tools.records import to_jsonl
 from gpt4tools.registry import ToolRegistry
 from gpt4tools.tool import ToolSpec
 
 log = logging.getLogger(__name__)
 FILES = {"train": "train.jsonl", "val": "val.jsonl", "test": "test_unseen.jsonl", "chat": "chat_eval.jsonl"}
+SPLITS = ("train", "test", "chat")  # what one build makes: train (+ val), the unseen-tool test, chat eval
+TEACHERS = ("template", "llm")
 
 
 @dataclass
@@ -331,7 +334,7 @@ class Builder:
         final = [writer.done[r["id"]] for r in records]
         self.cfg.out.mkdir(parents=True, exist_ok=True)
         path = self.cfg.out / self.file_name(split)
-        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in final).encode("utf-8")
+        data = to_jsonl(final).encode("utf-8")
         if self.cfg.gzip:  # mtime=0 and no file name: the same records give the same bytes
             path = path.with_name(path.name + ".gz")
             data = gzip.compress(data, mtime=0)

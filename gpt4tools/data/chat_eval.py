@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 from gpt4tools import react
 from gpt4tools.data.content import ImageContent
@@ -64,47 +64,64 @@ def chat_records(available: Sequence[ToolSpec], contents: Sequence[ImageContent]
                  negatives: int, template: PromptTemplate, dropped: Counter, offer: int = 0,
                  retriever=None) -> list[dict]:
     """`per_tool` records for each tool a message can target and `negatives` no-tool records;
-    each prompt offers what the agent would offer for its message (`offer`: 0 = all)."""
+    each prompt offers what the agent would offer for its message (`offer`: 0 = all). Each
+    record is a one-turn episode (`episode` is its id, `turn` 0)."""
     from gpt4tools.retrieval import ToolRetriever
 
-    specs = {s.name: s for s in available}
     if offer > 0 and retriever is None:
         retriever = ToolRetriever(list(available))
-    records: list[dict] = []
 
     def render(history: Conversation, user: str) -> tuple[str, list[str]]:
         offered = retriever.select(user.strip(), offer) if offer > 0 else list(available)  # as Agent.offered
         return template.render(offered, history.render(), user.strip(), ""), [s.name for s in offered]
 
+    specs = {s.name: s for s in available}
+    records: list[dict] = []
     for spec in offerable(available):
-        pool = chat_phrasings()[spec.name]["phrasings"]
-        made, tries = 0, 0
-        while made < per_tool and tries < 50 * per_tool:
-            content = contents[tries % len(contents)]
-            rng = rng_for("chat", seed, spec.name, tries)
-            tries += 1
-            slots = _slots(content, spec, rng)
-            if slots is None:
-                continue  # e.g. no person in the image for a pose tool
-            text = pool[made % len(pool)]
-            if "{question" in text and "question" not in slots:
-                continue
-            args = tuple(a.format(**slots) for a in phrasings()[spec.name]["args"])
-            ep = episode(Instruction(content.id, spec.name, text.format(**slots), args, TEACHER), content, specs, seed)
-            history = Conversation(template)
-            history.add_image(ep.image, content.announcement())
-            prompt, names = render(history, ep.user)
-            records.append({
-                "instruction": prompt, "input": "", "output": react.render_call(ep.steps[0].call),
-                "id": record_id(seed, content.id, spec.name, "chat", made), "tool": ep.steps[0].call.tool,
-                "kind": "chat", "teacher": TEACHER, "source": content.id, "template": template.name,
-                "tools_offered": names, "asked": spec.name,
-            })
-            made += 1
-        if made < per_tool:
-            dropped[f"chat: only {made} of {per_tool} records for {spec.name}"] += 1
+        made = _tool_records(spec, specs, contents, seed, per_tool, template, render)
+        if len(made) < per_tool:
+            dropped[f"chat: only {len(made)} of {per_tool} records for {spec.name}"] += 1
+        records += made
+    return records + _small_talk_records(contents, seed, negatives, template, render)
 
+
+def _tool_records(spec: ToolSpec, specs: dict[str, ToolSpec], contents: Sequence[ImageContent], seed: int,
+                  per_tool: int, template: PromptTemplate, render: Callable) -> list[dict]:
+    """Up to `per_tool` records whose message asks for `spec`, on the images that support it."""
+    pool = chat_phrasings()[spec.name]["phrasings"]
+    records: list[dict] = []
+    tries = 0
+    while len(records) < per_tool and tries < 50 * per_tool:
+        content = contents[tries % len(contents)]
+        rng = rng_for("chat", seed, spec.name, tries)
+        tries += 1
+        slots = _slots(content, spec, rng)
+        if slots is None:
+            continue  # e.g. no person in the image for a pose tool
+        made = len(records)
+        text = pool[made % len(pool)]
+        if "{question" in text and "question" not in slots:
+            continue
+        args = tuple(a.format(**slots) for a in phrasings()[spec.name]["args"])
+        ep = episode(Instruction(content.id, spec.name, text.format(**slots), args, TEACHER), content, specs, seed)
+        history = Conversation(template)
+        history.add_image(ep.image, content.announcement())
+        prompt, names = render(history, ep.user)
+        rid = record_id(seed, content.id, spec.name, "chat", made)
+        records.append({
+            "instruction": prompt, "input": "", "output": react.render_call(ep.steps[0].call),
+            "id": rid, "tool": ep.steps[0].call.tool,
+            "kind": "chat", "teacher": TEACHER, "source": content.id, "template": template.name,
+            "tools_offered": names, "asked": spec.name, "episode": rid, "turn": 0,
+        })
+    return records
+
+
+def _small_talk_records(contents: Sequence[ImageContent], seed: int, negatives: int, template: PromptTemplate,
+                        render: Callable) -> list[dict]:
+    """`negatives` no-tool records: small talk, half of them after an upload."""
     small_talk = chat_phrasings()["_no_tool"]
+    records = []
     for n in range(negatives):
         rng = rng_for("chat-negative", seed, n)
         history = Conversation(template)
@@ -113,11 +130,13 @@ def chat_records(available: Sequence[ToolSpec], contents: Sequence[ImageContent]
             history.add_image(f"image/{random_name(rng=rng)}.png", content.announcement())
         user = small_talk[n % len(small_talk)]
         prompt, names = render(history, user)
+        rid = record_id(seed, "chat-negative", None, "chat", n)
         records.append({
             "instruction": prompt, "input": "",
             "output": react.render_final(FinalAnswer(NO_TOOL_REPLY), template.ai_prefix),
-            "id": record_id(seed, "chat-negative", None, "chat", n), "tool": None, "kind": "chat-negative",
+            "id": rid, "tool": None, "kind": "chat-negative",
             "teacher": TEACHER, "source": f"chat:{n}", "template": template.name, "tools_offered": names,
+            "episode": rid, "turn": 0,
         })
     return records
 

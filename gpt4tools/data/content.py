@@ -15,7 +15,6 @@ import json
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from gpt4tools.tool import format_boxes
 
@@ -145,9 +144,3 @@ def load_coco(captions_path: str | os.PathLike, instances_path: str | os.PathLik
     dropped["coco: images without captions"] += len(set(objects) - set(captions))
     return out
 
-
-# -- content caches ------------------------------------------------------------------------------
-def save_contents(path: Path, contents: list[ImageContent]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(c.to_json(), ensure_ascii=False) + "\n" for c in contents), encoding="utf-8")
-    os.replace(tmp, path)

@@ -21,6 +21,7 @@ from typing import Sequence
 from gpt4tools.data.content import Box, ImageContent
 from gpt4tools.data.synthetic import article, coco_categories, counted, plural, rng_for
 from gpt4tools.tool import ToolSpec
+from tools.describe import VisualQuestionAnswering
 
 IMAGE = "example.jpg"  # the image's name in teacher prompts and replies (the paper's)
 _PHRASINGS = Path(__file__).resolve().parent / "phrasings.json"
@@ -106,7 +107,7 @@ def _slots(content: ImageContent, spec: ToolSpec, rng: random.Random) -> dict[st
     edit = rng.choice(data["_edits"])
     slots = {"image": IMAGE, "object": obj, "new_object": rng.choice(new), "prompt": prompt, "edit": edit,
              "edit_cap": edit[0].upper() + edit[1:], "scene_lc": (scene + ".") if scene else ""}
-    if spec.name == "Answer Question About The Image":
+    if spec.name == VisualQuestionAnswering.spec.name:
         qa = grounded_questions(content, rng)
         if not qa:
             return None

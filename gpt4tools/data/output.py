@@ -16,6 +16,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from gpt4tools.records import append_jsonl, cut_partial_line, read_jsonl
+
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write to a temporary file, fsync, rename: readers see the old file or the whole new one."""
@@ -38,16 +40,9 @@ class RecordWriter:
             self._recover()
 
     def _recover(self) -> None:
-        data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1  # everything after the last newline is a cut line
-        if end < len(data):
-            with open(self.path, "r+b") as f:
-                f.truncate(end)
-        for line in data[:end].splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # cannot happen after truncation, unless the disk lied; the id is redone
+        cut_partial_line(self.path)  # everything after the last newline is a cut line
+        # A malformed line cannot remain after the cut, unless the disk lied: its id is redone.
+        for rec in read_jsonl(self.path, allow_list=False).values():
             self.done[rec["id"]] = rec
 
     def write(self, records: Iterable[dict]) -> int:
@@ -55,10 +50,7 @@ class RecordWriter:
         fresh = [r for r in records if r["id"] not in self.done]
         if not fresh:
             return 0
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fresh))
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, fresh)
         for r in fresh:
             self.done[r["id"]] = r
         return len(fresh)

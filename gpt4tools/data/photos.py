@@ -24,9 +24,10 @@ from gpt4tools.data.content import ImageContent
 from gpt4tools.images import ImageError, ImageStore
 from gpt4tools.registry import ToolRegistry
 from gpt4tools.tool import INPUT_ERRORS
+from tools.describe import PhotoDescription
 
 log = logging.getLogger(__name__)
-DESCRIBE_TOOL = "Get Photo Description"
+DESCRIBE_TOOL = PhotoDescription.spec.name
 CACHE_VERSION = 1  # bump when the analysis changes
 
 

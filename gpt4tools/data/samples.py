@@ -6,8 +6,10 @@ another first runs that one, e.g. Edge Detection before Canny generation), the
 observations our tools really write, and a final answer that names the produced file.
 Each assistant turn of an episode is one record: the first is a positive sample, later
 turns (earlier steps and observations in the scratchpad) are context samples, and so are
-episodes that continue an earlier exchange about the same image. Negatives put a real
-no-tool conversation turn in the same layout.
+episodes that continue an earlier exchange about the same image. Every record names its
+episode (`episode`, shared by its turns) and its 0-based `turn` (gpt4tools/records.py), which
+training uses to encode an episode once. Negatives put a real no-tool conversation turn in the
+same layout (one-turn episodes: `episode` is the record's id).
 
 All text goes through `react.render_*` and `PromptTemplate.render`; nothing here formats
 the ReAct grammar by hand.
@@ -29,13 +31,23 @@ from gpt4tools.history import Conversation
 from gpt4tools.images import chained_name, random_name
 from gpt4tools.prompt import random_template
 from gpt4tools.react import FinalAnswer, ToolCall
-from gpt4tools.tool import ToolSpec, format_boxes
+from gpt4tools.tool import ToolSpec, format_boxes, result_saved
+from tools.describe import PhotoDescription, VisualQuestionAnswering
+from tools.faces import NO_FACE, DetectFace, RecognizeFace
+from tools.objects import DetectGivenObject, ObjectDetection
+from tools.ocr import NO_TEXT, TextDetection
 
 
 def record_id(seed: int, source: str, tool: str | None, kind: str, *extra: object) -> str:
     """Deterministic id from (seed, source, tool, kind) plus what tells apart turns of one episode."""
     key = "|".join(map(str, (seed, source, tool, kind, *extra)))
     return hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def episode_id(seed: int, source: str, tool: str, split: str, text: str, variant: str) -> str:
+    """The id the turns of one episode share: the instruction's (tool, text) about one image,
+    with or without an earlier exchange (`variant` "merged" / "single")."""
+    return record_id(seed, source, tool, "episode", split, text, variant)
 
 
 @dataclass
@@ -60,29 +72,29 @@ def _observe(spec: ToolSpec, ins: Instruction, content: ImageContent, source: st
     """(observation, produced image) as our tool would report them, from the content alone."""
     if spec.output == "image":
         extra = ""
-        if spec.name == "Detect Face":
+        if spec.name == DetectFace.spec.name:
             if not content.faces:
-                return "No face found", None
+                return NO_FACE, None
             extra = format_boxes([("face", b) for b in content.faces])
-        elif spec.name == "Detection":
+        elif spec.name == ObjectDetection.spec.name:
             if not content.objects:
                 return None, None
             extra = format_boxes(content.objects)
-        elif spec.name == "Detect the Give Object":
+        elif spec.name == DetectGivenObject.spec.name:
             boxes = [(lab, b) for lab, b in content.objects if lab == ins.args[1]]
             if not boxes:  # the real tool's answer for another object is not knowable here
                 return None, None
             extra = format_boxes(boxes)
-        elif spec.name == "Recognize Face":
+        elif spec.name == RecognizeFace.spec.name:
             return None, None  # names come from the user's gallery
         name = chained_name(source, spec.slug, rng)
-        return f"Result saved as {name}" + (f"\n{extra}" if extra else ""), name
-    if spec.name == "Get Photo Description":
+        return result_saved(name, extra), name
+    if spec.name == PhotoDescription.spec.name:
         return content.announcement(), None
-    if spec.name == "Answer Question About The Image":
+    if spec.name == VisualQuestionAnswering.spec.name:
         return ins.answer, None
-    if spec.name == "Text Detection On Image":
-        return (format_boxes(content.ocr) if content.ocr else "No text found"), None
+    if spec.name == TextDetection.spec.name:
+        return (format_boxes(content.ocr) if content.ocr else NO_TEXT), None
     return None, None
 
 
@@ -94,17 +106,18 @@ def _final(spec: ToolSpec, ins: Instruction, steps: list[Step], content: ImageCo
     slots = {"object": ins.args[1] if len(ins.args) > 1 else "", "new_object": ins.args[-1], "prompt": ins.args[-1]}
     if last.image:
         result = entry.get("result", "the result").format(**slots)
-        text = rng.choice(answers["image"]).format(name=last.image, result=result, result_cap=result[0].upper() + result[1:])
-        if spec.name == "Detection":
+        text = rng.choice(answers["image"]).format(name=last.image, result=result,
+                                                   result_cap=result[0].upper() + result[1:])
+        if spec.name == ObjectDetection.spec.name:
             labels = list(dict.fromkeys(lab for lab, _ in content.objects))
             text += " I found " + join([counted(lab, content.count(lab)) for lab in labels]) + "."
-        elif spec.name == "Detect the Give Object":
+        elif spec.name == DetectGivenObject.spec.name:
             text += f" I found {counted(ins.args[1], content.count(ins.args[1]))}."
-        elif spec.name == "Detect Face":
+        elif spec.name == DetectFace.spec.name:
             text += f" I found {counted('face', len(content.faces))}."
         return text
     obs = last.observation or ""
-    if spec.name == "Text Detection On Image":
+    if spec.name == TextDetection.spec.name:
         return ("The image contains the text " + ", ".join(f'"{t}"' for t, _ in content.ocr) + ".") if content.ocr \
             else "I could not find any text in the image."
     if spec.output == "image":  # an image tool that found nothing ("No face found")
@@ -204,6 +217,7 @@ class RecordMaker:
         names = [s.name for s in offered]
         descriptions = self._descriptions(rng, offered)
         turns = [st.call for st in ep.steps] + ([FinalAnswer(ep.final)] if ep.final else [])
+        eid = episode_id(self.seed, ep.content.id, ins.tool, self.split, ins.text, variant)
         records = []
         for t, target in enumerate(turns):
             scratch = react.render_trajectory([(st.call, st.observation or "") for st in ep.steps[:t]])
@@ -216,7 +230,7 @@ class RecordMaker:
                 "input": "", "output": output,
                 "id": record_id(self.seed, ep.content.id, tool, kind, self.split, ins.tool, ins.text, variant, t),
                 "tool": tool, "kind": kind, "teacher": ins.teacher, "source": ep.content.id,
-                "template": template.name, "tools_offered": names,
+                "template": template.name, "tools_offered": names, "episode": eid, "turn": t,
             })
         return records
 
@@ -228,11 +242,11 @@ class RecordMaker:
         if image_from is not None and rng.random() < 0.5:
             history.add_image(f"image/{random_name(rng=rng)}.png", image_from.announcement())
         offered = self._offer([], rng, ex.prompt)
+        rid = record_id(self.seed, ex.source, None, "negative", self.split)
         return {
             "instruction": template.render(offered, history.render(), ex.prompt.strip(), "",
                                            self._descriptions(rng, offered)), "input": "",
             "output": react.render_final(FinalAnswer(ex.reply), template.ai_prefix),
-            "id": record_id(self.seed, ex.source, None, "negative", self.split),
-            "tool": None, "kind": "negative", "teacher": ex.source.split(":", 1)[0], "source": ex.source,
-            "template": template.name, "tools_offered": [s.name for s in offered],
+            "id": rid, "tool": None, "kind": "negative", "teacher": ex.source.split(":", 1)[0], "source": ex.source,
+            "template": template.name, "tools_offered": [s.name for s in offered], "episode": rid, "turn": 0,
         }

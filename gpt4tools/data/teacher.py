@@ -16,9 +16,7 @@ so an interrupted build never asks twice.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import re
 import threading
 from collections import Counter
@@ -29,11 +27,13 @@ from typing import Iterator, Sequence
 from gpt4tools.data.content import ImageContent
 from gpt4tools.data.instructions import IMAGE, Instruction
 from gpt4tools.llm import LLM
+from gpt4tools.records import append_jsonl, cut_partial_line, read_jsonl
 from gpt4tools.registry import ToolRegistry, UnknownToolError
 from gpt4tools.tool import ToolInputError, ToolSpec
+from tools.describe import VisualQuestionAnswering
 
 log = logging.getLogger(__name__)
-QA_TOOL = "Answer Question About The Image"
+QA_TOOL = VisualQuestionAnswering.spec.name
 
 _FIELD_SEP = r"\s*(?:\||;|\t|\n)\s*(?:[-*•]\s*)?"
 _TEXT = r"instruction\s*:\s*(?P<text>[^\n|]+?)"
@@ -168,12 +168,12 @@ class ReplyCache:
         self.lock = threading.Lock()
         self.replies: dict[str, str] = {}
         if path.is_file():
-            for line in path.read_text(encoding="utf-8").split("\n"):  # U+2028 may sit in a reply
+            cut_partial_line(path)  # a line cut by a kill: that request is asked again, and the next reply
+            for d in read_jsonl(path, allow_list=False).values():  # is not glued onto it
                 try:
-                    d = json.loads(line)
                     self.replies[d["key"]] = d["reply"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue  # a line cut by a kill: that request is simply asked again
+                except (KeyError, TypeError):
+                    continue  # not a cache line: that request is simply asked again
 
     def get(self, key: str) -> str | None:
         return self.replies.get(key)
@@ -181,10 +181,7 @@ class ReplyCache:
     def put(self, key: str, reply: str) -> None:
         with self.lock:
             self.replies[key] = reply
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"key": key, "reply": reply}, ensure_ascii=False) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            append_jsonl(self.path, [{"key": key, "reply": reply}])
 
 
 class LLMTeacher:

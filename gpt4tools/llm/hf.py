@@ -2,56 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from gpt4tools.llm import Generation, StopStream, cut_at_stop
-
-
-@functools.cache
-def _cpu_flags() -> set[str] | None:
-    """The CPU's feature flags from /proc/cpuinfo, read once; None where there is none (not Linux)."""
-    try:
-        text = open("/proc/cpuinfo", encoding="ascii", errors="ignore").read()
-    except OSError:
-        return None
-    return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX). Elsewhere (AVX2 only)
-    torch emulates bf16, which measured 3x slower than fp32 here: auto picks fp32 there."""
-    flags = _cpu_flags()
-    if flags is None:  # not Linux: ask torch what it dispatches to
-        import torch
-
-        return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX tiles (Sapphire Rapids and later Xeons): torch's bf16 matmuls
-    use them (a 705-token prefill measured 3.2x faster than llama.cpp there, scripts/bench_llm.py)."""
-    return "amx_bf16" in (_cpu_flags() or set())
-
-
-def resolve_dtype(dtype: str, device: str):
-    import torch
-
-    if dtype == "auto":
-        # bf16 halves memory and is faster on CPUs with AVX-512 BF16 and on recent GPUs;
-        # fp16 would overflow on CPU.
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
-    try:
-        return {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-                "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}[dtype]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}: use auto, fp32, bf16 or fp16") from None
+from gpt4tools.hardware import resolve_dtype
+from gpt4tools.llm.base import Generation, cut_at_stop, stream_until_stop
 
 
 class PrefixCache:
@@ -210,24 +167,26 @@ class HFCausalLM:
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
-        buf = StopStream(stop)
-        for piece in streamer:
-            out = buf.feed(piece)
-            if out:
-                yield out
-            if buf.stopped is not None:
-                # Generation ends on its own at the stop string (stopping criteria); drain
-                # what is left so the worker can finish. Only after a break: an exhausted
-                # streamer would block forever on a second pass.
-                for _ in streamer:
-                    pass
-                break
-        tail = buf.flush()
-        if tail:
-            yield tail
+        yield from stream_until_stop(_Drained(streamer), stop)
         thread.join()
         if errors:
             raise errors[0]
+
+
+class _Drained:
+    """A streamer's pieces. Generation ends on its own at a stop string (stopping criteria);
+    close() (stream_until_stop, there) reads what is left so the worker can finish. Only
+    then: an exhausted streamer would block forever on a second pass."""
+
+    def __init__(self, streamer):
+        self.streamer = streamer
+
+    def __iter__(self):
+        return iter(self.streamer)
+
+    def close(self) -> None:
+        for _ in self.streamer:
+            pass
 
 
 def _pad_left(rows: list[list[int]], pad: int) -> dict:

@@ -5,7 +5,7 @@ An adapter reaches llama.cpp in one of two forms (`gguf`):
   applied on the shipped quantized base: the smallest, but prefill of a 4-bit base is slow
   on CPU (~210 tokens/s here) and the LoRA adds its own matmuls;
 - "bf16" / "f16" / "q8_0": base and adapter merged into one standalone GGUF of that type,
-  made from the peft folder on first use by llama.cpp's own converter (gpt4tools.export) and
+  made from the peft folder on first use by llama.cpp's own converter (gpt4tools.llm.gguf) and
   kept in the cache with its sha256 (checked on every load). Merged bf16 prefills ~3x faster
   than the 4-bit base + LoRA here and is closer to what was trained (bf16 on the
   de-quantized base); "auto" picks it on CPUs with native bf16 and q8_0 elsewhere.
@@ -28,18 +28,16 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from gpt4tools.llm import Generation, StopStream, cut_at_stop
-from gpt4tools.llm.hf import cpu_has_amx
-
-GGUF_FORMS = ("auto", "lora", "bf16", "f16", "q8_0")
+from gpt4tools.hardware import cpu_has_amx, cpu_has_fast_bf16
+from gpt4tools.llm.base import Generation, cut_at_stop, stream_until_stop
+from gpt4tools.llm.gguf import GGUF_FORMS, merged_gguf
+from gpt4tools.models import DEFAULT_MODEL
 
 
 def resolve_gguf(model: str) -> Path:
     from gpt4tools import weights
 
     if model == "default":
-        from gpt4tools.llm import DEFAULT_MODEL
-
         model = DEFAULT_MODEL
     if model in weights.load_manifest():
         return weights.path(model) / "model.gguf"
@@ -49,48 +47,11 @@ def resolve_gguf(model: str) -> Path:
     return p
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def merged_gguf(adapter: Path, outtype: str) -> Path:
-    """Base + peft adapter merged into a standalone GGUF of `outtype`, made once into the
-    cache (keyed by the adapter's weights, its base and the type) and verified by sha256."""
-    import hashlib
-    import json
-
-    from gpt4tools import paths
-    from gpt4tools.export import export_gguf_merged, read_train_config
-
-    weights = adapter / "adapter_model.safetensors"
-    if not weights.is_file():
-        raise ValueError(f"{adapter} is not a peft adapter folder (no adapter_model.safetensors)")
-    base = read_train_config(adapter).get("base_model") or \
-        json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    key = hashlib.sha256(f"{_sha256(weights)}|{base}|{outtype}|convert-0.3.36".encode()).hexdigest()[:16]
-    out = paths.cache_dir() / "gguf" / f"{Path(base).name}+{adapter.name}-{key}.{outtype}.gguf"
-    check = out.with_name(out.name + ".sha256")
-    if out.is_file() and check.is_file() and check.read_text().strip() == _sha256(out):
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    export_gguf_merged(adapter, out, outtype=outtype, keep_hf=False)
-    check.write_text(_sha256(out) + "\n")
-    return out
-
-
 def resolve_form(gguf: str) -> str:
     if gguf not in GGUF_FORMS:
         raise ValueError(f"unknown GGUF form {gguf!r}: choose one of {', '.join(GGUF_FORMS)}")
     if gguf != "auto":
         return gguf
-    from gpt4tools.llm.hf import cpu_has_fast_bf16
-
     return "bf16" if cpu_has_fast_bf16() else "q8_0"
 
 
@@ -176,17 +137,21 @@ class LlamaCppLM:
         if which is None and out["choices"][0].get("finish_reason") == "stop" and stop:
             which = "stop"  # llama.cpp removed the stop string itself
         u = out.get("usage", {})
-        return Generation(text, u.get("prompt_tokens", 0), u.get("completion_tokens", 0), which, time.perf_counter() - t0)
+        return Generation(text, u.get("prompt_tokens", 0), u.get("completion_tokens", 0), which,
+                          time.perf_counter() - t0)
 
     def stream(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> Iterator[str]:
-        buf = StopStream(stop)
-        for chunk in self.llm.create_completion(prompt, max_tokens=max_new_tokens, temperature=0.0,
-                                                stop=list(stop), stream=True):
-            out = buf.feed(chunk["choices"][0]["text"])
-            if out:
-                yield out
-            if buf.stopped is not None:
-                break
-        tail = buf.flush()
-        if tail:
-            yield tail
+        chunks = self.llm.create_completion(prompt, max_tokens=max_new_tokens, temperature=0.0, stop=list(stop),
+                                            stream=True)
+        yield from stream_until_stop(_texts(chunks), stop)
+
+
+def _texts(chunks: Iterator[dict]) -> Iterator[str]:
+    """The text pieces of llama-cpp-python's completion chunks; closed, it closes `chunks` (ends decoding)."""
+    try:
+        for chunk in chunks:
+            yield chunk["choices"][0]["text"]
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()

@@ -10,7 +10,7 @@ import os
 import time
 from typing import Iterator, Sequence
 
-from gpt4tools.llm import Generation, StopStream, cut_at_stop
+from gpt4tools.llm.base import Generation, cut_at_stop, stream_until_stop
 
 
 class OpenAICompatible:
@@ -33,7 +33,8 @@ class OpenAICompatible:
 
     def _request(self, prompt: str, stop: Sequence[str], max_new_tokens: int, stream: bool):
         # Servers cap the number of stop strings (OpenAI: 4).
-        common = dict(model=self.model, max_tokens=max_new_tokens, temperature=0.0, stop=list(stop)[:4] or None, stream=stream)
+        common = dict(model=self.model, max_tokens=max_new_tokens, temperature=0.0, stop=list(stop)[:4] or None,
+                      stream=stream)
         if self.chat:
             return self.client.chat.completions.create(messages=[{"role": "user", "content": prompt}], **common)
         return self.client.completions.create(prompt=prompt, **common)
@@ -48,17 +49,12 @@ class OpenAICompatible:
                           getattr(usage, "completion_tokens", 0) or 0, which, time.perf_counter() - t0)
 
     def stream(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> Iterator[str]:
-        buf = StopStream(stop)
-        for chunk in self._request(prompt, stop, max_new_tokens, stream=True):
+        yield from stream_until_stop(self._pieces(self._request(prompt, stop, max_new_tokens, stream=True)), stop)
+
+    def _pieces(self, chunks) -> Iterator[str]:
+        """The text pieces of a streamed response (chunks without a choice carry none)."""
+        for chunk in chunks:
             if not chunk.choices:
                 continue
             c = chunk.choices[0]
-            piece = (c.delta.content if self.chat else c.text) or ""
-            out = buf.feed(piece)
-            if out:
-                yield out
-            if buf.stopped is not None:
-                break
-        tail = buf.flush()
-        if tail:
-            yield tail
+            yield (c.delta.content if self.chat else c.text) or ""

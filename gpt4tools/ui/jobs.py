@@ -25,7 +25,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 
 from gpt4tools import paths
 from gpt4tools.cli import COMMANDS

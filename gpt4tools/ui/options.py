@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 
 from gpt4tools import agent as A
+from gpt4tools.llm import BACKENDS
+from gpt4tools.llm.gguf import GGUF_FORMS
 
 
 def add_model_args(ap: argparse.ArgumentParser) -> None:
     """Model options shared by chat, the app and the benchmark."""
     ap.add_argument("--model", default="default", help="'default' (embedded), a manifest name, a local dir or GGUF, a hub id, or the served model's name")
     ap.add_argument("--adapter", default=None, help="LoRA adapter dir ('none' to run the base model alone)")
-    ap.add_argument("--backend", default="auto", choices=["auto", "transformers", "llamacpp", "openai"],
+    ap.add_argument("--backend", default="auto", choices=BACKENDS,
                     help="auto: llama.cpp where it is installed and the model has a GGUF, else transformers")
-    ap.add_argument("--gguf", default="auto", choices=["auto", "lora", "bf16", "f16", "q8_0"],
+    ap.add_argument("--gguf", default="auto", choices=GGUF_FORMS,
                     help="llama.cpp: the adapter merged into a GGUF of this type (auto: bf16 on CPUs with native "
                          "bf16, else q8_0; made once into the cache), or 'lora' on the shipped 4-bit base")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (for the LLM)")

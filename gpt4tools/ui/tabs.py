@@ -18,12 +18,11 @@ from collections.abc import Iterator
 import gradio as gr
 import pandas as pd
 
-from gpt4tools import paths
-from gpt4tools.cli import COMMANDS
+from gpt4tools import metrics, paths
 from gpt4tools.ui.jobs import JobError, JobRunner, Snapshot
 from gpt4tools.model_cache import CACHE
 
-METRICS = ("SR_t", "SR_act", "SR_args", "SR", "IoU")
+METRICS = tuple(metrics.METRICS)
 POLL_S = 0.5  # how often a watched job's files are read
 HEAVY = "heavy"  # concurrency id of events that load models in the app process
 WATCH = {"concurrency_limit": 8, "concurrency_id": "watch"}  # watchers only poll files; several browsers may follow
@@ -33,7 +32,7 @@ WATCH = {"concurrency_limit": 8, "concurrency_id": "watch"}  # watchers only pol
 def _describe(registry) -> list[dict]:
     """registry.describe, but one tool whose availability check raises shows as unavailable
     (with the error) instead of taking the tab down."""
-    from gpt4tools.registry import describe
+    from gpt4tools.inventory import describe
 
     try:
         return describe(registry)
@@ -248,9 +247,8 @@ def bench_args(data: str, baseline: bool, model: str, adapter: str, backend: str
     return args + (["--limit", str(int(limit))] if limit else [])
 
 
-def bench_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
-    if _jobs_disabled(runner, enabled):
-        return
+def _bench_form() -> dict:
+    """The Benchmark tab's components, by name."""
     from gpt4tools.llm import BACKENDS
 
     with gr.Row():
@@ -285,6 +283,13 @@ def bench_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
             refresh_runs = gr.Button("Refresh list", scale=1)
         cmp_table = gr.Dataframe(scores_tables({})[0], label="Overall", interactive=False)
         cmp_chart = gr.Plot(label="SR per tool")
+    return dict(locals())
+
+
+def bench_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
+    if _jobs_disabled(runner, enabled):
+        return
+    f = _bench_form()
 
     def start(data, upload, baseline, model, adapter, backend, device, base_url, limit):
         source = upload or data
@@ -306,24 +311,20 @@ def bench_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
             return None, None
         return scores_tables(reports)[0], sr_chart(reports)
 
-    outputs = [status, log_box, overall, per_tool, chart]
-    run_btn.click(start, [data, upload, baseline, model, adapter, backend, device, base_url, limit], status,
-                  concurrency_limit=1, api_name="bench_start").success(
+    status, log_box = f["status"], f["log_box"]
+    outputs = [status, log_box, f["overall"], f["per_tool"], f["chart"]]
+    inputs = [f[k] for k in ("data", "upload", "baseline", "model", "adapter", "backend", "device", "base_url", "limit")]
+    f["run_btn"].click(start, inputs, status, concurrency_limit=1, api_name="bench_start").success(
         watch, None, outputs, api_name="bench_watch", show_progress_on=log_box, **WATCH)
-    watch_btn.click(watch, None, outputs, api_visibility="private", show_progress_on=log_box, **WATCH)
-    stop_btn.click(lambda: _stop(runner, "bench"), None, status, api_name="bench_stop")
-    refresh_runs.click(lambda: gr.Dropdown(choices=bench_runs()), None, runs, api_visibility="private")
-    runs.change(compare, runs, [cmp_table, cmp_chart], api_visibility="private")
+    f["watch_btn"].click(watch, None, outputs, api_visibility="private", show_progress_on=log_box, **WATCH)
+    f["stop_btn"].click(lambda: _stop(runner, "bench"), None, status, api_name="bench_stop")
+    f["refresh_runs"].click(lambda: gr.Dropdown(choices=bench_runs()), None, f["runs"], api_visibility="private")
+    f["runs"].change(compare, f["runs"], [f["cmp_table"], f["cmp_chart"]], api_visibility="private")
     demo.load(lambda: _status(runner.current("bench") and runner.current("bench").poll()), None, status,
               api_visibility="private")
 
 
 # -- Data and Train -------------------------------------------------------------------------
-def _missing(command: str) -> str:
-    return (f"`python -m gpt4tools {command}` is not part of this version yet; this tab will run it "
-            "as soon as it exists.")
-
-
 def data_args(split: str, records: float, teacher: str, backend: str, model: str, base_url: str,
               extra: str) -> list[str]:
     """`data build` options from the form; the run folder becomes --out (see JobRunner.start)."""
@@ -339,27 +340,29 @@ def data_args(split: str, records: float, teacher: str, backend: str, model: str
 def data_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
     if _jobs_disabled(runner, enabled):
         return
-    exists = "data" in COMMANDS
+    from gpt4tools.data.build import SPLITS, TEACHERS, BuildConfig
+    from gpt4tools.llm import BACKENDS
+
+    defaults = BuildConfig()
     gr.Markdown("Generate GPT4Tools records by self-instruction (`python -m gpt4tools data build`): image content "
                 "→ teacher → filtered train/val records, the unseen-tool test set, or the chat evaluation set "
                 "(this machine's tools, held-out chat messages). The files land in the run "
-                "folder under runs/data/, where the Benchmark and Train tabs find them. "
-                + ("" if exists else _missing("data")))
+                "folder under runs/data/, where the Benchmark and Train tabs find them.")
     with gr.Row():
         with gr.Column(scale=1):
             with gr.Row():
-                split = gr.Dropdown(["train", "test", "chat"], value="train",
+                split = gr.Dropdown(list(SPLITS), value=defaults.split,
                                     label="Split (test: the 8 unseen tools; chat: held-out chat messages)")
-                records = gr.Number(2500, precision=0, minimum=0, label="Training records")
-            teacher = gr.Dropdown(["template", "llm"], value="template", label="Teacher (template: no model)",
+                records = gr.Number(defaults.train_records, precision=0, minimum=0, label="Training records")
+            teacher = gr.Dropdown(list(TEACHERS), value=defaults.teacher, label="Teacher (template: no model)",
                                   elem_id="data_teacher")
             with gr.Row():
-                backend = gr.Dropdown(["openai", "transformers", "llamacpp"], value="openai", label="Teacher backend")
+                backend = gr.Dropdown([b for b in BACKENDS if b != "auto"], value="openai", label="Teacher backend")
                 model = gr.Textbox("default", label="Teacher model")
             base_url = gr.Textbox("", label="Teacher server URL (openai; default $OPENAI_BASE_URL)")
             extra = gr.Textbox("", label="More options (e.g. --no-sharegpt --seed 1)", elem_id="data_extra")
             with gr.Row():
-                run_btn = gr.Button("Start", variant="primary", interactive=exists, elem_id="data_run")
+                run_btn = gr.Button("Start", variant="primary", elem_id="data_run")
                 stop_btn = gr.Button("Stop")
                 watch_btn = gr.Button("Watch")
         with gr.Column(scale=2):
@@ -382,9 +385,14 @@ def data_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
 
 def train_args(base_model: str, data: str, max_steps: float, epochs: float, lr: float, micro_batch: float,
                grad_accum: float, device: str, extra: str) -> list[str]:
-    args = ["--base-model", base_model.strip() or "default", "--data", *shlex.split(data or "data/train.jsonl"),
+    """`train` options from the form; a blank field means TrainConfig's default."""
+    from gpt4tools.train import TrainConfig
+
+    defaults = TrainConfig()
+    args = ["--base-model", base_model.strip() or defaults.base_model,
+            "--data", *(shlex.split(data or "") or defaults.data),
             "--epochs", str(epochs), "--learning-rate", str(lr), "--micro-batch-size", str(int(micro_batch)),
-            "--gradient-accumulation", str(int(grad_accum)), "--device", device.strip() or "auto"]
+            "--gradient-accumulation", str(int(grad_accum)), "--device", device.strip() or defaults.device]
     if max_steps:
         args += ["--max-steps", str(int(max_steps))]
     return args + shlex.split(extra or "")
@@ -398,26 +406,28 @@ def _loss_frame(snap: Snapshot | None) -> pd.DataFrame:
 def train_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
     if _jobs_disabled(runner, enabled):
         return
-    exists = "train" in COMMANDS
+    from gpt4tools.train import TrainConfig
+
+    defaults = TrainConfig()
     gr.Markdown("LoRA-tune the LLM on GPT4Tools records: `python -m gpt4tools train` (paper settings by default). "
-                "The adapter, its prompt template and `metrics.jsonl` land in the run folder. "
-                + ("" if exists else _missing("train")))
+                "The adapter, its prompt template and `metrics.jsonl` land in the run folder.")
     with gr.Row():
         with gr.Column(scale=1):
-            base_model = gr.Textbox("default", label="Base model")
-            data = gr.Textbox("data/train.jsonl", label="Training records (space-separated paths)")
+            base_model = gr.Textbox(defaults.base_model, label="Base model")
+            data = gr.Textbox(" ".join(defaults.data), label="Training records (space-separated paths)")
             with gr.Row():
-                max_steps = gr.Number(0, precision=0, minimum=0, label="Max steps (0: from epochs)")
-                epochs = gr.Number(1.0, minimum=0, label="Epochs")
+                max_steps = gr.Number(defaults.max_steps, precision=0, minimum=0, label="Max steps (0: from epochs)")
+                epochs = gr.Number(defaults.epochs, minimum=0, label="Epochs")
             with gr.Row():
-                lr = gr.Number(3e-4, label="Learning rate")
-                device = gr.Textbox("auto", label="Device")
+                lr = gr.Number(defaults.learning_rate, label="Learning rate")
+                device = gr.Textbox(defaults.device, label="Device")
             with gr.Row():
-                micro_batch = gr.Number(1, precision=0, minimum=1, label="Micro batch")
-                grad_accum = gr.Number(8, precision=0, minimum=1, label="Gradient accumulation")
+                micro_batch = gr.Number(defaults.micro_batch_size, precision=0, minimum=1, label="Micro batch")
+                grad_accum = gr.Number(defaults.gradient_accumulation, precision=0, minimum=1,
+                                       label="Gradient accumulation")
             extra = gr.Textbox("", label="More options (e.g. --cutoff-len 1024 --lora-r 8)")
             with gr.Row():
-                run_btn = gr.Button("Start training", variant="primary", interactive=exists, elem_id="train_run")
+                run_btn = gr.Button("Start training", variant="primary", elem_id="train_run")
                 stop_btn = gr.Button("Stop")
                 watch_btn = gr.Button("Watch")
         with gr.Column(scale=2):

@@ -28,7 +28,7 @@ from starlette.responses import PlainTextResponse
 
 from gpt4tools import agent as A
 from gpt4tools.images import ImageError
-from gpt4tools.session import Session, sessions_dir
+from gpt4tools.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ class ChatState:
     def publish(self, name: str) -> str | None:
         """Copy a session image into the served folder; return that path."""
         try:
-            src = self.session.store.resolve(name)
+            src = self.session.image_path(name)
         except (ImageError, AttributeError):
             return None
         dst = self.folder / src.name
@@ -269,7 +269,7 @@ class ChatState:
         return str(dst)
 
     def mark(self) -> None:
-        self.marks.append((len(self.history), len(self.session.conversation.turns) if self.session else 0))
+        self.marks.append((len(self.history), self.session.checkpoint() if self.session else 0))
 
     def undo(self) -> None:
         if not self.marks:
@@ -290,8 +290,8 @@ class ChatState:
     def close(self) -> None:
         """Gradio dropped the session (tab closed, expired): delete its files."""
         self.guard.forget(self.folder_id)
-        if self.session is not None and sessions_dir().resolve() in self.session.store.root.parents:
-            shutil.rmtree(self.session.store.root, ignore_errors=True)
+        if self.session is not None:
+            self.session.close()
 
 
 def close_state(state: ChatState | None) -> None:

@@ -1,0 +1,129 @@
+"""The backends' contract: text in, text out, with stop strings; and the helpers they share.
+
+The GPT4Tools prompt is a single completion prompt, so a backend needs no chat roles:
+`generate` returns the continuation (stop string excluded) and token counts, `stream`
+yields pieces of it as they are decoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass
+class Generation:
+    text: str  # the continuation, cut before the first stop string
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    stop: str | None = None  # which stop string ended it; None: EOS or the token limit
+    seconds: float = 0.0
+    cached_tokens: int = 0  # prompt tokens whose keys/values were reused from an earlier call
+
+
+class LLM(Protocol):
+    name: str  # shown in the UI and saved with benchmark results
+    context_length: int  # prompt + completion tokens the model can take
+
+    def generate(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> Generation: ...
+
+    def stream(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> Iterator[str]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str | None]:
+    """Cut `text` before the earliest stop string; return (text, the stop found)."""
+    best, which = len(text), None
+    for s in stop:
+        i = text.find(s)
+        if s and i != -1 and i < best:
+            best, which = i, s
+    return text[:best], which
+
+
+class StopStream:
+    """Turns decoded pieces into safe-to-show pieces: text that might still become a
+    stop string is held back until it is clear either way."""
+
+    def __init__(self, stop: Sequence[str]):
+        self.stop = [s for s in stop if s]
+        self.text = ""
+        self.shown = 0
+        self.stopped: str | None = None
+
+    def feed(self, piece: str) -> str:
+        if self.stopped is not None:
+            return ""
+        self.text += piece
+        cut, self.stopped = cut_at_stop(self.text, self.stop)
+        if self.stopped is None:
+            hold = max((k for s in self.stop for k in range(1, len(s)) if cut.endswith(s[:k])), default=0)
+            cut = cut[: len(cut) - hold]
+        out, self.shown = cut[self.shown:], max(self.shown, len(cut))
+        return out
+
+    def flush(self) -> str:
+        """At the end of generation: whatever was held back was not a stop string."""
+        if self.stopped is not None:
+            return ""
+        out, self.shown = self.text[self.shown:], len(self.text)
+        return out
+
+
+def stream_until_stop(pieces: Iterable[str], stop: Sequence[str]) -> Iterator[str]:
+    """A backend's `stream`: the decoded `pieces` as safe-to-show text (StopStream), ending at
+    the first stop string, which is not shown. There `pieces` is closed if it has a close()
+    (a generator; hf.py's streamer drains itself), so that decoding ends too. At the end of
+    the pieces, text held back because it might have begun a stop string is shown."""
+    buf = StopStream(stop)
+    for piece in pieces:
+        out = buf.feed(piece)
+        if out:
+            yield out
+        if buf.stopped is not None:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
+            break
+    tail = buf.flush()
+    if tail:
+        yield tail
+
+
+def generate_many(llm: LLM, prompts: Sequence[str], *, stop: Sequence[str] = (), max_new_tokens: int = 256,
+                  batch_size: int = 1) -> list[Generation]:
+    """Continuations of several prompts: batched where the backend can (`generate_batch`),
+    one by one otherwise. Results are in the order of `prompts`."""
+    batch = getattr(llm, "generate_batch", None)
+    if batch is None or batch_size <= 1:
+        return [llm.generate(p, stop=stop, max_new_tokens=max_new_tokens) for p in prompts]
+    out: list[Generation] = []
+    for i in range(0, len(prompts), batch_size):
+        out += batch(prompts[i:i + batch_size], stop=stop, max_new_tokens=max_new_tokens)
+    return out
+
+
+class ScriptedLLM:
+    """Replays canned completions in order (tests, demos). Raises when it runs out."""
+
+    name = "scripted"
+    context_length = 100_000
+
+    def __init__(self, completions: Sequence[str]):
+        self.completions = list(completions)
+        self.prompts: list[str] = []
+
+    def generate(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> Generation:
+        self.prompts.append(prompt)
+        if not self.completions:
+            raise RuntimeError("ScriptedLLM has no completions left")
+        text, which = cut_at_stop(self.completions.pop(0), stop)
+        return Generation(text, self.count_tokens(prompt), self.count_tokens(text), which)
+
+    def stream(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> Iterator[str]:
+        yield self.generate(prompt, stop=stop, max_new_tokens=max_new_tokens).text
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
