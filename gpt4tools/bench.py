@@ -400,7 +400,8 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
                    help="prompts decoded together (transformers backend, left-padded): 8-32 on a GPU. "
                         "Default: 16 where --backend auto picks batched transformers (CPUs with AMX), else 1")
     p.add_argument("--baseline", choices=("no-tool",), help="write the always-no-tool answer, no model")
-    p.add_argument("--dtype", default="auto", help="transformers backend: auto (bf16 where native, else fp32), fp32, bf16")
+    p.add_argument("--dtype", default="auto",
+                   help="transformers backend: auto (bf16 where native, else fp32), fp32, bf16")
     args = p.parse_args(argv)
     name = f"baseline-{args.baseline}" if args.baseline else _slug(args.model)
     name += f"+{_slug(args.adapter)}" if args.adapter and not args.baseline else ""
@@ -416,7 +417,8 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         settings = {"model": None if args.baseline else args.model, "adapter": args.adapter,
                     "backend": None if args.baseline else backend,
                     "dtype": None if args.baseline else args.dtype if backend == "transformers" else args.gguf,
-                    "batch_size": None if args.baseline else args.batch_size, "command": " ".join(["python -m gpt4tools bench", *(sys.argv[2:] if argv is None else argv)])}
+                    "batch_size": None if args.baseline else args.batch_size,
+                    "command": " ".join(["python -m gpt4tools bench", *(sys.argv[2:] if argv is None else argv)])}
         report = run_bench(args.data, out, llm=llm, baseline=args.baseline, limit=args.limit,
                            per_tool=args.per_tool, seed=args.seed,
                            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, settings=settings,

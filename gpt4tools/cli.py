@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("gpt4tools.export:main", "export an adapter: merged HF model, GGUF (LoRA or merged), model card"),
     "bench": ("gpt4tools.bench:bench_main", "run a model on a benchmark file, then score it"),
     "score": ("gpt4tools.bench:score_main", "score predictions against annotations (the paper's metric)"),
+    "bench-chat": ("gpt4tools.chatbench:main", "replay scripted chats through the agent and tools; score each turn"),
     "app": ("gpt4tools.ui.web:main", "start the Gradio web app (same as python app.py)"),
     "serve": ("gpt4tools.ui.web:main", "alias of app"),
 }

@@ -38,7 +38,10 @@ class Conversation:
         if older plain turns must go, so the model can still name the last image.
         """
         pairs = [self.turns[i : i + 2] for i in range(0, len(self.turns), 2)]
-        lines = lambda ps: "\n".join(self.template.history_line(t.role, t.text) for p in ps for t in p)
+
+        def lines(ps):
+            return "\n".join(self.template.history_line(t.role, t.text) for p in ps for t in p)
+
         if budget_tokens is None:
             return lines(pairs)
         last_image = max((i for i, p in enumerate(pairs) if p[0].image), default=None)

@@ -86,7 +86,8 @@ def open_image(path: str | os.PathLike, limits: ImageLimits = ImageLimits()) -> 
     except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError
         raise ImageError(f"{path.name} is not a readable image ({type(e).__name__})") from None
     if min(rgb.size) < limits.min_side:
-        raise ImageError(f"{path.name} is {rgb.width}x{rgb.height} pixels; it must be at least {limits.min_side} on each side")
+        raise ImageError(f"{path.name} is {rgb.width}x{rgb.height} pixels; "
+                         f"it must be at least {limits.min_side} on each side")
     return rgb
 
 
@@ -150,7 +151,8 @@ class ImageStore:
         """Check an uploaded file (or PIL image), shrink it, and store it under a new random name."""
         img = src.convert("RGB") if isinstance(src, Image.Image) else open_image(src, self.limits)
         if min(img.size) < self.limits.min_side:
-            raise ImageError(f"the image is {img.width}x{img.height} pixels; it must be at least {self.limits.min_side} on each side")
+            raise ImageError(f"the image is {img.width}x{img.height} pixels; "
+                             f"it must be at least {self.limits.min_side} on each side")
         img.thumbnail((self.limits.max_side_stored, self.limits.max_side_stored), Image.Resampling.LANCZOS)
         while True:
             name = f"{IMAGE_DIR}/{random_name()}.png"

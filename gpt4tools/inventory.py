@@ -58,7 +58,8 @@ def tools_main(argv: list[str]) -> int:
     """`python -m gpt4tools tools ...`; returns the exit status."""
     ap = argparse.ArgumentParser(prog="python -m gpt4tools tools",
                                  description="List every tool: available or not (and why), backing model, device.")
-    ap.add_argument("--load", help='tools and devices, e.g. "Detection_cpu,Edge Detection On Image_cuda:0" (default: all on cpu)')
+    ap.add_argument("--load",
+                    help='tools and devices, e.g. "Detection_cpu,Edge Detection On Image_cuda:0" (default: all on cpu)')
     ap.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     ap.add_argument("--markdown", action="store_true", help="print docs/tools.md")
     args = ap.parse_args(argv)

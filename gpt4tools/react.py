@@ -116,7 +116,8 @@ def parse(completion: str, ai_prefix: str = AI_PREFIX) -> Decision | ParseError:
             return ParseError("'Action:' must be followed by a tool name.", completion)
         tool_input = _line_after(text, ACTION_INPUT)
         if tool_input is None:
-            return ParseError(f"After 'Action: {action}' write 'Action Input: <the input>' on the next line.", completion)
+            return ParseError(f"After 'Action: {action}' write 'Action Input: <the input>' on the next line.",
+                              completion)
         return ToolCall(action, tool_input)
     if wants_tool:
         return ParseError(

@@ -66,7 +66,8 @@ class ToolSpec:
         if len(names) == 1:
             return f"The input to this tool should be a string, representing the {names[0]}."
         listed = ", ".join(names[:-1]) + " and " + names[-1]
-        return f"The input to this tool should be a comma separated string of {_NUMBER_WORDS[len(names)]}, representing the {listed}."
+        return (f"The input to this tool should be a comma separated string of {_NUMBER_WORDS[len(names)]}, "
+                f"representing the {listed}.")
 
     def prompt_line(self, description: str | None = None) -> str:
         return f"> {self.name}: {description or self.description} {self.input_description()}"
@@ -90,7 +91,8 @@ class ToolSpec:
             )
         for arg, part in zip(self.args, parts):
             if len(part) > arg.max_chars:
-                raise ToolInputError(f"the {arg.name} argument is {len(part)} characters long; the limit is {arg.max_chars}")
+                raise ToolInputError(
+                    f"the {arg.name} argument is {len(part)} characters long; the limit is {arg.max_chars}")
         return parts
 
     def join_input(self, values: list[str]) -> str:

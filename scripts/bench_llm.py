@@ -110,7 +110,8 @@ def raw_llamacpp(path: str, prompt: str, max_new: int):
     llm = Llama(model_path=path, n_ctx=4096, verbose=False, n_threads=os.cpu_count())
 
     def pieces():
-        for chunk in llm.create_completion(prompt, max_tokens=max_new, temperature=0.0, stop=list(react.STOP), stream=True):
+        for chunk in llm.create_completion(prompt, max_tokens=max_new, temperature=0.0, stop=list(react.STOP),
+                                           stream=True):
             yield chunk["choices"][0]["text"]
 
     def once():
@@ -182,9 +183,11 @@ def main() -> int:
                            step2_speedup=round(cold / warm, 2) if warm else None)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print("\n| model | backend | prompt tokens | load s | time to first token s | decode tok/s |\n|---|---|---|---|---|---|")
+    print("\n| model | backend | prompt tokens | load s | time to first token s | decode tok/s |"
+          "\n|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['backend']} | {r['prompt_tokens']} | {r['load_s']} | {r['ttft_s']} | {r['decode_tok_s']} |")
+        print(f"| {r['model']} | {r['backend']} | {r['prompt_tokens']} | {r['load_s']} | {r['ttft_s']} "
+              f"| {r['decode_tok_s']} |")
     for r in rows:
         if "step2_speedup" in r:
             print(f"{r['model']} {r['backend']}: agent step 2, time to first token {r['step2_cold_ttft_s']} s with "

@@ -89,7 +89,8 @@ def main(argv: list[str]) -> int:
             [sys.executable, __file__, "--one", key], cwd=REPO, capture_output=True, text=True, check=False
         )
         lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-        print(lines[-1] if out.returncode == 0 and lines else json.dumps({"tool": key, "error": out.stderr.strip()[-500:]}))
+        print(lines[-1] if out.returncode == 0 and lines
+              else json.dumps({"tool": key, "error": out.stderr.strip()[-500:]}))
     return 0
 
 

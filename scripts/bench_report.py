@@ -61,7 +61,8 @@ def main() -> int:
             cells.append(f"{pct(row['SR'])} ({row['n']})" if row else "–")
         out.append(f"| {t} | " + " | ".join(cells) + " |")
     out += ["", "Commands:", "", "```bash"]
-    out += [st.get("command", f"# {r}: scored by `gpt4tools score` (see scripts/eval_default.sh)") for st, r in zip(settings, args.runs)]
+    out += [st.get("command", f"# {r}: scored by `gpt4tools score` (see scripts/eval_default.sh)")
+            for st, r in zip(settings, args.runs)]
     out += ["```", ""]
     sys.stdout.write("\n".join(out))
     return 0

@@ -6,10 +6,10 @@
 Both sides train the same LoRA (the paper's r/alpha/dropout on q/k/v/o) on the same samples of
 data/train.jsonl, tokenized and masked by the same function, at batch 1 in the same dtype and
 thread count, in this one process, alternating (ours, Trainer, ours, ...) so machine noise hits
-both. One untimed warm-up pass runs first, and the first step of every run is not timed. Reported: the median over repeats
-of tokens/s (sequence tokens through forward+backward+optimizer, excluding the warm-up step),
-and the ratio ours/Trainer. The Trainer side is what most tutorials do: full logits over the
-sequence, loss from `labels` inside the model.
+both. One untimed warm-up pass runs first, and the first step of every run is not timed.
+Reported: the median over repeats of tokens/s (sequence tokens through forward+backward+optimizer,
+excluding the warm-up step), and the ratio ours/Trainer. The Trainer side is what most tutorials
+do: full logits over the sequence, loss from `labels` inside the model.
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ def run_trainer(cfg: TrainConfig, samples: list[dict]) -> float:
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(output_dir=out, per_device_train_batch_size=1, learning_rate=cfg.learning_rate,
                                  num_train_epochs=1, logging_steps=10_000, save_strategy="no", report_to=[],
-                                 use_cpu=True, bf16=resolve_dtype(cfg.dtype, "cpu") == torch.bfloat16, dataloader_num_workers=0,
+                                 use_cpu=True, bf16=resolve_dtype(cfg.dtype, "cpu") == torch.bfloat16,
+                                 dataloader_num_workers=0,
                                  remove_unused_columns=False, disable_tqdm=True, lr_scheduler_type="constant")
         data = [{"input_ids": s["input_ids"], "labels": s["labels"]} for s in samples]
         Trainer(model=model, args=args, train_dataset=data, data_collator=collator, callbacks=[timer]).train()

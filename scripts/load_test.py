@@ -34,8 +34,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 def serve(port: int, delay_s: float) -> None:
     """The app with the scripted agent, for load testing without model weights."""
     sys.path[:0] = [str(REPO), str(REPO / "tests")]
-    from fakes import scripted_agent
     from gpt4tools.ui import web
+
+    from fakes import scripted_agent
 
     web.launch(web.build_app(scripted_agent(delay_s=delay_s), jobs=False), port=port, quiet=True)
 

@@ -43,7 +43,8 @@ class Invert(Tool):
 
 
 class Ask(Tool):
-    spec = ToolSpec(name="Ask", description="useful to ask about size.", args=(Arg("image_path", "image"), Arg("question")),
+    spec = ToolSpec(name="Ask", description="useful to ask about size.",
+                    args=(Arg("image_path", "image"), Arg("question")),
                     output="text", slug="ask", aliases=("Ask Something",))
 
     def run(self, store, image_path, question):
@@ -58,7 +59,8 @@ class Crash(Tool):
 
 
 class Missing(Tool):
-    spec = ToolSpec(name="Missing", description="needs weights nobody fetched.", args=(Arg("text"),), output="text", slug="m")
+    spec = ToolSpec(name="Missing", description="needs weights nobody fetched.", args=(Arg("text"),), output="text",
+                    slug="m")
     weights = ("no-such-weights",)
 
     def run(self, store, text):

@@ -2,13 +2,14 @@
 
 import pytest
 
-from fakes import Ask, Crash, Invert, Missing
 from gpt4tools import react
 from gpt4tools.agent import Action, Agent, AgentConfig, Error, Final, ImageStep, ObservationStep, Thought
 from gpt4tools.history import Conversation
 from gpt4tools.llm import ScriptedLLM, StopStream
 from gpt4tools.prompt import PromptTemplate
 from gpt4tools.registry import ToolRegistry
+
+from fakes import Ask, Crash, Invert, Missing
 
 T = PromptTemplate.load()
 
@@ -21,7 +22,9 @@ def final(text):
     return react.render_final(react.FinalAnswer(text))
 
 
-def run(script, message, store, conv=None, tools=(Invert(), Ask(), Crash()), **cfg):
+def run(script, message, store, conv=None, tools=None, **cfg):
+    if tools is None:
+        tools = (Invert(), Ask(), Crash())
     llm = ScriptedLLM(script)
     agent = Agent(llm, ToolRegistry(tools), T, AgentConfig(**cfg))
     conv = conv or Conversation(T)
@@ -125,7 +128,8 @@ def test_the_retrieved_tools_are_offered_for_the_whole_turn(store, upload):
 
     from gpt4tools.retrieval import ToolRetriever
 
-    vocab = sorted({w for t in ("invert colours", "ask about size", "always fails", "needs weights") for w in t.split()})
+    vocab = sorted({w for t in ("invert colours", "ask about size", "always fails", "needs weights")
+                    for w in t.split()})
 
     def embed(texts):
         rows = np.array([[float(w in t.lower()) for w in vocab] for t in texts]) + 1e-6
@@ -136,7 +140,8 @@ def test_the_retrieved_tools_are_offered_for_the_whole_turn(store, upload):
     conv = Conversation(T)
     conv.add_image(name, "a cat")
     llm = ScriptedLLM([call("Invert The Image", name), final("done")])
-    agent = Agent(llm, ToolRegistry(tools), T, AgentConfig(offer_tools=1), ToolRetriever([t.spec for t in tools], embed))
+    agent = Agent(llm, ToolRegistry(tools), T, AgentConfig(offer_tools=1),
+                  ToolRetriever([t.spec for t in tools], embed))
     steps = [s for s in agent.run(f"invert the colours of {name}", conv, store) if not isinstance(s, Thought)]
     assert isinstance(steps[-1], Final) and len(llm.prompts) == 2
     for prompt in llm.prompts:

@@ -13,11 +13,12 @@ REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "assets"
 
 gr = pytest.importorskip("gradio")
-from gpt4tools.ui import web as app  # noqa: E402
-from gpt4tools.ui import webchat as W  # noqa: E402
-from fakes import Ask, Crash, EchoPlanLLM, Invert, Missing, scripted_agent  # noqa: E402
 from gpt4tools.agent import Action, Agent, Error, Final, ImageStep, ObservationStep, Thought  # noqa: E402
 from gpt4tools.registry import ToolRegistry  # noqa: E402
+from gpt4tools.ui import web as app  # noqa: E402
+from gpt4tools.ui import webchat as W  # noqa: E402
+
+from fakes import Ask, Crash, EchoPlanLLM, Invert, Missing, scripted_agent  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -134,7 +135,8 @@ def test_upload_alone_is_acknowledged_and_remembered():
     history, state, _ = run_turn(chat, "", [ASSETS / "coffee_sign.jpg"])
     [name] = state.session.store.names()
     assert [m.role for m in history] == ["user", "assistant"] and history[1].content == f"Received `{name}`."
-    assert [t.image for t in state.session.conversation.turns if t.image and t.role == "human"] == [name] and state.session.agent.llm.prompts == []
+    assert ([t.image for t in state.session.conversation.turns if t.image and t.role == "human"] == [name]
+            and state.session.agent.llm.prompts == [])
     history, state, _ = run_turn(chat, "what size is it", state=state)  # the next turn finds the upload
     assert history[-2].content.endswith("**Observation:** The image is 600x400 pixels.")
     assert history[-1].content == "The image is 600x400 pixels."
@@ -239,8 +241,8 @@ def test_build_app_exposes_the_documented_endpoints():
 
 # -- the other tabs' logic -------------------------------------------------------------------
 def test_tools_tab_rows_and_warm_up():
-    from gpt4tools.ui import tabs as webtabs
     from gpt4tools.model_cache import CACHE
+    from gpt4tools.ui import tabs as webtabs
 
     registry = ToolRegistry([Invert(), Missing()])
     rows = webtabs._tool_rows(registry)
@@ -255,10 +257,10 @@ def test_tools_tab_rows_and_warm_up():
 
 
 def test_benchmark_tables_and_chart_from_real_scores(tmp_path):
-    from fakes import bench_records
-
     from gpt4tools import bench, paths
     from gpt4tools.ui import tabs as webtabs
+
+    from fakes import bench_records
 
     data = tmp_path / "runs" / "data" / "tiny.jsonl"
     data.parent.mkdir(parents=True)
@@ -267,7 +269,8 @@ def test_benchmark_tables_and_chart_from_real_scores(tmp_path):
     bench.run_bench(data, tmp_path / "runs" / "bench" / "b", baseline="no-tool", limit=5)
     listed = dict((path, label) for label, path in webtabs.annotation_files())
     assert str(data) in listed  # labelled relative to the repo when inside it (TMPDIR may be), else by full path
-    assert listed[str(data)] in (str(data), str(data.relative_to(paths.REPO)) if paths.REPO in data.parents else str(data))
+    assert listed[str(data)] in (str(data),
+                                 str(data.relative_to(paths.REPO)) if paths.REPO in data.parents else str(data))
     runs = webtabs.bench_runs()
     assert sorted(label for label, _ in runs) == ["a", "b"]
     reports = webtabs._load_reports([path for _, path in sorted(runs)])

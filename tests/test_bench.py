@@ -96,7 +96,8 @@ def test_a_line_separator_inside_an_output_is_not_a_line_break(tmp_path):
     records = [{"id": "u", "instruction": "PROMPT u\n", "input": "", "output": final("a\u2028b")}]
     data = tmp_path / "ann.jsonl"
     data.write_text(json.dumps(records[0], ensure_ascii=False) + "\n", encoding="utf-8")
-    pred = write_jsonl(tmp_path / "pred.jsonl", [json.dumps({"id": "u", "output": final("x\u2028y")}, ensure_ascii=False)])
+    pred = write_jsonl(tmp_path / "pred.jsonl",
+                       [json.dumps({"id": "u", "output": final("x\u2028y")}, ensure_ascii=False)])
     report = bench.score_files(data, pred, tmp_path / "out")
     assert report["n"] == 1 and report["SR"] == 1.0 and report["problems"] == {}
 
@@ -114,7 +115,8 @@ def test_one_at_a_time_prompts_go_in_text_order(tmp_path):
 
 def test_bench_scores_a_wrong_model(data, tmp_path):
     llm = ByPromptLLM({"seg-1": call("Detect the Give Object", f"{IMG}, cat"),
-                       "det-2": call("Detect the Give Object", f"{IMG}, cat"), "chat-3": final("4"), "det-4": final("4")})
+                       "det-2": call("Detect the Give Object", f"{IMG}, cat"), "chat-3": final("4"),
+                       "det-4": final("4")})
     report = bench.run_bench(data, tmp_path / "run", llm=llm)
     per_tool = report["per_tool"]
     assert per_tool["Segment the Image"]["SR"] == 0.0  # wrong tool
@@ -266,7 +268,8 @@ def test_auto_runner_batches_transformers_only_on_amx_cpus(monkeypatch):
     import gpt4tools.llm as llm_mod
     from gpt4tools import hardware
 
-    monkeypatch.setattr(llm_mod, "resolve_backend", lambda backend, model, device: "llamacpp" if backend == "auto" else backend)
+    monkeypatch.setattr(llm_mod, "resolve_backend",
+                        lambda backend, model, device: "llamacpp" if backend == "auto" else backend)
     monkeypatch.setattr(hardware, "cpu_has_amx", lambda: True)
     assert llm_mod.pick_runner("auto", "default", "cpu", None) == ("transformers", llm_mod.AMX_BATCH)
     assert llm_mod.pick_runner("auto", "default", "cpu", 4) == ("transformers", 4)  # an asked batch size stays

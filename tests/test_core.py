@@ -8,15 +8,15 @@ from PIL import Image
 from gpt4tools.images import ImageError, ImageLimits, ImageStore
 from gpt4tools.prompt import PromptTemplate, builtin_names
 from gpt4tools.registry import ToolRegistry, UnknownToolError, build_registry, parse_load
-from gpt4tools.tool import Arg, Tool, ToolInputError, ToolResult, ToolSpec
-
+from gpt4tools.tool import ToolInputError
 
 from fakes import Ask, Invert  # noqa: E402
 
 
 def test_spec_input_sentences():
     assert Invert.spec.input_description() == "The input to this tool should be a string, representing the image_path."
-    assert Ask.spec.input_description().endswith("comma separated string of two, representing the image_path and question.")
+    assert Ask.spec.input_description().endswith(
+        "comma separated string of two, representing the image_path and question.")
     assert Invert.spec.prompt_line().startswith("> Invert The Image: useful to invert colours. The input")
 
 
@@ -103,7 +103,8 @@ def test_prompt_layout_and_template_round_trip(tmp_path):
     t = PromptTemplate.load()
     specs = [Invert.spec, Ask.spec]
     p = t.render(specs, "Human: hi\nAI: hello", "invert image/abcdefgh.png", "")
-    assert p.index("TOOLS:\n------") < p.index("> Invert The Image:") < p.index("should be one of [Invert The Image, Ask]")
+    assert (p.index("TOOLS:\n------") < p.index("> Invert The Image:")
+            < p.index("should be one of [Invert The Image, Ask]"))
     assert p.index("Previous conversation:\nHuman: hi") < p.index("New input: invert image/abcdefgh.png")
     assert "Thought: Do I need to use a tool? No\nAI: [your response here]" in p
     t.save(tmp_path)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from fakes import parse_trajectory
 from gpt4tools import react
 from gpt4tools.data import negatives as neg
 from gpt4tools.data.build import BuildConfig, build
@@ -22,6 +21,8 @@ from gpt4tools.data.teacher import LLMTeacher, parse_reply
 from gpt4tools.images import NAME_RE
 from gpt4tools.registry import ToolRegistry
 from gpt4tools.tool import Arg, Tool, ToolSpec
+
+from fakes import parse_trajectory
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 IMG = Arg("image_path", "image")
@@ -79,7 +80,8 @@ def _cfg(tmp_path: Path, alpaca: Path | None = None, **kw) -> BuildConfig:
 def alpaca(tmp_path: Path) -> Path:
     """A small Alpaca-format file: real-looking no-tool turns plus ones the filter must drop."""
     good = [{"instruction": f"Give me a tip number {i} for staying focused while studying.", "input": "",
-             "output": f"Tip {i}: put your phone in another room and work in blocks of 25 minutes."} for i in range(300)]
+             "output": f"Tip {i}: put your phone in another room and work in blocks of 25 minutes."}
+            for i in range(300)]
     bad = [{"instruction": "Describe this image for me.", "input": "", "output": "It is a cat."},
            {"instruction": "Translate", "input": "bonjour", "output": "x" * 5000},
            {"instruction": "Write code", "input": "", "output": "```python\n" + "print(1)\n" * 50 + "```"},
@@ -97,8 +99,10 @@ def _read(path: Path) -> list[dict]:
 def test_parser_keeps_valid_lines_and_counts_each_rejection(registry):
     reply = "\n".join([
         "Tool: Get Photo Description | Instruction: What is in example.jpg? | Input: example.jpg",
-        "2. **Instruction:** Find the dog in example.jpg | **Tool:** detect the given object | **Input:** 'example.jpg', dog",
-        "Instruction: How many dogs? | Tool: Answer Question About The Image | Input: example.jpg, how many dogs? | Answer: two",
+        "2. **Instruction:** Find the dog in example.jpg | **Tool:** detect the given object "
+        "| **Input:** 'example.jpg', dog",
+        "Instruction: How many dogs? | Tool: Answer Question About The Image | Input: example.jpg, how many dogs? "
+        "| Answer: two",
         "Instruction: Paint a red barn | Tool: Generate Image From User Input Text | Input: a red barn, at dawn",
         "Instruction: edges please",
         "Tool: Edge Detection On Image",

@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ASSETS, requires_weights
 from gpt4tools.models import DEFAULT_ADAPTER_DIR, DEFAULT_MODEL
+
+from conftest import ASSETS, requires_weights
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = [
     requires_weights(DEFAULT_MODEL, "centernet"),
-    pytest.mark.skipif(not (REPO / DEFAULT_ADAPTER_DIR / "adapter_config.json").is_file(), reason="no default adapter yet"),
+    pytest.mark.skipif(not (REPO / DEFAULT_ADAPTER_DIR / "adapter_config.json").is_file(),
+                       reason="no default adapter yet"),
 ]
 
 

@@ -5,11 +5,11 @@ import json
 
 import pytest
 import torch
+from test_train import make_tiny_model
 
 from gpt4tools import export
 from gpt4tools.llm import gguf
 from gpt4tools.prompt import PromptTemplate
-from test_train import make_tiny_model
 
 
 @pytest.fixture(scope="module")

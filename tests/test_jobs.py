@@ -1,4 +1,5 @@
-"""gpt4tools.ui.jobs (and gpt4tools.progress, the command's side): real `python -m gpt4tools bench` subprocesses, followed, finished and stopped."""
+"""gpt4tools.ui.jobs (and gpt4tools.progress, the command's side): real `python -m gpt4tools bench` subprocesses,
+followed, finished and stopped."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import time
 
 import pytest
 
-from fakes import bench_records, serve_fake_openai
 from gpt4tools import progress
 from gpt4tools.ui import jobs
 from gpt4tools.ui.jobs import JobError, JobRunner
+
+from fakes import bench_records, serve_fake_openai
 
 
 @pytest.fixture

@@ -3,10 +3,11 @@ generate, stream and batched generation agree, and stop strings cut where the ag
 
 import pytest
 
-from conftest import requires_weights
 from gpt4tools import react
 from gpt4tools.llm import generate_many, load_llm
 from gpt4tools.models import SMALL_MODEL
+
+from conftest import requires_weights
 
 pytestmark = requires_weights(SMALL_MODEL)
 

@@ -19,10 +19,11 @@ import urllib.request
 
 import pytest
 
-from conftest import requires_weights
 from gpt4tools import react
 from gpt4tools.llm import load_llm
 from gpt4tools.models import SMALL_ADAPTER_DIR, SMALL_MODEL
+
+from conftest import requires_weights
 
 pytestmark = [
     requires_weights(SMALL_MODEL),
@@ -30,8 +31,10 @@ pytestmark = [
                        reason="llama-cpp-python not installed: bash run.sh setup"),
 ]
 
-PROMPT = ("Thought: Do I need to use a tool? Yes\nAction: Edge Detection On Image\nAction Input: image/abcdefgh.png\n"
-          "Observation: Result saved as image/ab12_edge_abcdefgh_abcdefgh.png\n\nHuman: What is the capital of France?\n"
+PROMPT = ("Thought: Do I need to use a tool? Yes\nAction: Edge Detection On Image\n"
+          "Action Input: image/abcdefgh.png\n"
+          "Observation: Result saved as image/ab12_edge_abcdefgh_abcdefgh.png\n\n"
+          "Human: What is the capital of France?\n"
           "AI: The capital of France is")
 
 
@@ -136,7 +139,8 @@ def test_openai_backend_against_llama_cpp_server(server, llm):
 def test_openai_backend_unreachable_server_is_a_clear_error():
     import openai
 
-    remote = load_llm("smol", backend="openai", base_url=f"http://127.0.0.1:{_free_port()}/v1", max_retries=0, timeout=5)
+    remote = load_llm("smol", backend="openai", base_url=f"http://127.0.0.1:{_free_port()}/v1", max_retries=0,
+                      timeout=5)
     with pytest.raises(openai.APIConnectionError):
         remote.generate("hello", max_new_tokens=4)
 
@@ -153,11 +157,12 @@ def test_adapter_gguf_matches_peft_on_a_benchmark_prompt():
     record = next(r for r in map(json.loads, (paths.REPO / "data" / "val.jsonl").open())
                   if r["tool"] == "Edge Detection On Image" and r["kind"] == "positive")
     prompt = record_prompt(record)
-    hf = load_llm(SMALL_MODEL, adapter=str(adapter), backend="transformers", dtype="fp32").generate(prompt, stop=react.STOP, max_new_tokens=48)
+    hf = load_llm(SMALL_MODEL, adapter=str(adapter), backend="transformers", dtype="fp32").generate(
+        prompt, stop=react.STOP, max_new_tokens=48)
     want = react.parse(hf.text)
     # The backends must agree with each other; whether the tool is right is the benchmark's business.
     assert isinstance(want, react.ToolCall) and want.tool in record["tools_offered"], hf.text
     for form in ("lora", "auto"):  # the LoRA GGUF on the 4-bit base; the merged GGUF made from the peft folder
-        cpp = load_llm(SMALL_MODEL, adapter=str(adapter), backend="llamacpp", gguf=form, n_ctx=2048).generate(prompt, stop=react.STOP,
-                                                                                        max_new_tokens=48)
+        cpp = load_llm(SMALL_MODEL, adapter=str(adapter), backend="llamacpp", gguf=form, n_ctx=2048).generate(
+            prompt, stop=react.STOP, max_new_tokens=48)
         assert react.parse(cpp.text) == want, (form, hf.text, cpp.text)

@@ -1,13 +1,18 @@
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from fakes import parse_trajectory
 from gpt4tools import react
 from gpt4tools.prompt import PromptTemplate, builtin_names
 from gpt4tools.react import FinalAnswer, ParseError, ToolCall
 
-line = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1, max_size=60).map(str.strip).filter(
-    lambda s: s and "Observation:" not in s and "AI:" not in s and not s.startswith(("Thought:", "Action", "Human:", "New input:"))
+from fakes import parse_trajectory
+
+line = (
+    st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1, max_size=60)
+    .map(str.strip)
+    .filter(lambda s: s and "Observation:" not in s and "AI:" not in s
+            and not s.startswith(("Thought:", "Action", "Human:", "New input:")))
 )
 
 
@@ -31,7 +36,8 @@ def test_parse_never_raises(text):
 
 def test_stops_at_observation_and_ignores_imagined_rest():
     text = ("Thought: Do I need to use a tool? Yes\nAction: Edge Detection On Image\n"
-            "Action Input: image/abcdefgh.png\nObservation: image/fake.png\nThought: Do I need to use a tool? No\nAI: done")
+            "Action Input: image/abcdefgh.png\nObservation: image/fake.png\n"
+            "Thought: Do I need to use a tool? No\nAI: done")
     assert react.parse(text) == ToolCall("Edge Detection On Image", "image/abcdefgh.png")
 
 
@@ -50,12 +56,15 @@ def test_errors_are_written_for_the_model():
 
 def test_lenient_where_intent_is_clear():
     assert react.parse("Action: Detection\nAction Input: image/a.png") == ToolCall("Detection", "image/a.png")
-    assert react.parse("Thought: Do I need to use a tool? No\nParis is the capital.") == FinalAnswer("Paris is the capital.")
+    assert (react.parse("Thought: Do I need to use a tool? No\nParis is the capital.")
+            == FinalAnswer("Paris is the capital."))
 
 
 def test_trajectory_and_fields():
-    steps = [(ToolCall("Edge Detection On Image", "image/abcdefgh.png"), "Result saved as image/x1_edge_abcdefgh_abcdefgh.png"),
-             (ToolCall("Generate Image Condition On Canny Image", "image/x1_edge_abcdefgh_abcdefgh.png, a red car"), "Result saved as image/y.png")]
+    steps = [(ToolCall("Edge Detection On Image", "image/abcdefgh.png"),
+              "Result saved as image/x1_edge_abcdefgh_abcdefgh.png"),
+             (ToolCall("Generate Image Condition On Canny Image", "image/x1_edge_abcdefgh_abcdefgh.png, a red car"),
+              "Result saved as image/y.png")]
     text = react.render_trajectory(steps, FinalAnswer("Here it is: image/y.png"))
     traj = parse_trajectory(text)
     assert traj.steps == steps and traj.final == FinalAnswer("Here it is: image/y.png")

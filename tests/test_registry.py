@@ -66,4 +66,5 @@ def test_every_tool_says_what_backs_it(registry):
 
 def test_docs_tools_md_is_current(registry):
     doc = Path(__file__).resolve().parent.parent / "docs" / "tools.md"
-    assert doc.read_text() == tools_markdown(registry), "regenerate: python -m gpt4tools tools --markdown > docs/tools.md"
+    assert doc.read_text() == tools_markdown(registry), (
+        "regenerate: python -m gpt4tools tools --markdown > docs/tools.md")

@@ -8,15 +8,23 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from conftest import ASSETS, requires_weights
 from gpt4tools.images import ImageError
 from gpt4tools.tool import ToolInputError, ToolUnavailable
+
+from conftest import ASSETS, requires_weights
 
 pytest.importorskip("mediapipe")
 
 from tools import faces  # noqa: E402
 from tools.faces import (  # noqa: E402
-    MATCH_THRESHOLD, DetectFace, FaceBox, FaceGallery, GalleryError, RecognizeFace, detect_faces, embed_faces,
+    MATCH_THRESHOLD,
+    DetectFace,
+    FaceBox,
+    FaceGallery,
+    GalleryError,
+    RecognizeFace,
+    detect_faces,
+    embed_faces,
 )
 
 LINE = re.compile(r"^(?P<label>.+) \[(\d+), (\d+), (\d+), (\d+)\]$")
@@ -68,7 +76,8 @@ def test_detect_face_tool(store, upload):
     assert drawn.shape == src.shape
     x1, y1, x2, y2 = line[1]
     changed = np.any(drawn != src, axis=2)
-    assert changed[y1:y2 + 1, x1:x2 + 1].any() and not changed[y2 + 20:, :].any()  # the box is drawn, the rest untouched
+    # the box is drawn, the rest untouched
+    assert changed[y1:y2 + 1, x1:x2 + 1].any() and not changed[y2 + 20:, :].any()
     assert DetectFace()(upload("chelsea.jpg"), store).text == "No face found"
 
 

@@ -16,7 +16,6 @@ import re
 
 import numpy as np
 import pytest
-from conftest import ASSETS, requires_weights
 from PIL import Image
 
 from gpt4tools.images import ImageError
@@ -27,6 +26,8 @@ from tools.depth import Image2Depth, Image2Normal, depth_to_normal
 from tools.edit import InstructPix2Pix, ReplaceObject, paste
 from tools.generate import CONTROLNET_TOOLS, PROMPT_SUFFIX, Text2Image, working_size
 from tools.upscale import SuperResolution, cap_size
+
+from conftest import ASSETS, requires_weights
 
 IMAGE_TOOLS = (*CONTROLNET_TOOLS, InstructPix2Pix, ReplaceObject, Image2Depth, Image2Normal, SuperResolution)
 TEXT_TOOLS = (Text2Image, Text2Asset3D)
@@ -160,6 +161,7 @@ def test_cuda_requested_without_gpu(tiny):
 def tiny_src(tmp_path_factory):
     pytest.importorskip("diffusers")
     import torch
+
     from tiny_generative_models import build_all
 
     threads = torch.get_num_threads()
@@ -184,6 +186,7 @@ def tiny_installed(tiny_src, tmp_path_factory):
 @pytest.fixture
 def tiny(tiny_installed, monkeypatch):
     import torch
+
     from tiny_generative_models import NAMES
 
     monkeypatch.setenv("GPT4TOOLS_CHECKPOINTS", str(tiny_installed))
@@ -288,10 +291,11 @@ def test_replace_with_the_real_segmenter(tiny_src, tmp_path, monkeypatch, store,
     """The real object mask (CenterNet box -> GrabCut) decides what is regenerated: every
     changed pixel lies on the cup or within the grow + feather margin around it."""
     import cv2
-    from tiny_generative_models import install
 
     from gpt4tools import weights
     from tools.masks import segment_object
+
+    from tiny_generative_models import install
 
     checkpoints = tmp_path / "ck"
     checkpoints.mkdir()

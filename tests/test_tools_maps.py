@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ASSETS, requires_weights
 from PIL import Image, ImageDraw
 
 from gpt4tools.images import ImageError
@@ -32,6 +31,8 @@ from tools.maps import (
     scribble_from_edges,
     thin_edges,
 )
+
+from conftest import ASSETS, requires_weights
 
 ALL_TOOLS = (EdgeDetection, LineDetection, HedDetection, SketchDetection, SegmentImage)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ASSETS, requires_weights
 from PIL import Image
 
 from gpt4tools.images import ImageError
@@ -35,6 +34,8 @@ from tools.objects import (
     nms,
     ort_providers,
 )
+
+from conftest import ASSETS, requires_weights
 
 ALL_TOOLS = (
     ObjectDetection,

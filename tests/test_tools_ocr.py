@@ -7,9 +7,10 @@ import re
 import pytest
 from PIL import Image
 
-from conftest import ASSETS, requires_weights
 from gpt4tools.images import ImageError
 from gpt4tools.tool import ToolInputError
+
+from conftest import ASSETS, requires_weights
 
 pytest.importorskip("rapidocr")
 

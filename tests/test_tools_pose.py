@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import ASSETS, requires_weights
 from gpt4tools.images import ImageError
 from gpt4tools.tool import ToolInputError
 from gpt4tools.weights import WeightsMissing
+
+from conftest import ASSETS, requires_weights
 
 pytest.importorskip("mediapipe")
 

@@ -6,8 +6,17 @@ import pytest
 import torch
 
 from gpt4tools import react, records
-from gpt4tools.train import (IGNORE, TrainConfig, collate, group_turns, parser, read_records, tokenize_record,
-                             tokenize_turns, train)
+from gpt4tools.train import (
+    IGNORE,
+    TrainConfig,
+    collate,
+    group_turns,
+    parser,
+    read_records,
+    tokenize_record,
+    tokenize_turns,
+    train,
+)
 
 
 def make_tiny_model(d):
@@ -20,12 +29,15 @@ def make_tiny_model(d):
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>", "<s>", "</s>"]))
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
+                                     eos_token="</s>")
     hf_tok.save_pretrained(d)
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(hf_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.5,
-                      pad_token_id=hf_tok.pad_token_id, bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id)
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      initializer_range=0.5,
+                      pad_token_id=hf_tok.pad_token_id, bos_token_id=hf_tok.bos_token_id,
+                      eos_token_id=hf_tok.eos_token_id)
     LlamaForCausalLM(cfg).save_pretrained(d)
     return str(d)
 
@@ -37,10 +49,12 @@ def tiny_model(tmp_path_factory):
 
 CALL = react.render_call(react.ToolCall("Edge Detection On Image", "image/abcdefgh.png"))
 RECORDS = [
-    {"instruction": f"Tools: edge, pose. New input: find the edges of image/abcdefgh.png {i}", "input": "", "output": CALL, "id": f"p{i}"}
+    {"instruction": f"Tools: edge, pose. New input: find the edges of image/abcdefgh.png {i}", "input": "",
+     "output": CALL, "id": f"p{i}"}
     for i in range(6)
 ] + [
-    {"instruction": f"Tools: edge, pose. New input: hello there {i}", "input": "", "output": react.render_final(react.FinalAnswer("Hello!")), "id": f"n{i}"}
+    {"instruction": f"Tools: edge, pose. New input: hello there {i}", "input": "",
+     "output": react.render_final(react.FinalAnswer("Hello!")), "id": f"n{i}"}
     for i in range(6)
 ]
 
@@ -71,7 +85,8 @@ def _episode() -> list[dict]:
     p3 = p2 + react.render_step(canny, "Result saved as image/cd34_canny_ab12_abcdefgh.png")
     final = react.render_final(react.FinalAnswer("Here is image/cd34_canny_ab12_abcdefgh.png"))
     outs = [react.render_call(edge), react.render_call(canny), final]
-    return [{"instruction": p, "input": "", "output": o, "id": f"e{k}"} for k, (p, o) in enumerate(zip((p1, p2, p3), outs))]
+    return [{"instruction": p, "input": "", "output": o, "id": f"e{k}"}
+            for k, (p, o) in enumerate(zip((p1, p2, p3), outs))]
 
 
 def test_an_episode_is_encoded_once_with_the_same_loss_per_turn(tiny_model):
@@ -200,10 +215,11 @@ def test_cli_defaults_are_the_train_config_defaults():
 def test_training_lowers_loss_saves_and_reloads(tiny_model, tmp_path):
     out = tmp_path / "run"
     cfg = TrainConfig(base_model=tiny_model, data=[write_data(tmp_path, RECORDS)], out_dir=str(out), max_steps=40,
-                      gradient_accumulation=2, learning_rate=5e-2, warmup_steps=0, save_steps=100, dtype="fp32", lora_r=8,
+                      gradient_accumulation=2, learning_rate=5e-2, warmup_steps=0, save_steps=100, dtype="fp32",
+                      lora_r=8,
                       save_dtype="bf16")
     train(cfg)
-    metrics = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 40 and metrics[-1]["loss"] < 0.2 * metrics[0]["loss"]
     assert (out / "adapter_model.safetensors").is_file() and (out / "template.json").is_file()
     saved = json.loads((out / "train_config.json").read_text())

@@ -17,11 +17,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import ASSETS, requires_weights
 
 from gpt4tools import inventory, weights
 from gpt4tools.convert import install, recipes, sources
 from gpt4tools.convert.files import FetchError, sha256_file
+
+from conftest import ASSETS, requires_weights
 
 EXPECTED_NAMES = {
     "offline": {"centernet", "faceres", "hed", "mlsd", "isnet", "gemma-3-270m", "smollm2-135m", "qwen2.5-coder-0.5b"},

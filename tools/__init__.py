@@ -13,8 +13,16 @@ from tools.depth import Image2Depth, Image2Normal
 from tools.describe import PhotoDescription, VisualQuestionAnswering
 from tools.edit import InstructPix2Pix, ReplaceObject
 from tools.faces import DetectFace, RecognizeFace
-from tools.generate import (Canny2Image, Depth2Image, Hed2Image, Normal2Image, Pose2Image, Scribble2Image,
-                            Seg2Image, Text2Image)
+from tools.generate import (
+                            Canny2Image,
+                            Depth2Image,
+                            Hed2Image,
+                            Normal2Image,
+                            Pose2Image,
+                            Scribble2Image,
+                            Seg2Image,
+                            Text2Image,
+)
 from tools.maps import EdgeDetection, HedDetection, LineDetection, SegmentImage, SketchDetection
 from tools.masks import RemoveObject, SegmentGivenObject
 from tools.objects import CropGivenObject, DetectGivenObject, ObjectDetection

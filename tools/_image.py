@@ -84,13 +84,14 @@ def draw_boxes(img: Image.Image, boxes: list[tuple[str, Box]]) -> Image.Image:
         draw.rectangle((x1, y1, x2, y2), outline=color, width=width)
         if not label:
             continue
-        l, t, r, b = draw.textbbox((0, 0), label, font=font)
-        tw, th = r - l + 2 * width, b - t + 2 * width
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        tw, th = right - left + 2 * width, bottom - top + 2 * width
         ty = y1 - th if y1 - th >= 0 else y1  # above the box, or inside when there is no room
         tx = min(x1, max(0.0, out.width - tw))
         draw.rectangle((tx, ty, tx + tw, ty + th), fill=color)
         luma = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
-        draw.text((tx + width - l, ty + width - t), label, fill=(0, 0, 0) if luma > 140 else (255, 255, 255), font=font)
+        draw.text((tx + width - left, ty + width - top), label, fill=(0, 0, 0) if luma > 140 else (255, 255, 255),
+                  font=font)
     return out
 
 

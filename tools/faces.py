@@ -170,11 +170,13 @@ class FaceGallery:
     def people(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".") and self._photos(p))
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and self._photos(p))
 
     @staticmethod
     def _photos(folder: Path) -> list[Path]:
-        return sorted(p for p in folder.iterdir() if p.suffix.lower() in _PHOTO_SUFFIXES and p.is_file() and not p.is_symlink())
+        return sorted(p for p in folder.iterdir()
+                      if p.suffix.lower() in _PHOTO_SUFFIXES and p.is_file() and not p.is_symlink())
 
     def enroll(self, name: str, img: Image.Image) -> Path:
         """Add a reference photo of `name` (it must show a face; the largest one is used)."""
@@ -269,7 +271,8 @@ class FaceGallery:
     def _write_cache(self, entries: dict[str, tuple[str, np.ndarray | None]]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         keys = list(entries)
-        vecs = np.stack([entries[k][1] if entries[k][1] is not None else np.zeros(1024, np.float32) for k in keys]) if keys else np.zeros((0, 1024), np.float32)
+        vecs = (np.stack([entries[k][1] if entries[k][1] is not None else np.zeros(1024, np.float32) for k in keys])
+                if keys else np.zeros((0, 1024), np.float32))
         tmp = self.root / (_CACHE_FILE + ".tmp.npz")
         np.savez(
             tmp, model=np.array(self._model_stamp()), keys=np.array(keys, dtype=str),

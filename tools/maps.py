@@ -99,17 +99,20 @@ class EdgeDetection(Tool):
         name="Edge Detection On Image",
         description=(
             "useful when you want to find the edges of an image, e.g. as a canny map for generating a new image. "
-            "like: detect the edges of this image, or canny detection on image, or perform edge detection on this image, "
-            "or get the canny edge map of this picture"
+            "like: detect the edges of this image, or canny detection on image, "
+            "or perform edge detection on this image, or get the canny edge map of this picture"
         ),
         args=(Arg("image_path", "image"),),
         output="image",
         slug="edge",
         aliases=("Canny Edge Detection", "Canny Detection On Image", "Edge Detection"),
         paraphrases=(
-            "useful for turning a photo into a canny edge map of white outlines on black. like: show me the outlines in this picture, or run canny on this image",
-            "useful when the user wants the contours or edges of a picture extracted. like: extract the edges of the image, or make an edge map of this photo",
-            "useful to get the canny edges of an image before drawing a new picture from them. like: what are the edges of this image, or canny this photo",
+            "useful for turning a photo into a canny edge map of white outlines on black. "
+            "like: show me the outlines in this picture, or run canny on this image",
+            "useful when the user wants the contours or edges of a picture extracted. "
+            "like: extract the edges of the image, or make an edge map of this photo",
+            "useful to get the canny edges of an image before drawing a new picture from them. "
+            "like: what are the edges of this image, or canny this photo",
         ),
     )
     model = "OpenCV Canny (classical; thresholds 100/200 as ControlNet)"
@@ -207,7 +210,8 @@ class LineDetection(FallbackTool):
     spec = ToolSpec(
         name="Line Detection On Image",
         description=(
-            "useful when you want to find the straight lines of an image, e.g. as a line map for generating a new image. "
+            "useful when you want to find the straight lines of an image, "
+            "e.g. as a line map for generating a new image. "
             "like: detect the straight lines of this image, or straight line detection on image, "
             "or perform straight line detection on this image, or get the line map of this picture"
         ),
@@ -216,8 +220,10 @@ class LineDetection(FallbackTool):
         slug="line",
         aliases=("Straight Line Detection On Image", "MLSD Detection On Image", "Line Detection"),
         paraphrases=(
-            "useful for extracting the straight line segments of a picture, such as building edges or wireframes. like: find the straight lines in this photo, or draw the line segments of this image",
-            "useful when the user asks for an M-LSD style map of the straight lines in an image. like: detect lines in this picture, or mlsd this image",
+            "useful for extracting the straight line segments of a picture, such as building edges or wireframes. "
+            "like: find the straight lines in this photo, or draw the line segments of this image",
+            "useful when the user asks for an M-LSD style map of the straight lines in an image. "
+            "like: detect lines in this picture, or mlsd this image",
         ),
     )
     model = "M-LSD large 512 (ONNX, weights 'mlsd'); without them OpenCV FastLineDetector (classical)"
@@ -269,7 +275,8 @@ class HedDetection(Tool):
     spec = ToolSpec(
         name="Hed Detection On Image",
         description=(
-            "useful when you want to find the soft HED boundaries of an image, e.g. as a boundary map for generating a new image. "
+            "useful when you want to find the soft HED boundaries of an image, "
+            "e.g. as a boundary map for generating a new image. "
             "like: detect the soft hed boundary of this image, or hed boundary detection on image, "
             "or perform hed boundary detection on this image, or get the soft hed boundary image of this picture"
         ),
@@ -278,8 +285,10 @@ class HedDetection(Tool):
         slug="hed",
         aliases=("HED Detection On Image", "Soft Hed Boundary Detection On Image", "HED Boundary Detection"),
         paraphrases=(
-            "useful for getting a soft boundary map (holistically-nested edge detection) of a picture. like: show the hed edges of this photo, or make a soft edge map of this image",
-            "useful when the user wants the main object outlines of an image as soft white lines on black. like: hed this image, or find the soft boundaries in this picture",
+            "useful for getting a soft boundary map (holistically-nested edge detection) of a picture. "
+            "like: show the hed edges of this photo, or make a soft edge map of this image",
+            "useful when the user wants the main object outlines of an image as soft white lines on black. "
+            "like: hed this image, or find the soft boundaries in this picture",
         ),
     )
     model = "HED, VGG16 trained on BSDS500 (ONNX, weights 'hed')"
@@ -362,7 +371,8 @@ class SketchDetection(FallbackTool):
     spec = ToolSpec(
         name="Sketch Detection On Image",
         description=(
-            "useful when you want to turn an image into a scribble or sketch, e.g. as a sketch for generating a new image. "
+            "useful when you want to turn an image into a scribble or sketch, "
+            "e.g. as a sketch for generating a new image. "
             "like: generate a scribble of this image, or generate a sketch from this image, "
             "or detect the sketch from this image, or draw this picture as a sketch"
         ),
@@ -371,8 +381,10 @@ class SketchDetection(FallbackTool):
         slug="scribble",
         aliases=("Scribble Detection On Image", "Sketch Detection", "Scribble Detection"),
         paraphrases=(
-            "useful for making a rough hand-drawn scribble out of a photo. like: make a scribble of this photo, or turn this picture into a doodle",
-            "useful when the user wants a simple white-on-black sketch of the main shapes of an image. like: sketch this image, or extract a scribble from this picture",
+            "useful for making a rough hand-drawn scribble out of a photo. "
+            "like: make a scribble of this photo, or turn this picture into a doodle",
+            "useful when the user wants a simple white-on-black sketch of the main shapes of an image. "
+            "like: sketch this image, or extract a scribble from this picture",
         ),
     )
     model = "HED (ONNX, weights 'hed') thinned into a scribble as ControlNet; without them XDoG (classical)"
@@ -511,8 +523,10 @@ class SegmentImage(FallbackTool):
         slug="seg",
         aliases=("Segment The Image", "Segment Everything", "Segment Anything On Image", "Image Segmentation"),
         paraphrases=(
-            "useful for splitting a whole picture into regions, each painted in its own colour. like: give me the segmentation map of this photo, or segment everything in this picture",
-            "useful when the user wants all regions of an image segmented at once, not a single named object. like: segment this photo, or show the segments of this image",
+            "useful for splitting a whole picture into regions, each painted in its own colour. "
+            "like: give me the segmentation map of this photo, or segment everything in this picture",
+            "useful when the user wants all regions of an image segmented at once, not a single named object. "
+            "like: segment this photo, or show the segments of this image",
         ),
     )
     model = ("SAM automatic masks (transformers, weights 'sam'); "

@@ -300,8 +300,10 @@ class ObjectDetection(Tool):
         seen=False,
         aliases=("Detect All Objects", "Object Detection"),
         paraphrases=(
-            "use this to find and box every object in a picture, like: find all objects here, or list what is in the photo",
-            "helpful for locating all the things visible in an image, like: mark every object, or detect everything in this image",
+            "use this to find and box every object in a picture, "
+            "like: find all objects here, or list what is in the photo",
+            "helpful for locating all the things visible in an image, "
+            "like: mark every object, or detect everything in this image",
         ),
     )
     model = CENTERNET
@@ -357,7 +359,8 @@ class CropGivenObject(QueryTool):
         seen=False,
         aliases=("Crop The Given Object", "Crop Given Object"),
         paraphrases=(
-            "use this to cut the region of one named object out of an image, like: crop the bicycle, or zoom in on the cat",
+            "use this to cut the region of one named object out of an image, "
+            "like: crop the bicycle, or zoom in on the cat",
             "helpful for extracting a named thing as its own picture, like: crop out the person, or keep only the car",
         ),
     )

@@ -128,7 +128,8 @@ def _person_boxes(img: Image.Image, device: str) -> list[Box] | None:
     for det in people[:MAX_PEOPLE]:
         x1, y1, x2, y2 = det.box
         px, py = PAD * (x2 - x1), PAD * (y2 - y1)
-        boxes.append((max(0.0, x1 - px), max(0.0, y1 - py), min(float(img.width), x2 + px), min(float(img.height), y2 + py)))
+        boxes.append((max(0.0, x1 - px), max(0.0, y1 - py),
+                      min(float(img.width), x2 + px), min(float(img.height), y2 + py)))
     return boxes
 
 

@@ -187,8 +187,10 @@ class AssessImageQuality(Tool):
         seen=False,
         aliases=("Assess The Image Quality", "Image Quality Assessment", "Assess Image Quality"),
         paraphrases=(
-            "useful for judging a photo's technical quality: sharpness, noise, exposure, contrast and an overall score. like: check the quality of this photo, or is this picture too noisy",
-            "useful when the user asks whether an image is of good or bad quality. like: evaluate this image's quality, or does this photo look sharp",
+            "useful for judging a photo's technical quality: sharpness, noise, exposure, contrast "
+            "and an overall score. like: check the quality of this photo, or is this picture too noisy",
+            "useful when the user asks whether an image is of good or bad quality. "
+            "like: evaluate this image's quality, or does this photo look sharp",
         ),
     )
     model = "No-reference statistics (OpenCV, scikit-image) + BRISQUE (LIVE-trained SVR from the `brisque` package)"

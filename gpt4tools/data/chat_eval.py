@@ -57,7 +57,8 @@ def file_name(offer: int) -> str:
     """chat_eval.jsonl for the agent's default offer, else named after the offer."""
     from gpt4tools.retrieval import DEFAULT_K
 
-    return "chat_eval.jsonl" if offer == DEFAULT_K else "chat_eval_all.jsonl" if offer <= 0 else f"chat_eval_top{offer}.jsonl"
+    return ("chat_eval.jsonl" if offer == DEFAULT_K
+            else "chat_eval_all.jsonl" if offer <= 0 else f"chat_eval_top{offer}.jsonl")
 
 
 def chat_records(available: Sequence[ToolSpec], contents: Sequence[ImageContent], seed: int, per_tool: int,

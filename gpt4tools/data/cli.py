@@ -38,21 +38,25 @@ def _size_args(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--val-per-tool", type=int, default=BuildConfig.val_per_tool)
     g.add_argument("--val-finals", type=int, default=BuildConfig.val_finals)
     g.add_argument("--test-per-tool", type=int, default=BuildConfig.test_per_tool)
-    g.add_argument("--negative-share", type=float, default=BuildConfig.negative_share, help="share of training records with no tool")
+    g.add_argument("--negative-share", type=float, default=BuildConfig.negative_share,
+                   help="share of training records with no tool")
     g.add_argument("--val-negatives", type=int, default=BuildConfig.val_negatives)
     g.add_argument("--test-negatives", type=int, default=BuildConfig.test_negatives)
-    g.add_argument("--chat-per-tool", type=int, default=BuildConfig.chat_per_tool, help="chat split: records per offered tool")
+    g.add_argument("--chat-per-tool", type=int, default=BuildConfig.chat_per_tool,
+                   help="chat split: records per offered tool")
     g.add_argument("--chat-negatives", type=int, default=BuildConfig.chat_negatives, help="chat split: no-tool records")
     g.add_argument("--chat-offer", type=int, default=BuildConfig.chat_offer,
                    help="chat split: tools per prompt, the closest to the message as the agent offers them "
                         "(0: every available tool; written to chat_eval_all.jsonl)")
-    g.add_argument("--merge-share", type=float, default=BuildConfig.merge_share, help="episodes that continue an earlier exchange")
+    g.add_argument("--merge-share", type=float, default=BuildConfig.merge_share,
+                   help="episodes that continue an earlier exchange")
     g.add_argument("--many-tools-share", type=float, default=BuildConfig.many_tools_share,
                    help="training records that offer 6 to all seen tools instead of the paper's 2-5")
     g.add_argument("--retrieved-share", type=float, default=BuildConfig.retrieved_share,
                    help="training records that offer the 2-5 tools the agent would retrieve for the message")
     g.add_argument("--max-contents", type=int, default=BuildConfig.max_contents, help="bound on images drawn per split")
-    g.add_argument("--patience", type=int, default=BuildConfig.patience, help="stop a tool after this many duplicates in a row")
+    g.add_argument("--patience", type=int, default=BuildConfig.patience,
+                   help="stop a tool after this many duplicates in a row")
 
 
 def _content_args(g: argparse._ArgumentGroup) -> None:
@@ -73,7 +77,8 @@ def _teacher_args(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--chat", action="store_true", help="use the chat endpoint (chat-only servers)")
     g.add_argument("--device", default="cpu")
     g.add_argument("--workers", type=int, default=BuildConfig.workers, help="concurrent teacher requests")
-    g.add_argument("--retries", type=int, default=BuildConfig.retries, help="extra requests per image when a reply is unusable")
+    g.add_argument("--retries", type=int, default=BuildConfig.retries,
+                   help="extra requests per image when a reply is unusable")
     g.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request (openai)")
 
 
@@ -84,8 +89,10 @@ def _filter_args(n: argparse._ArgumentGroup, g: argparse._ArgumentGroup) -> None
     n.add_argument("--max-reply-chars", type=int, default=NegativeFilter.max_reply_chars)
     n.add_argument("--max-prompt-chars", type=int, default=NegativeFilter.max_prompt_chars)
     g.add_argument("--include-unseen", action="store_true", help="also train on the 8 unseen tools")
-    g.add_argument("--dedupe-threshold", type=float, default=BuildConfig.dedupe_threshold, help="ROUGE-L near-duplicate threshold")
-    g.add_argument("--near-dup-keep", type=int, default=BuildConfig.near_dup_keep, help="members of one near-duplicate cluster to keep")
+    g.add_argument("--dedupe-threshold", type=float, default=BuildConfig.dedupe_threshold,
+                   help="ROUGE-L near-duplicate threshold")
+    g.add_argument("--near-dup-keep", type=int, default=BuildConfig.near_dup_keep,
+                   help="members of one near-duplicate cluster to keep")
     g.add_argument("--dedupe-scope", choices=("all", "image"), default="all",
                    help="compare instructions across the split (default) or only within one image")
     g.add_argument("--embeddings", action="store_true", help="also filter by all-MiniLM-L6-v2 cosine >= 0.9")

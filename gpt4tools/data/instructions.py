@@ -68,7 +68,8 @@ def grounded_questions(content: ImageContent, rng: random.Random) -> list[tuple[
         out.append((f"Is there {article(label)} {label} in the image?", f"Yes, there is {counted(label, n)}."))
         if n == 1:
             box = next(b for lab, b in content.objects if lab == label)
-            out.append((f"Where is the {label}?", f"The {label} is in the {position(box, content.width, content.height)} of the image."))
+            out.append((f"Where is the {label}?",
+                        f"The {label} is in the {position(box, content.width, content.height)} of the image."))
     absent = [c for c in coco_categories() if c not in content.labels()]
     if absent:
         label = rng.choice(absent)
@@ -95,7 +96,8 @@ def _slots(content: ImageContent, spec: ToolSpec, rng: random.Random) -> dict[st
     data = phrasings()
     need = data[spec.name].get("requires")
     labels = content.labels()
-    if need == "object" and not labels or need == "person" and "person" not in labels or need == "faces" and not content.faces:
+    if (need == "object" and not labels or need == "person" and "person" not in labels
+            or need == "faces" and not content.faces):
         return None
     scenes = [p for p in map(_noun_phrase, content.captions) if p]
     obj = rng.choice(labels) if labels else "object"

@@ -146,7 +146,8 @@ def alpaca_exchanges(path: str | os.PathLike, dropped: Counter) -> Iterator[Exch
     name = os.path.basename(path)
     with open(path, encoding="utf-8") as f:
         for i, rec in enumerate(_items(f, name, dropped)):
-            if not isinstance(rec, dict) or not isinstance(rec.get("instruction"), str) or not isinstance(rec.get("output"), str):
+            if (not isinstance(rec, dict) or not isinstance(rec.get("instruction"), str)
+                    or not isinstance(rec.get("output"), str)):
                 dropped["negatives: malformed alpaca record"] += 1
                 continue
             extra = rec.get("input") if isinstance(rec.get("input"), str) else ""

@@ -96,7 +96,8 @@ def _caption_parts(rng: random.Random, counts: dict[str, int]) -> tuple[str, lis
     phrases = {}
     for label, n in counts.items():
         if label == "person":
-            phrases[label] = rng.choice(people["one"]) if n == 1 else f"{_NUMBERS.get(n, 'several')} {rng.choice(people['many'])}"
+            phrases[label] = (rng.choice(people["one"]) if n == 1
+                              else f"{_NUMBERS.get(n, 'several')} {rng.choice(people['many'])}")
         else:
             phrases[label] = counted(label, n)
     order = sorted(counts, key=lambda lab: (lab != "person", -scene_data()["categories"][lab][0][1]))
@@ -151,11 +152,13 @@ def synthetic_content(seed: int, stream: str, n: int) -> ImageContent:
         if label == "person" and (y2 - y1) > 0.3 * size[1] and rng.random() < 0.7:
             fw = 0.45 * (x2 - x1)
             cx = (x1 + x2) / 2
-            faces.append((round(cx - fw / 2), round(y1 + 0.02 * (y2 - y1)), round(cx + fw / 2), round(y1 + 0.02 * (y2 - y1) + fw * 1.2)))
+            faces.append((round(cx - fw / 2), round(y1 + 0.02 * (y2 - y1)),
+                          round(cx + fw / 2), round(y1 + 0.02 * (y2 - y1) + fw * 1.2)))
     ocr = [("STOP", box) for label, box in objects if label == "stop sign"]
     if rng.random() < scene.get("signs", 0.0):
         w, h = rng.uniform(0.15, 0.35) * size[0], rng.uniform(0.04, 0.08) * size[1]
         x, y = rng.uniform(0, size[0] - w), rng.uniform(0, 0.4 * size[1])
         ocr.append((rng.choice(data["signs"]), (round(x), round(y), round(x + w), round(y + h))))
     place = rng.choice(scene["places"])
-    return ImageContent(f"synthetic:{stream}-{n:05d}", size[0], size[1], _captions(rng, place, counts), objects, ocr, faces)
+    return ImageContent(f"synthetic:{stream}-{n:05d}", size[0], size[1], _captions(rng, place, counts),
+                        objects, ocr, faces)

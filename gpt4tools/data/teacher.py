@@ -222,7 +222,8 @@ class LLMTeacher:
                 return found
         return []
 
-    def run(self, jobs: Sequence[tuple[ImageContent, Sequence[ToolSpec]]], dropped: Counter) -> Iterator[list[Instruction]]:
+    def run(self, jobs: Sequence[tuple[ImageContent, Sequence[ToolSpec]]],
+            dropped: Counter) -> Iterator[list[Instruction]]:
         """Instructions per job, in job order; `workers` requests in flight at once."""
         if self.workers == 1:
             for content, specs in jobs:

@@ -48,9 +48,9 @@ def pick_runner(backend: str, model: str, device: str, batch_size: int | None) -
     """The backend and batch size for many independent prompts (the benchmark). `auto` follows
     resolve_backend (llama.cpp on a CPU: one prompt at a time, each prefill reusing its
     neighbour's prefix), except on CPUs with AMX: there torch's bf16 matmuls prefill a batch of
-    prompts faster than llama.cpp does one (llama.cpp's own AMX kernels crash, see gpt4tools/llm/llamacpp.py), so the benchmark
-    runs batched transformers. Only the benchmark: the agent decodes one prompt, where
-    llama.cpp's faster decoding wins."""
+    prompts faster than llama.cpp does one (llama.cpp's own AMX kernels crash, see
+    gpt4tools/llm/llamacpp.py), so the benchmark runs batched transformers. Only the
+    benchmark: the agent decodes one prompt, where llama.cpp's faster decoding wins."""
     from gpt4tools.hardware import cpu_has_amx
 
     if backend == "auto" and device == "cpu" and cpu_has_amx():

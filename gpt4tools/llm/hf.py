@@ -58,7 +58,6 @@ class HFCausalLM:
     def __init__(self, model: str | Path, adapter: str | Path | None = None, device: str = "cpu",
                  dtype: str = "auto", max_context: int = 4096, name: str | None = None, merge_adapter: bool = True,
                  prefix_cache: bool = True):
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = device

@@ -12,15 +12,15 @@ import json
 import shlex
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from gpt4tools import metrics, paths
-from gpt4tools.ui.jobs import JobError, JobRunner, Snapshot
 from gpt4tools.model_cache import CACHE
+from gpt4tools.ui.jobs import JobError, JobRunner, Snapshot
 
 METRICS = tuple(metrics.METRICS)
 POLL_S = 0.5  # how often a watched job's files are read
@@ -313,7 +313,8 @@ def bench_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
 
     status, log_box = f["status"], f["log_box"]
     outputs = [status, log_box, f["overall"], f["per_tool"], f["chart"]]
-    inputs = [f[k] for k in ("data", "upload", "baseline", "model", "adapter", "backend", "device", "base_url", "limit")]
+    inputs = [f[k] for k in ("data", "upload", "baseline", "model", "adapter", "backend", "device", "base_url",
+                             "limit")]
     f["run_btn"].click(start, inputs, status, concurrency_limit=1, api_name="bench_start").success(
         watch, None, outputs, api_name="bench_watch", show_progress_on=log_box, **WATCH)
     f["watch_btn"].click(watch, None, outputs, api_visibility="private", show_progress_on=log_box, **WATCH)

@@ -8,7 +8,7 @@ import sys
 
 from gpt4tools import agent as A
 from gpt4tools.images import ImageError
-from gpt4tools.ui.options import add_model_args, build_agent
+from gpt4tools.options import add_model_args, build_agent
 
 
 def step_json(step: A.Step) -> dict:
@@ -50,7 +50,8 @@ def run_turn(session, message: str, as_json: bool) -> list[dict]:
 def main(argv: list[str]) -> int:
     from gpt4tools.session import Session
 
-    ap = argparse.ArgumentParser(prog="python -m gpt4tools chat", description="Chat with images in the terminal. With --message, run one turn and exit.")
+    ap = argparse.ArgumentParser(prog="python -m gpt4tools chat",
+                                 description="Chat with images in the terminal. With --message, run one turn and exit.")
     ap.add_argument("--image", action="append", default=[], help="an image to upload first (repeatable)")
     ap.add_argument("--message", help="run this one message and exit")
     ap.add_argument("--json", action="store_true", help="print the turn's steps as JSON (with --message)")

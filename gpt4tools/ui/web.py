@@ -140,9 +140,9 @@ def launch(app: WebApp, host: str = "127.0.0.1", port: int = 7860, share: bool =
 def main(argv: list[str] | None = None) -> int:
     import sys
 
-    from gpt4tools.ui.jobs import JobRunner
-    from gpt4tools.ui.options import add_model_args, build_agent
+    from gpt4tools.options import add_model_args, build_agent
     from gpt4tools.registry import UnknownToolError, build_registry
+    from gpt4tools.ui.jobs import JobRunner
 
     ap = argparse.ArgumentParser(prog="python app.py", description="The GPT4Tools web app.")
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")

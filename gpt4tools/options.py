@@ -1,4 +1,5 @@
-"""Model and tool options shared by the terminal chat and the web app, and the agent they build."""
+"""Model and tool options shared by the terminal chat, the web app and the conversation benchmark,
+and the agent they build."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from gpt4tools.llm.gguf import GGUF_FORMS
 
 def add_model_args(ap: argparse.ArgumentParser) -> None:
     """Model options shared by chat, the app and the benchmark."""
-    ap.add_argument("--model", default="default", help="'default' (embedded), a manifest name, a local dir or GGUF, a hub id, or the served model's name")
+    ap.add_argument("--model", default="default",
+                    help="'default' (embedded), a manifest name, a local dir or GGUF, a hub id, "
+                         "or the served model's name")
     ap.add_argument("--adapter", default=None, help="LoRA adapter dir ('none' to run the base model alone)")
     ap.add_argument("--backend", default="auto", choices=BACKENDS,
                     help="auto: llama.cpp where it is installed and the model has a GGUF, else transformers")
@@ -19,8 +22,11 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
                     help="llama.cpp: the adapter merged into a GGUF of this type (auto: bf16 on CPUs with native "
                          "bf16, else q8_0; made once into the cache), or 'lora' on the shipped 4-bit base")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (for the LLM)")
-    ap.add_argument("--base-url", default=None, help="openai backend: server URL (default $OPENAI_BASE_URL or http://127.0.0.1:8000/v1)")
-    ap.add_argument("--load", default=None, help='tools and devices, e.g. "Detection_cpu,Edge Detection On Image_cuda:0" (default: every available tool, cpu)')
+    ap.add_argument("--base-url", default=None,
+                    help="openai backend: server URL (default $OPENAI_BASE_URL or http://127.0.0.1:8000/v1)")
+    ap.add_argument("--load", default=None,
+                    help='tools and devices, e.g. "Detection_cpu,Edge Detection On Image_cuda:0" '
+                         '(default: every available tool, cpu)')
     ap.add_argument("--offer-tools", type=int, default=A.AgentConfig.offer_tools,
                     help="tools offered per turn, the closest to the message (0: every available tool)")
 
