@@ -160,9 +160,11 @@ def _has_any(text: str, keywords: Iterable[str]) -> bool:
     return not keywords or any(k.lower() in text.lower() for k in keywords)
 
 
-def score_turn(expect: dict, turn: dict, meant_image: str | None, canonical: Callable[[str], str | None]) -> dict:
+def score_turn(expect: dict, turn: dict, meant_image: str | None, canonical: Callable[[str], str | None],
+               text_args: Callable[[str], int] = lambda name: 1) -> dict:
     """The checks of one turn (CHECKS -> bool) and `success`. `turn` is a TurnRecord as a dict;
-    `canonical` maps a tool name the model wrote to the registry's name (None: no such tool)."""
+    `canonical` maps a tool name the model wrote to the registry's name (None: no such tool),
+    `text_args` a registry name to its number of text arguments (keywords are checked only there)."""
     tools = list(expect.get("tools") or [])
     first = turn["actions"][0] if turn["actions"] else None
     first_tool = canonical(first["tool"]) if first else None
@@ -173,7 +175,8 @@ def score_turn(expect: dict, turn: dict, meant_image: str | None, canonical: Cal
     checks = {
         "tool": (first is None) if not tools else first_tool in tools,
         "image": expect.get("image") is None or (meant_image is not None and image == meant_image),
-        "args": not tools or _has_any(other, expect.get("args") or []),
+        "args": not tools or first_tool is None or not text_args(first_tool)
+        or _has_any(other, expect.get("args") or []),
         "result": not expect.get("result_image") or bool(turn["results"]),
         "answer": _has_any(answer, expect.get("answer") or []) and (
             not expect.get("unavailable") or bool(CANT.search(answer))),
@@ -252,6 +255,9 @@ def run_conversation(agent: A.Agent, conv: dict, photos: Path) -> list[dict]:
         except KeyError:
             return None
 
+    def text_args(name: str) -> int:
+        return sum(a.kind != "image" for a in agent.tools.resolve(name).spec.args)
+
     rows, uploads, results = [], [], []
     with tempfile.TemporaryDirectory(prefix="bench-chat-") as root:
         session = Session(agent, root=Path(root) / "session")
@@ -260,7 +266,7 @@ def run_conversation(agent: A.Agent, conv: dict, photos: Path) -> list[dict]:
             record = run_turn(session, turn["user"], files, lambda n: canonical(n) is not None)
             uploads += record.uploads
             meant = resolve_image(turn["expect"].get("image"), uploads, results)
-            score = score_turn(turn["expect"], asdict(record), meant, canonical)
+            score = score_turn(turn["expect"], asdict(record), meant, canonical, text_args)
             results += record.results
             rows.append({"conversation": conv["id"], "category": conv.get("category", ""), "index": i,
                          "expect": turn["expect"], "meant_image": meant, "turn": asdict(record), "score": score})

@@ -68,6 +68,13 @@ def test_no_tool_turns_and_unavailable_requests():
     assert not faked_score["answer"] and not faked_score["success"]
 
 
+def test_keywords_are_checked_only_for_tools_that_take_text():
+    t = turn([("Invert The Image", UP, True)], [RES], RES)
+    score = cb.score_turn(expect(args=["cat"]), t, UP, canonical, text_args=lambda name: 0)
+    assert score["args"] and score["success"]
+    assert not cb.score_turn(expect(args=["cat"]), t, UP, canonical, text_args=lambda name: 1)["args"]
+
+
 def test_image_references_resolve_against_uploads_and_results():
     ups, res = ["image/a.png", "image/b.png"], ["image/r.png"]
     assert cb.resolve_image("upload:last", ups, res) == "image/b.png"
