@@ -4,15 +4,22 @@ The model's mistakes (unreadable output, unknown tools, bad arguments, file name
 do not exist) become observations it can correct, within a bounded number of retries.
 A tool that crashes also becomes an observation (and a logged traceback), so one bad
 call never takes the app down. Backend failures (the LLM itself erroring) are raised.
+
+Constrained decoding (AgentConfig.constrained, on by default): each step is decoded under
+`react.step_grammar` for the tools offered this turn and the images of the session, so the
+model can only write an offered tool, an existing image name and the argument count the
+tool's contract says. Backends that cannot take a grammar decode freely, and the parse and
+validation above still catch what they write.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Union
+from typing import Iterator, Sequence, Union
 
 from gpt4tools import react
 from gpt4tools.history import Conversation
@@ -80,6 +87,14 @@ class AgentConfig:
     # Tools offered per turn: the k closest to the message (retrieval.py), as the paper's
     # prompts offered 2-5; 0 offers every available tool.
     offer_tools: int = 5
+    # Decode each step under the grammar of valid steps (react.step_grammar) where the backend can.
+    constrained: bool = True
+
+
+def step_grammar(specs: Sequence[ToolSpec], images: Sequence[str], ai_prefix: str = react.AI_PREFIX) -> str:
+    """The grammar of one step for these tools (their argument kinds from the tool contract)
+    and these image names: the one place the contract meets react's grammar."""
+    return react.step_grammar([(s.name, [a.kind for a in s.args]) for s in specs], images, ai_prefix)
 
 
 class Agent:
@@ -90,6 +105,8 @@ class Agent:
         self.template = template or PromptTemplate.load()
         self.config = config or AgentConfig()
         self.retriever = retriever  # made on first use (it loads a sentence encoder)
+        self.grammar_ok = _takes_grammar(llm)  # False once the backend turned a grammar down
+        self._warned = False
 
     def offered(self, user_input: str) -> list[ToolSpec]:
         """The tools this turn's prompt lists (fixed for the turn, so each step's prompt
@@ -119,6 +136,34 @@ class Agent:
         history = conversation.render(max(budget, 0), self.llm.count_tokens)
         return self.template.render(specs, history, user_input, scratchpad)
 
+    def step_grammar(self, offered: Sequence[ToolSpec], store: ImageStore) -> str | None:
+        """The grammar this step decodes under, or None (unconstrained): the offered tools,
+        the images that exist in the session now, the template's AI prefix."""
+        if not self.config.constrained:
+            return None
+        return step_grammar(offered, store.names(), self.template.ai_prefix)
+
+    def _stream(self, prompt: str, grammar: str | None) -> Iterator[str]:
+        kw = dict(stop=react.STOP, max_new_tokens=self.config.max_new_tokens)
+        if grammar is not None and not self.grammar_ok:
+            self._warn_unconstrained("its stream() takes no grammar keyword")
+        if grammar is None or not self.grammar_ok:
+            return self.llm.stream(prompt, **kw)
+        try:
+            return self.llm.stream(prompt, grammar=grammar, **kw)
+        except TypeError as e:  # a custom backend without the keyword (the signature did not tell)
+            if "grammar" not in str(e):
+                raise
+            self.grammar_ok = False
+            self._warn_unconstrained(str(e))
+            return self.llm.stream(prompt, **kw)
+
+    def _warn_unconstrained(self, why: str) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("%s cannot decode under a grammar (%s): steps are decoded unconstrained and validated",
+                        getattr(self.llm, "name", type(self.llm).__name__), why)
+
     def run(self, user_input: str, conversation: Conversation, store: ImageStore) -> Iterator[Step]:
         t0 = time.perf_counter()
         user_input = (user_input or "").strip()
@@ -130,8 +175,8 @@ class Agent:
         offered = self.offered(user_input)
         for _ in range(self.config.max_steps + self.config.max_retries + 1):
             completion = ""
-            for piece in self.llm.stream(self.prompt(conversation, user_input, scratchpad, offered),
-                                         stop=react.STOP, max_new_tokens=self.config.max_new_tokens):
+            grammar = self.step_grammar(offered, store)  # per step: a tool may have made an image
+            for piece in self._stream(self.prompt(conversation, user_input, scratchpad, offered), grammar):
                 completion += piece
                 yield Thought(completion)
             decision = react.parse(completion, self.template.ai_prefix)
@@ -142,7 +187,7 @@ class Agent:
             elif isinstance(decision, react.FinalAnswer):
                 missing = [n for n in _image_names(decision.text) if not store.exists(n)]
                 if not missing:
-                    final = Final(decision.text, _image_names(decision.text), len(calls), time.perf_counter() - t0)
+                    final = Final(decision.text, _results(decision.text, store), len(calls), time.perf_counter() - t0)
                     conversation.add_exchange(user_input, decision.text)
                     yield final
                     return
@@ -151,7 +196,7 @@ class Agent:
                 if retries >= self.config.max_retries:  # give up correcting: strip the fake names
                     text = _strip_names(decision.text, missing)
                     conversation.add_exchange(user_input, text)
-                    yield Final(text, _image_names(text), len(calls), time.perf_counter() - t0)
+                    yield Final(text, _results(text, store), len(calls), time.perf_counter() - t0)
                     return
             elif len(calls) >= self.config.max_steps:
                 problem = f"The step limit ({self.config.max_steps} tool calls) is reached. Answer now without tools."
@@ -175,7 +220,7 @@ class Agent:
 
         text = self._fallback_answer(calls, scratchpad, store)
         conversation.add_exchange(user_input, text)
-        yield Final(text, _image_names(text), len(calls), time.perf_counter() - t0)
+        yield Final(text, _results(text, store), len(calls), time.perf_counter() - t0)
 
     # -- helpers -------------------------------------------------------------------------
     def _refuse(self, user_input: str) -> str | None:
@@ -206,6 +251,21 @@ class Agent:
         if made:
             return f"I could not finish in {len(calls)} steps. The last result is {made[-1]}."
         return "Sorry, I could not work out how to do that. Could you rephrase the request?"
+
+
+def _takes_grammar(llm: LLM) -> bool:
+    """Whether the backend's stream() takes a `grammar` keyword (True where it cannot be told)."""
+    try:
+        params = inspect.signature(llm.stream).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == "grammar" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _results(text: str, store: ImageStore) -> list[str]:
+    """The tool results an answer names: what the UI shows beside it. Never an upload (the
+    user's own photo is not a result, whatever the answer says) and never a name that does not exist."""
+    return [n for n in _image_names(text) if store.exists(n) and not store.is_upload(n)]
 
 
 def _image_names(text: str) -> list[str]:

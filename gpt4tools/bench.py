@@ -30,6 +30,11 @@ Generation protocol (`bench`):
   resume with other settings is refused rather than mixing two models in one file.
 - `--baseline no-tool` writes "Thought: Do I need to use a tool? No / AI: ..." for every
   record without a model: the paper's always-no-tool baseline.
+- `--constrained` (off by default: the paper's protocol decodes freely) decodes each record
+  under the grammar of valid steps, as the app does (react.step_grammar): the tools its prompt
+  offers (the names in the format line's "should be one of [...]", their argument kinds from
+  the tool registry by name, one free-text argument for a name it does not know) and the image
+  names its prompt mentions (images.NAME_RE). Saved in run.json; a resume cannot mix the two.
 
 Scoring (`score`, and `bench` after generating) writes `scores.json`, `scores.md` and
 `scores.png`. As in the paper, SR and the other metrics are over the samples that have
@@ -42,6 +47,7 @@ counted with examples; the exit code is non-zero only when nothing could be scor
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import re
@@ -52,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt4tools import metrics, paths, progress, react
+from gpt4tools.images import NAME_RE
 from gpt4tools.llm import BACKENDS, LLM, generate_many, load_llm, pick_runner
 from gpt4tools.llm.gguf import GGUF_FORMS
 from gpt4tools.prompt import record_prompt
@@ -63,7 +70,8 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]  # (done, total); raise from it to stop the run
 BASELINE_ANSWER = "(always-no-tool baseline)"
 _EXAMPLES = 10  # examples kept per problem kind
-_SETTINGS_CHECKED = ("generator", "model", "adapter", "backend", "max_new_tokens", "per_tool", "seed")
+_SETTINGS_CHECKED = ("generator", "model", "adapter", "backend", "max_new_tokens", "per_tool", "seed", "constrained")
+_SETTING_DEFAULTS = {"constrained": False}  # what a run.json written before the setting existed meant
 
 
 class BenchError(Exception):
@@ -219,11 +227,13 @@ def _check_settings(out: Path, settings: dict) -> None:
             old = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise BenchError(f"{path} is unreadable ({e}); delete it or use another --out") from e
-        diff = [k for k in _SETTINGS_CHECKED if old.get(k) != settings.get(k)]
+        old = {**_SETTING_DEFAULTS, **old}
+        settings_now = {**_SETTING_DEFAULTS, **settings}
+        diff = [k for k in _SETTINGS_CHECKED if old.get(k) != settings_now.get(k)]
         if diff:
             raise BenchError(
                 f"{out} holds predictions made with other settings ({', '.join(diff)}: "
-                f"{[old.get(k) for k in diff]} != {[settings.get(k) for k in diff]}); use another --out"
+                f"{[old.get(k) for k in diff]} != {[settings_now.get(k) for k in diff]}); use another --out"
             )
     path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
 
@@ -256,6 +266,7 @@ def run_bench(
     seed: int = 0,
     max_new_tokens: int = 256,
     batch_size: int = 1,
+    constrained: bool = False,
     settings: dict | None = None,
     progress_callback: ProgressCallback | None = None,
 ) -> dict:
@@ -270,6 +281,7 @@ def run_bench(
         per_tool: only a seeded, stratified subset of this many records per reference tool
             (`select_per_tool`); the report covers that subset.
         batch_size: prompts per batched generate call (backends without batching go one by one).
+        constrained: decode each record under its prompt's step grammar (`record_grammar`).
         settings: extra settings saved to run.json (model, adapter, backend as asked).
         progress_callback: called with (done, total) after each record.
 
@@ -287,12 +299,14 @@ def run_bench(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     generator = f"baseline:{baseline}" if baseline else getattr(llm, "name", type(llm).__name__)
+    constrained = bool(constrained and not baseline)
     _check_settings(out, {**(settings or {}), "generator": generator, "max_new_tokens": max_new_tokens,
                           "data": str(data), "stop": list(react.STOP), "per_tool": per_tool,
-                          "seed": seed if per_tool else None})
+                          "seed": seed if per_tool else None, "constrained": constrained})
     pred_path = out / "predictions.jsonl"
     todo = list(records.values())[:limit]  # limit None: all
-    _generate(todo, pred_path, lambda chunk: _predict(chunk, llm, baseline, max_new_tokens, batch_size),
+    _generate(todo, pred_path,
+              lambda chunk: _predict(chunk, llm, baseline, max_new_tokens, batch_size, constrained),
               batch_size, progress_callback)
     report = score_records(records, load_predictions(pred_path, problems), problems)
     report.update(data=str(data), predictions=str(pred_path), generator=generator)
@@ -340,13 +354,55 @@ def _generate(records: list[dict], pred_path: Path, predict: Callable[[list[dict
 
 
 def _predict(records: list[dict], llm: LLM | None, baseline: str | None, max_new_tokens: int,
-             batch_size: int) -> list[dict]:
+             batch_size: int, constrained: bool = False) -> list[dict]:
     if baseline:
         return [{"id": r["id"], "output": baseline_output()} for r in records]
-    gens = generate_many(llm, [build_prompt(r) for r in records], stop=react.STOP,
-                         max_new_tokens=max_new_tokens, batch_size=batch_size)
+    prompts = [build_prompt(r) for r in records]
+    gens = generate_many(llm, prompts, stop=react.STOP, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                         grammars=[prompt_grammar(p) for p in prompts] if constrained else None)
     return [{"id": r["id"], "output": g.text, "stop": g.stop, "completion_tokens": g.completion_tokens,
              "seconds": round(g.seconds, 3)} for r, g in zip(records, gens)]
+
+
+_OFFERED_RE = re.compile(r"should be one of \[([^\]\n]*)\]")
+_AI_PREFIX_RE = re.compile(rf"{re.escape(react.THOUGHT)} No\n([^\n:]+): ")
+
+
+def offered_tools(prompt: str) -> list[str]:
+    """The tool names a benchmark prompt offers: its format line's "should be one of [A, B, C]"."""
+    m = _OFFERED_RE.search(prompt)
+    return [n.strip() for n in m.group(1).split(", ") if n.strip()] if m else []
+
+
+def prompt_grammar(prompt: str) -> str:
+    """The step grammar for a benchmark prompt, as the agent would build it in the app: the
+    offered tools (argument kinds from the registry by name; a name it does not know takes one
+    free-text argument), the image names in the prompt, the AI prefix of its format block."""
+    tools = [(name, _arg_kinds(name)) for name in offered_tools(prompt)]
+    images = list(dict.fromkeys(NAME_RE.findall(prompt)))
+    m = _AI_PREFIX_RE.search(prompt)
+    return react.step_grammar(tools, images, m.group(1) if m else react.AI_PREFIX)
+
+
+def record_grammar(record: dict) -> str:
+    return prompt_grammar(build_prompt(record))
+
+
+@functools.lru_cache(maxsize=None)
+def _arg_kinds(name: str) -> tuple[str, ...]:
+    from gpt4tools.registry import UnknownToolError
+
+    try:
+        return tuple(a.kind for a in _registry().resolve(name).spec.args)
+    except UnknownToolError:
+        return ("text",)
+
+
+@functools.lru_cache(maxsize=1)
+def _registry():
+    from gpt4tools.registry import build_registry
+
+    return build_registry()  # every catalog tool, by name and alias; no weights are loaded
 
 
 # -- command line ------------------------------------------------------------------------
@@ -402,9 +458,13 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--baseline", choices=("no-tool",), help="write the always-no-tool answer, no model")
     p.add_argument("--dtype", default="auto",
                    help="transformers backend: auto (bf16 where native, else fp32), fp32, bf16")
+    p.add_argument("--constrained", action=argparse.BooleanOptionalAction, default=False,
+                   help="decode under the grammar of valid steps, as the app does (default: off, the paper's "
+                        "protocol); the run folder records it")
     args = p.parse_args(argv)
     name = f"baseline-{args.baseline}" if args.baseline else _slug(args.model)
     name += f"+{_slug(args.adapter)}" if args.adapter and not args.baseline else ""
+    name += "+constrained" if args.constrained and not args.baseline else ""
     out = Path(args.out) if args.out else paths.runs_dir() / "bench" / f"{Path(args.data).stem}_{name}"
     try:
         backend, args.batch_size = pick_runner(args.backend, args.model, args.device, args.batch_size)
@@ -421,7 +481,8 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
                     "command": " ".join(["python -m gpt4tools bench", *(sys.argv[2:] if argv is None else argv)])}
         report = run_bench(args.data, out, llm=llm, baseline=args.baseline, limit=args.limit,
                            per_tool=args.per_tool, seed=args.seed,
-                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, settings=settings,
+                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                           constrained=args.constrained, settings=settings,
                            progress_callback=progress.progress_callback())  # the app's job runner follows it
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)

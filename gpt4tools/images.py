@@ -139,6 +139,11 @@ class ImageStore:
         files = sorted((self.root / IMAGE_DIR).glob("*.png"), key=lambda p: p.stat().st_mtime_ns)
         return [self.name_of(p) for p in files]
 
+    def is_upload(self, name: str) -> bool:
+        """Whether `name` is one of the user's uploads (random letters, `add_upload`) rather than a
+        result (a chained name with "_", `chained_name`)."""
+        return "_" not in Path(name).stem
+
     def exists(self, name: str) -> bool:
         try:
             self.resolve(name)

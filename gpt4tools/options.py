@@ -29,6 +29,10 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
                          '(default: every available tool, cpu)')
     ap.add_argument("--offer-tools", type=int, default=A.AgentConfig.offer_tools,
                     help="tools offered per turn, the closest to the message (0: every available tool)")
+    ap.add_argument("--constrained", action=argparse.BooleanOptionalAction, default=A.AgentConfig.constrained,
+                    help="decode each step under the grammar of valid steps: only offered tools, existing image "
+                         "names, each tool's argument count (llama.cpp grammars, llguidance for transformers, "
+                         "the request's grammar field for servers)")
 
 
 def build_agent(args: argparse.Namespace) -> A.Agent:
@@ -40,6 +44,7 @@ def build_agent(args: argparse.Namespace) -> A.Agent:
     llm = load_llm(args.model, adapter=args.adapter, backend=args.backend, device=args.device, gguf=args.gguf, **extra)
     template = template_for(getattr(llm, "adapter", None))
     tools = build_registry(args.load).available()
-    agent = A.Agent(llm, tools, template, A.AgentConfig(offer_tools=args.offer_tools))
+    config = A.AgentConfig(offer_tools=args.offer_tools, constrained=getattr(args, "constrained", True))
+    agent = A.Agent(llm, tools, template, config)
     agent.warm_up()
     return agent

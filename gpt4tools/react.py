@@ -2,7 +2,8 @@
 
 The agent parses completions with `parse`, the data builder writes samples with
 `render_call`/`render_final`/`render_observation`, and the scorer extracts the paper's
-fields with `fields` (the original regexes, so benchmark numbers stay comparable).
+fields with `fields` (the original regexes, so benchmark numbers stay comparable). `step_grammar` writes
+the same format as a GBNF grammar, so that a constrained decoder can only write valid steps.
 
     Thought: Do I need to use a tool? Yes
     Action: <tool name>
@@ -16,6 +17,7 @@ fields with `fields` (the original regexes, so benchmark numbers stay comparable
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 THOUGHT_LABEL = "Thought:"
@@ -145,6 +147,71 @@ def _cut_runaway(text: str) -> str:
     for marker in _ANSWER_ENDS:
         text = text.split(marker, 1)[0]
     return text.strip()
+
+
+# -- the grammar of one step -------------------------------------------------------------
+def step_grammar(tools: Sequence[tuple[str, Sequence[str]]], images: Sequence[str],
+                 ai_prefix: str = AI_PREFIX) -> str:
+    """One step the model may write, as a GBNF grammar (llama.cpp's format; xgrammar and
+    llguidance read it too). The completion continues the prompt's scratchpad at a line start:
+
+        Thought: Do I need to use a tool? Yes\nAction: <tool>\nAction Input: <arguments>\n
+        Thought: Do I need to use a tool? No\n<ai_prefix>: <answer>[\n]
+
+    and then ends (the program writes the Observation). `tools`: (exact name, argument kinds)
+    for each tool offered, kinds "image" or "text", image first (the tool contract, gpt4tools.tool).
+    Arguments are joined by ", "; an image argument is one of `images`; a text argument is
+    non-empty text on one line, without "," unless it is the last (the last takes the rest, as
+    ToolSpec.split_input reads it). A tool whose image argument cannot be filled (no `images`)
+    is left out; with no tool left, only "No" can follow the Thought.
+    """
+    names = list(dict.fromkeys(images))
+    calls: list[str] = []
+    seen: set[str] = set()
+    for name, kinds in tools:
+        kinds = list(kinds)
+        if any(k not in ("image", "text") for k in kinds) or "image" in kinds[1:]:
+            raise ValueError(f"{name}: argument kinds must be 'image' or 'text', an image only first: {kinds}")
+        if name in seen or not kinds or ("image" in kinds and not names):
+            continue
+        seen.add(name)
+        parts = ["image" if k == "image" else "text-last" if i == len(kinds) - 1 else "text-part"
+                 for i, k in enumerate(kinds)]
+        calls.append(_gbnf_literal(name + "\n" + ACTION_INPUT + " ") + " " + ' ", " '.join(parts))
+    newline = _gbnf_literal("\n")
+    rules = ["root ::= " + _gbnf_literal(THOUGHT + " ") + (" (call | final)" if calls else " final"),
+             "final ::= " + _gbnf_literal("No\n" + ai_prefix + ": ") + f" line {newline}?"]
+    if calls:
+        rules += ["call ::= " + _gbnf_literal("Yes\n" + ACTION + " ") + f" tool {newline}",
+                  "tool ::= " + " | ".join(calls)]
+    body = " ".join(calls)
+    if " image" in body:
+        rules.append("image ::= " + " | ".join(_gbnf_literal(n) for n in names))
+    if " text-part" in body:
+        rules.append("text-part ::= [^\\n, ] [^\\n,]*")  # an argument before another: no comma
+    if " text-last" in body:
+        rules.append("text-last ::= line")
+    rules.append("line ::= [^\\n ] [^\\n]*")  # non-empty, on one line, no leading space
+    return "\n".join(rules) + "\n"
+
+
+def _gbnf_literal(text: str) -> str:
+    """A GBNF string literal: quotes, backslashes and control characters escaped."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 import pytest
 
 from gpt4tools import react
-from gpt4tools.agent import Action, Agent, AgentConfig, Error, Final, ImageStep, ObservationStep, Thought
+from gpt4tools.agent import Action, Agent, AgentConfig, Error, Final, ImageStep, ObservationStep, Thought, step_grammar
 from gpt4tools.history import Conversation
 from gpt4tools.llm import ScriptedLLM, StopStream
 from gpt4tools.prompt import PromptTemplate
@@ -76,9 +76,19 @@ def test_fake_file_name_in_answer_is_corrected(store, upload):
     name = upload("chelsea.jpg")
     steps, llm, _ = run([final("Saved as image/zzzzzzzz.png"), final(f"It is {name}")], "x", store)
     assert isinstance(steps[0], Error) and "image/zzzzzzzz.png does not exist" in steps[0].message
-    assert steps[-1].text == f"It is {name}" and steps[-1].images == [name]
+    assert steps[-1].text == f"It is {name}" and steps[-1].images == []  # the user's upload is no result to show
     steps, _, _ = run([final("see image/zzzzzzzz.png")] * 3, "x", store)
     assert "image/zzzzzzzz.png" not in steps[-1].text
+
+
+def test_only_tool_results_are_shown_beside_an_answer(store, upload):
+    """The UI shows Final.images: an answer that presents the uploaded photo "as the result" (the
+    browser session of the conversation issue) must not put that photo on screen as one."""
+    name = upload("chelsea.jpg")
+    steps, _, _ = run([call("Invert The Image", name), final("Here it is")], "x", store)
+    result = next(s.name for s in steps if isinstance(s, ImageStep))
+    steps, _, _ = run([final(f"The dog is ready: {name}, and the inverted one is {result}")], "x", store)
+    assert steps[-1].images == [result]
 
 
 def test_loops_are_bounded(store, upload):
@@ -148,3 +158,67 @@ def test_the_retrieved_tools_are_offered_for_the_whole_turn(store, upload):
         assert "should be one of [Invert The Image]" in prompt and "> Ask:" not in prompt
     assert llm.prompts[1].startswith(llm.prompts[0])  # step 2 extends step 1: the prefix cache applies
     assert len(agent.offered("")) == 4  # nothing to match: every tool
+
+
+# -- constrained decoding ---------------------------------------------------------------------
+def test_each_step_is_decoded_under_the_grammar_of_offered_tools_and_session_images(store, upload):
+    name = upload("chelsea.jpg")
+    steps, llm, _ = run([call("Invert The Image", name), final("done")], f"invert {name}", store)
+    made = next(s.name for s in steps if isinstance(s, ImageStep))
+    first, second = llm.grammars
+    specs = [Invert.spec, Ask.spec, Crash.spec]
+    assert first == react.step_grammar([(s.name, [a.kind for a in s.args]) for s in specs], [name])
+    assert '"Invert The Image\\nAction Input: "' in first and f'"{name}"' in first
+    assert made not in first and f'"{made}"' in second  # the result is a name the next step may use
+    assert second == step_grammar(specs, store.names(), T.ai_prefix)
+
+
+def test_without_images_only_text_tools_can_be_called(store):
+    _, llm, _ = run([final("Please upload an image.")], "invert it", store)
+    [grammar] = llm.grammars
+    assert '"Crash\\nAction Input: "' in grammar and "Invert The Image" not in grammar and "image ::=" not in grammar
+
+
+def test_unconstrained_config_passes_no_grammar(store, upload):
+    name = upload("chelsea.jpg")
+    _, llm, _ = run([call("Invert The Image", name), final("done")], "x", store, constrained=False)
+    assert llm.grammars == [None, None]
+
+
+class _NoGrammarLLM:
+    """A user's backend written before grammars existed: no `grammar` keyword."""
+
+    name, context_length = "plain", 100_000
+
+    def __init__(self, completions):
+        self.completions, self.prompts = list(completions), []
+
+    def stream(self, prompt, *, stop=(), max_new_tokens=256):
+        self.prompts.append(prompt)
+        yield self.completions.pop(0)
+
+    def count_tokens(self, text):
+        return len(text.split())
+
+
+class _LyingLLM(_NoGrammarLLM):
+    """Takes any keyword on paper, refuses `grammar` when called."""
+
+    def stream(self, prompt, **kw):
+        if "grammar" in kw:
+            raise TypeError("stream() got an unexpected keyword argument 'grammar'")
+        return super().stream(prompt, **kw)
+
+
+@pytest.mark.parametrize("cls", [_NoGrammarLLM, _LyingLLM])
+def test_a_backend_without_the_grammar_keyword_still_works(store, upload, caplog, cls):
+    name = upload("chelsea.jpg")
+    llm = cls([call("Invert The Image", name), call("Fly Away", name), final("done")])
+    agent = Agent(llm, ToolRegistry((Invert(), Ask(), Crash())), T)
+    with caplog.at_level("WARNING", logger="gpt4tools.agent"):
+        steps = [s for s in agent.run("x", Conversation(T), store) if not isinstance(s, Thought)]
+    assert isinstance(steps[-1], Final) and steps[-1].text == "done" and len(llm.prompts) == 3
+    # what such a backend writes is still validated: the unknown tool became an observation
+    assert any(isinstance(s, ObservationStep) and "not a valid tool" in s.text for s in steps)
+    warnings = [r for r in caplog.records if "cannot decode under a grammar" in r.getMessage()]
+    assert len(warnings) == 1 and not agent.grammar_ok

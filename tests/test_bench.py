@@ -277,3 +277,113 @@ def test_auto_runner_batches_transformers_only_on_amx_cpus(monkeypatch):
     assert llm_mod.pick_runner("auto", "default", "cuda", None) == ("llamacpp", 1)
     monkeypatch.setattr(hardware, "cpu_has_amx", lambda: False)
     assert llm_mod.pick_runner("auto", "default", "cpu", None) == ("llamacpp", 1)
+
+
+# -- --constrained ----------------------------------------------------------------------------
+def _format_prompt(key: str, tools: list[str], history: str = "") -> str:
+    """A benchmark prompt shaped like the real ones: tool lines, the format block, the history."""
+    from gpt4tools.prompt import PromptTemplate
+
+    t = PromptTemplate.load()
+    fmt = t.format_instructions.format(tool_names=", ".join(tools), ai_prefix=t.ai_prefix)
+    return f"PROMPT {key}\n\n" + "\n".join(f"> {n}: ..." for n in tools) + f"\n\n{fmt}\n\n{history}\n"
+
+
+class GrammarLLM(ByPromptLLM):
+    """ByPromptLLM that also takes (and records) a grammar per prompt."""
+
+    def __init__(self, answers):
+        super().__init__(answers)
+        self.grammars: dict[str, str | None] = {}
+
+    def generate(self, prompt, *, stop=(), max_new_tokens=256, grammar=None):
+        self.grammars[prompt.split()[1]] = grammar
+        return super().generate(prompt, stop=stop, max_new_tokens=max_new_tokens)
+
+
+def test_prompt_grammar_reads_the_offered_tools_and_images():
+    prompt = _format_prompt("x", ["Segment the Image", "Detect the Give Object", "Some Future Tool"],
+                            f"Human: Here is an image named {IMG}.\nAI: Received.\nNew input: hi\n"
+                            "Observation: Result saved as image/ab12_seg_abcdefgh_abcdefgh.png\n")
+    assert bench.offered_tools(prompt) == ["Segment the Image", "Detect the Give Object", "Some Future Tool"]
+    g = bench.prompt_grammar(prompt)
+    assert g == react.step_grammar([("Segment the Image", ["image"]), ("Detect the Give Object", ["image", "text"]),
+                                    ("Some Future Tool", ["text"])],  # unknown to the registry: one free text
+                                   [IMG, "image/ab12_seg_abcdefgh_abcdefgh.png"])
+
+
+def test_prompt_grammar_of_real_records_accepts_their_references():
+    """For the committed validation split, each reference tool step is a valid step under the
+    grammar made from its own prompt (the data and the constraint agree)."""
+    llg = pytest.importorskip("llguidance")
+    from gpt4tools import paths
+
+    class Bytes:
+        eos_token_id, bos_token_id = 256, None
+        tokens = [bytes([i]) for i in range(256)] + [b"<eos>"]
+        special_token_ids = [256]
+
+        def __call__(self, text):
+            return list(text)
+
+    tok = llg.LLTokenizer(llg.TokenizerWrapper(Bytes()))
+    records = [json.loads(line) for line in (paths.REPO / "data" / "val.jsonl").open(encoding="utf-8")]
+    steps = [r for r in records if react.reference_uses_tool(r["output"])][:150]
+    assert len(steps) >= 50
+    for r in steps:
+        m = llg.LLMatcher(tok, llg.grammar_from("gbnf", bench.record_grammar(r)), log_level=0)
+        text = r["output"].removesuffix(react.OBSERVATION)
+        assert m.consume_tokens(list(text.encode())) and m.is_accepting(), (r["id"], text)
+
+
+def test_bench_constrained_passes_a_grammar_per_prompt_and_records_it(tmp_path):
+    records = [{"id": "a", "instruction": _format_prompt("a", ["Segment the Image"], f"New input: {IMG}"),
+                "input": "", "output": call("Segment the Image", IMG)},
+               {"id": "b", "instruction": _format_prompt("b", ["Segment the Image", "Generate Image From User "
+                                                              "Input Text"]), "input": "", "output": final("hi")}]
+    data = tmp_path / "ann.json"
+    data.write_text(json.dumps(records), encoding="utf-8")
+    llm = GrammarLLM({"a": call("Segment the Image", IMG), "b": final("hi")})
+    report = bench.run_bench(data, tmp_path / "run", llm=llm, constrained=True)
+    assert report["n"] == 2 and report["SR"] == 1.0
+    assert llm.grammars["a"] == bench.record_grammar(records[0]) and f'"{IMG}"' in llm.grammars["a"]
+    assert "Segment the Image" not in llm.grammars["b"]  # no image in that prompt: only the text tool
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["constrained"] is True
+    with pytest.raises(bench.BenchError, match="other settings.*constrained"):
+        bench.run_bench(data, tmp_path / "run", llm=llm)  # a resume may not mix free and constrained
+
+    free = GrammarLLM({"a": call("Segment the Image", IMG), "b": final("hi")})
+    bench.run_bench(data, tmp_path / "free", llm=free)
+    assert free.grammars == {"a": None, "b": None}  # the paper's protocol by default
+    settings = json.loads((tmp_path / "free" / "run.json").read_text())
+    assert settings["constrained"] is False
+    del settings["constrained"]  # a run folder from before the setting existed resumes as unconstrained
+    (tmp_path / "free" / "run.json").write_text(json.dumps(settings))
+    bench.run_bench(data, tmp_path / "free", llm=free)
+
+
+def test_generate_many_sends_grammars_per_row_or_one_by_one():
+    from gpt4tools.llm import generate_many
+
+    class Batcher(ScriptedLLM):
+        def __init__(self, per_row: bool):
+            super().__init__([])
+            self.batch_grammars, self.calls = per_row, []
+
+        def generate(self, prompt, *, stop=(), max_new_tokens=256, grammar=None):
+            self.calls.append(("one", prompt, grammar))
+            return Generation(prompt.upper())
+
+        def generate_batch(self, prompts, *, stop=(), max_new_tokens=256, grammars=None):
+            self.calls.append(("batch", list(prompts), grammars))
+            return [Generation(p.upper()) for p in prompts]
+
+    prompts, grammars = ["a", "b", "c"], ["G", None, "G"]
+    for per_row in (True, False):
+        llm = Batcher(per_row)
+        assert [g.text for g in generate_many(llm, prompts, batch_size=4, grammars=grammars)] == ["A", "B", "C"]
+        assert llm.calls == ([("batch", prompts, grammars)] if per_row else
+                             [("one", p, g) for p, g in zip(prompts, grammars)])
+    llm = Batcher(False)
+    generate_many(llm, prompts, batch_size=4)  # no grammars: batched as before
+    assert llm.calls == [("batch", prompts, None)]

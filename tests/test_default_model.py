@@ -66,3 +66,20 @@ def test_arithmetic_needs_no_tool():
     out = chat("what is 2+2?")
     assert not [s for s in out["steps"] if s["type"] == "action"]
     assert out["steps"][-1]["type"] == "final" and out["steps"][-1]["text"]
+
+
+def test_bench_chat_slice_runs_and_scores_every_turn(tmp_path):
+    """The conversation benchmark end to end with the real default model on a small slice (the
+    full set: python -m gpt4tools bench-chat). What the model scores is the benchmark's business;
+    here every turn must be replayed, answered, timed and scored, and the cat turn must work."""
+    out = tmp_path / "chat"
+    cmd = [sys.executable, "-m", "gpt4tools", "bench-chat", "--ids", "c001", "c083", "--out", str(out)]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [json.loads(line) for line in (out / "turns.jsonl").read_text().splitlines()]
+    assert [r["conversation"] for r in rows] == ["c001", "c083"]
+    assert all(r["turn"]["answer"] and r["turn"]["turn_s"] > 0 for r in rows)
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["turns"]["n"] == 2 and scores["latency_s"]["turn_s"]["n"] == 2
+    cat = rows[0]
+    assert cat["score"]["tool"] and cat["score"]["image"] and cat["score"]["no_invented_tool"], cat

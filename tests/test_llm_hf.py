@@ -66,3 +66,61 @@ def test_prefix_cache_skips_the_shared_prompt_and_changes_nothing(llm):
         llm.prefix = saved
     assert [g.text for g in cached] == [g.text for g in fresh]
     assert fresh[0].cached_tokens == 0
+
+
+# -- grammars (llguidance) ----------------------------------------------------------------
+GRAMMAR_TOOLS = ["Segment the Image", "Answer Question About The Image"]
+GRAMMAR_IMAGES = ["image/zzzzzzzz.png", "image/yyyyyyyy.png"]
+
+
+def grammar_case():
+    """A prompt that asks for edges of image/abcdefgh.png, and a grammar that allows neither that
+    tool nor that image: only two other tools, on two other images (or no tool)."""
+    from gpt4tools.agent import step_grammar
+    from gpt4tools.prompt import PromptTemplate
+    from gpt4tools.registry import build_registry
+
+    specs = build_registry().subset(["Edge Detection On Image", "Get Photo Description"]).specs()
+    history = ("Human: Here is an image named image/abcdefgh.png. Description: a cat on a sofa. If you understand, "
+               "say \"Received\".\nAI: Received.")
+    prompt = PromptTemplate.load().render(specs, history, "find the edges in image/abcdefgh.png")
+    offered = build_registry().subset(GRAMMAR_TOOLS).specs()
+    return prompt, step_grammar(offered, GRAMMAR_IMAGES)
+
+
+def assert_valid_call(text: str) -> None:
+    call = react.parse(text)
+    assert isinstance(call, react.ToolCall), text
+    assert call.tool in GRAMMAR_TOOLS and call.tool_input.startswith(tuple(GRAMMAR_IMAGES)), call
+
+
+@pytest.fixture(scope="module")
+def tuned():
+    """The small model with its committed adapter: it decides to use a tool where asked to."""
+    from gpt4tools import paths
+    from gpt4tools.models import SMALL_ADAPTER_DIR
+
+    return load_llm(SMALL_MODEL, adapter=str(paths.REPO / SMALL_ADAPTER_DIR), backend="transformers", dtype="fp32")
+
+
+def test_grammar_makes_the_call_valid_whatever_the_model_would_say(tuned):
+    pytest.importorskip("llguidance")
+    prompt, grammar = grammar_case()
+    free = tuned.generate(prompt, stop=react.STOP, max_new_tokens=48)
+    gen = tuned.generate(prompt, stop=react.STOP, max_new_tokens=48, grammar=grammar)
+    assert_valid_call(gen.text)
+    assert gen.text.startswith(f"{react.THOUGHT} Yes\n{react.ACTION} ") and gen.text.endswith("\n"), gen.text
+    assert gen.stop is None and gen.completion_tokens < 48  # it ended where the grammar did, with the end token
+    assert "".join(tuned.stream(prompt, stop=react.STOP, max_new_tokens=48, grammar=grammar)) == gen.text
+    assert free.text != gen.text  # unconstrained, it names the tool and image the prompt is about
+
+
+def test_batched_rows_each_follow_their_own_grammar(tuned):
+    pytest.importorskip("llguidance")
+    prompt, grammar = grammar_case()
+    prompts, grammars = [prompt, PROMPTS[0], prompt], [grammar, None, grammar]
+    one = [tuned.generate(p, stop=react.STOP, max_new_tokens=40, grammar=g) for p, g in zip(prompts, grammars)]
+    batched = generate_many(tuned, prompts, stop=react.STOP, max_new_tokens=40, batch_size=3, grammars=grammars)
+    assert [g.text for g in batched] == [g.text for g in one]
+    assert_valid_call(batched[0].text)
+    assert_valid_call(batched[2].text)

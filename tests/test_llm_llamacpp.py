@@ -166,3 +166,144 @@ def test_adapter_gguf_matches_peft_on_a_benchmark_prompt():
         cpp = load_llm(SMALL_MODEL, adapter=str(adapter), backend="llamacpp", gguf=form, n_ctx=2048).generate(
             prompt, stop=react.STOP, max_new_tokens=48)
         assert react.parse(cpp.text) == want, (form, hf.text, cpp.text)
+
+
+# -- grammars ----------------------------------------------------------------------------
+GRAMMAR_TOOLS = ["Segment the Image", "Answer Question About The Image"]
+GRAMMAR_IMAGES = ["image/zzzzzzzz.png", "image/yyyyyyyy.png"]
+
+
+def grammar_case():
+    """A prompt that asks for edges of image/abcdefgh.png, and a grammar that allows neither that
+    tool nor that image: only two other tools, on two other images (or no tool)."""
+    from gpt4tools.agent import step_grammar
+    from gpt4tools.prompt import PromptTemplate
+    from gpt4tools.registry import build_registry
+
+    specs = build_registry().subset(["Edge Detection On Image", "Get Photo Description"]).specs()
+    history = ("Human: Here is an image named image/abcdefgh.png. Description: a cat on a sofa. If you understand, "
+               "say \"Received\".\nAI: Received.")
+    prompt = PromptTemplate.load().render(specs, history, "find the edges in image/abcdefgh.png")
+    return prompt, step_grammar(build_registry().subset(GRAMMAR_TOOLS).specs(), GRAMMAR_IMAGES)
+
+
+def assert_valid_call(text: str) -> None:
+    call = react.parse(text)
+    assert isinstance(call, react.ToolCall), text
+    assert call.tool in GRAMMAR_TOOLS and call.tool_input.startswith(tuple(GRAMMAR_IMAGES)), call
+
+
+@pytest.fixture(scope="module")
+def tuned():
+    """The committed small adapter (its LoRA GGUF on the shipped base): it decides to use a tool where asked to."""
+    from gpt4tools import paths
+
+    return load_llm(SMALL_MODEL, adapter=str(paths.REPO / SMALL_ADAPTER_DIR), backend="llamacpp", gguf="lora",
+                    n_ctx=2048)
+
+
+@pytest.mark.parametrize("engine", ["llguidance", "llama.cpp"])
+def test_grammar_makes_the_call_valid_whatever_the_model_would_say(tuned, engine):
+    """The model decides to use a tool; the grammar decides which tool and image it may write.
+    Both engines: llguidance (the default where installed) and llama.cpp's own grammar sampler."""
+    if engine == "llguidance":
+        pytest.importorskip("llguidance")
+    tuned.grammar_engine = engine
+    try:
+        prompt, grammar = grammar_case()
+        free = tuned.generate(prompt, stop=react.STOP, max_new_tokens=48)
+        gen = tuned.generate(prompt, stop=react.STOP, max_new_tokens=48, grammar=grammar)
+        assert_valid_call(gen.text)
+        assert gen.text.startswith(f"{react.THOUGHT} Yes\n{react.ACTION} ") and gen.text.endswith("\n"), gen.text
+        assert gen.completion_tokens < 48  # it ended where the grammar did
+        assert "".join(tuned.stream(prompt, stop=react.STOP, max_new_tokens=48, grammar=grammar)) == gen.text
+        assert free.text != gen.text  # unconstrained, it names the tool and image the prompt is about
+    finally:
+        tuned.grammar_engine = "auto"
+    assert tuned.grammar(grammar) is tuned.grammar(grammar)  # parsed by llama.cpp once, kept
+
+
+def test_the_two_engines_decode_the_same_steps(tuned):
+    """llguidance's mask and llama.cpp's grammar sampler allow the same tokens: greedy, the same text."""
+    pytest.importorskip("llguidance")
+    from gpt4tools.agent import step_grammar
+    from gpt4tools.registry import build_registry
+
+    prompt, _ = grammar_case()
+    specs = build_registry().subset(["Edge Detection On Image", "Get Photo Description"]).specs()
+    grammar = step_grammar(specs, ["image/abcdefgh.png"])  # what the prompt offers, as the agent would
+    texts = {}
+    for engine in ("llguidance", "llama.cpp"):
+        tuned.grammar_engine = engine
+        texts[engine] = tuned.generate(prompt, stop=react.STOP, max_new_tokens=48, grammar=grammar).text
+    tuned.grammar_engine = "auto"
+    assert texts["llguidance"] == texts["llama.cpp"]
+    assert isinstance(react.parse(texts["llguidance"]), react.ToolCall)
+
+
+def test_a_grammar_that_does_not_parse_is_an_error_not_a_crash(llm):
+    with pytest.raises(ValueError):
+        llm.generate("hello", max_new_tokens=4, grammar='root ::= "unterminated')
+    with pytest.raises(ValueError, match="cannot parse"):  # llama.cpp's parser, before its sampler sees it
+        llm.grammar("root ::= missing-rule")
+    with pytest.raises(ValueError, match="unknown grammar engine"):
+        load_llm(SMALL_MODEL, adapter="none", backend="llamacpp", n_ctx=512, grammar_engine="regex")
+    assert llm.generate("hello", max_new_tokens=4).completion_tokens > 0  # the model is fine after
+
+
+def test_openai_backend_sends_the_grammar_to_llama_cpp_server(server):
+    remote = load_llm("smol", backend="openai", base_url=server)
+    prompt, grammar = grammar_case()
+    text = remote.generate(prompt, stop=react.STOP, max_new_tokens=48, grammar=grammar).text
+    assert text.startswith(react.THOUGHT + " "), text  # the server decoded under the grammar
+    decision = react.parse(text)
+    if isinstance(decision, react.ToolCall):  # the base model may also say No: either is a valid step
+        assert_valid_call(text)
+    else:
+        assert isinstance(decision, react.FinalAnswer) and text.rstrip("\n").count("\n") == 1, text
+    assert remote.send_grammar
+
+
+def test_openai_backend_drops_the_grammar_for_a_server_that_refuses_it(caplog):
+    """OpenAI itself answers 400 to fields it does not know: ask again without, once and for all."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    bodies = []
+
+    class Picky(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's naming)
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            bodies.append(body)
+            if "grammar" in body:
+                status, out = 400, {"error": {"message": "Unrecognized request argument supplied: grammar",
+                                              "type": "invalid_request_error", "param": None, "code": None}}
+            else:
+                status, out = 200, {"id": "x", "object": "text_completion", "created": 0, "model": "m",
+                                    "choices": [{"text": "Thought: Do I need to use a tool? No\nAI: hi", "index": 0,
+                                                 "finish_reason": "stop", "logprobs": None}],
+                                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+            data = json.dumps(out).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Picky)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        remote = load_llm("m", backend="openai", base_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1",
+                          max_retries=0)
+        with caplog.at_level("WARNING", logger="gpt4tools.llm.openai_api"):
+            for _ in range(2):
+                gen = remote.generate("x", stop=react.STOP, max_new_tokens=8, grammar='root ::= "a"')
+                assert react.parse(gen.text) == react.FinalAnswer("hi")
+    finally:
+        httpd.shutdown()
+    assert ["grammar" in b for b in bodies] == [True, False, False]  # refused once, then never sent again
+    assert bodies[0]["structured_outputs"] == {"grammar": 'root ::= "a"'} and not remote.send_grammar
+    assert sum("refused a request with a grammar" in r.getMessage() for r in caplog.records) == 1

@@ -3,6 +3,10 @@
 The GPT4Tools prompt is a single completion prompt, so a backend needs no chat roles:
 `generate` returns the continuation (stop string excluded) and token counts, `stream`
 yields pieces of it as they are decoded.
+
+`grammar` (optional, both calls): a GBNF grammar (llama.cpp's format, as react.step_grammar
+writes it) the continuation must match; decoding ends where the grammar is complete. Backends
+that cannot enforce it may ignore it: the agent validates what comes back either way.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ class LLM(Protocol):
     name: str  # shown in the UI and saved with benchmark results
     context_length: int  # prompt + completion tokens the model can take
 
-    def generate(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> Generation: ...
+    def generate(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256,
+                 grammar: str | None = None) -> Generation: ...
 
-    def stream(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> Iterator[str]: ...
+    def stream(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256,
+               grammar: str | None = None) -> Iterator[str]: ...
 
     def count_tokens(self, text: str) -> int: ...
 
@@ -93,15 +99,32 @@ def stream_until_stop(pieces: Iterable[str], stop: Sequence[str]) -> Iterator[st
 
 
 def generate_many(llm: LLM, prompts: Sequence[str], *, stop: Sequence[str] = (), max_new_tokens: int = 256,
-                  batch_size: int = 1) -> list[Generation]:
+                  batch_size: int = 1, grammars: Sequence[str | None] | None = None) -> list[Generation]:
     """Continuations of several prompts: batched where the backend can (`generate_batch`),
-    one by one otherwise. Results are in the order of `prompts`."""
+    one by one otherwise. Results are in the order of `prompts`. `grammars`: one per prompt
+    (None: that prompt is decoded freely); a batch with grammars goes to a `generate_batch`
+    that takes them (per row), else its prompts go one by one."""
+    grammars = list(grammars) if grammars is not None else [None] * len(prompts)
+    if len(grammars) != len(prompts):
+        raise ValueError(f"{len(grammars)} grammars for {len(prompts)} prompts")
+
+    def one(prompt: str, grammar: str | None) -> Generation:
+        extra = {"grammar": grammar} if grammar is not None else {}  # a backend without the keyword still works
+        return llm.generate(prompt, stop=stop, max_new_tokens=max_new_tokens, **extra)
+
     batch = getattr(llm, "generate_batch", None)
     if batch is None or batch_size <= 1:
-        return [llm.generate(p, stop=stop, max_new_tokens=max_new_tokens) for p in prompts]
+        return [one(p, g) for p, g in zip(prompts, grammars)]
+    per_row = getattr(llm, "batch_grammars", False)
     out: list[Generation] = []
     for i in range(0, len(prompts), batch_size):
-        out += batch(prompts[i:i + batch_size], stop=stop, max_new_tokens=max_new_tokens)
+        chunk, rows = prompts[i:i + batch_size], grammars[i:i + batch_size]
+        if all(g is None for g in rows):
+            out += batch(chunk, stop=stop, max_new_tokens=max_new_tokens)
+        elif per_row:
+            out += batch(chunk, stop=stop, max_new_tokens=max_new_tokens, grammars=rows)
+        else:
+            out += [one(p, g) for p, g in zip(chunk, rows)]
     return out
 
 
@@ -114,16 +137,20 @@ class ScriptedLLM:
     def __init__(self, completions: Sequence[str]):
         self.completions = list(completions)
         self.prompts: list[str] = []
+        self.grammars: list[str | None] = []  # the grammar passed with each prompt (not enforced)
 
-    def generate(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> Generation:
+    def generate(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256,
+                 grammar: str | None = None) -> Generation:
         self.prompts.append(prompt)
+        self.grammars.append(grammar)
         if not self.completions:
             raise RuntimeError("ScriptedLLM has no completions left")
         text, which = cut_at_stop(self.completions.pop(0), stop)
         return Generation(text, self.count_tokens(prompt), self.count_tokens(text), which)
 
-    def stream(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> Iterator[str]:
-        yield self.generate(prompt, stop=stop, max_new_tokens=max_new_tokens).text
+    def stream(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256,
+               grammar: str | None = None) -> Iterator[str]:
+        yield self.generate(prompt, stop=stop, max_new_tokens=max_new_tokens, grammar=grammar).text
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())

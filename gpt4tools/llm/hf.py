@@ -1,7 +1,14 @@
-"""transformers backend, with an optional peft LoRA adapter. CPU or CUDA, fp32 or bf16."""
+"""transformers backend, with an optional peft LoRA adapter. CPU or CUDA, fp32 or bf16.
+
+Grammars (`grammar=`, GBNF as react.step_grammar writes it) are enforced by llguidance
+(gpt4tools/llm/grammar.py says why it), as a logits processor: at each decoding step every token
+that does not continue a row's grammar gets -inf, and a finished grammar lets only the end token
+through. Batches take one grammar per row (or none: a free row).
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -9,6 +16,9 @@ from typing import Iterator, Sequence
 
 from gpt4tools.hardware import resolve_dtype
 from gpt4tools.llm.base import Generation, cut_at_stop, stream_until_stop
+from gpt4tools.llm.grammar import Grammars
+
+log = logging.getLogger(__name__)
 
 
 class PrefixCache:
@@ -78,6 +88,11 @@ class HFCausalLM:
         self.name = name or (f"{Path(str(model)).name}+{Path(str(adapter)).name}" if adapter else Path(str(model)).name)
         self._lock = threading.Lock()  # one generate at a time: CPU threads are the bottleneck anyway
         self.prefix = PrefixCache() if prefix_cache else None
+        self._grammars: Grammars | None = None  # made on the first grammar (~1 s: the tokenizer's tables)
+        self._grammars_missing = False  # llguidance is not installed: grammars are ignored
+        self._grammar_setup = threading.Lock()
+
+    batch_grammars = True  # generate_batch takes one grammar per row (generate_many)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)
@@ -86,12 +101,30 @@ class HFCausalLM:
         enc = self.tokenizer(prompt, return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items()}
 
-    def _gen_kwargs(self, stop: Sequence[str], max_new_tokens: int, prompt_len: int) -> dict:
+    def _gen_kwargs(self, stop: Sequence[str], max_new_tokens: int, prompt_len: int,
+                    grammars: Sequence[str | None] = ()) -> dict:
         kw = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                   pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
         if stop:
             kw["stopping_criteria"] = [_StopOnStrings(self.tokenizer, stop, prompt_len)]
+        if any(g is not None for g in grammars):
+            grammar_set = self.grammars()
+            if grammar_set is not None:
+                kw["logits_processor"] = [GrammarMask(grammar_set, grammars)]
+                kw["eos_token_id"] = grammar_set.eos  # where a row's grammar ends
         return kw
+
+    def grammars(self) -> Grammars | None:
+        """This model's grammar engine (llguidance over its tokenizer), or None where llguidance
+        is not installed (then grammars are ignored, with one warning: the agent still validates)."""
+        with self._grammar_setup:
+            if self._grammars is None and not self._grammars_missing:
+                try:
+                    self._grammars = Grammars.for_hf(self.tokenizer, self.model)
+                except ImportError as e:
+                    log.warning("grammars are ignored (%s): pip install llguidance (requirements.txt)", e)
+                    self._grammars_missing = True
+            return self._grammars
 
     def _cached_generate(self, inputs: dict, **kw) -> tuple:
         """model.generate for one prompt, reusing the KV cache of a shared prefix; returns
@@ -109,22 +142,26 @@ class HFCausalLM:
             self.prefix.keep(out[0].tolist(), cache)
         return out, reused
 
-    def generate(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> Generation:
+    def generate(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256,
+                 grammar: str | None = None) -> Generation:
         t0 = time.perf_counter()
         inputs = self._inputs(prompt)
         n_prompt = inputs["input_ids"].shape[1]
+        kw = self._gen_kwargs(stop, max_new_tokens, n_prompt, [grammar])
         with self._lock, _no_grad():
-            out, reused = self._cached_generate(inputs, **self._gen_kwargs(stop, max_new_tokens, n_prompt))
+            out, reused = self._cached_generate(inputs, **kw)
         new = out[0, n_prompt:]
         text, which = cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), stop)
         return Generation(text, n_prompt, int(new.shape[0]), which, time.perf_counter() - t0, reused)
 
     def generate_batch(self, prompts: Sequence[str], *, stop: Sequence[str] = (),
-                       max_new_tokens: int = 256) -> list[Generation]:
+                       max_new_tokens: int = 256, grammars: Sequence[str | None] | None = None) -> list[Generation]:
         """Greedy continuations of several prompts in one left-padded batch. On a CPU this is
-        what makes a benchmark affordable: decoding one row is memory-bound, eight cost little more."""
+        what makes a benchmark affordable: decoding one row is memory-bound, eight cost little more.
+        `grammars`: one per prompt (None: that row decodes freely)."""
+        grammars = list(grammars) if grammars is not None else [None] * len(prompts)
         if len(prompts) == 1:
-            return [self.generate(prompts[0], stop=stop, max_new_tokens=max_new_tokens)]
+            return [self.generate(prompts[0], stop=stop, max_new_tokens=max_new_tokens, grammar=grammars[0])]
         t0 = time.perf_counter()
         tok = self.tokenizer
         side, tok.padding_side = tok.padding_side, "left"  # the continuation must start at the same column
@@ -136,30 +173,33 @@ class HFCausalLM:
             tok.padding_side = side
         inputs = {k: v.to(self.device) for k, v in enc.items()}
         n_prompt = inputs["input_ids"].shape[1]
+        kw = self._gen_kwargs(stop, max_new_tokens, n_prompt, grammars)
         with self._lock, _no_grad():
-            out = self.model.generate(**inputs, **self._gen_kwargs(stop, max_new_tokens, n_prompt))
+            out = self.model.generate(**inputs, **kw)
         seconds = (time.perf_counter() - t0) / len(prompts)  # per prompt, comparable with generate()
         gens = []
+        ends_at = {pad, tok.eos_token_id, *kw.get("eos_token_id", ())}
         for row, mask in zip(out[:, n_prompt:], inputs["attention_mask"]):
             ids = row.tolist()
-            ends = [i for i, t in enumerate(ids) if t in (pad, tok.eos_token_id)]
+            ends = [i for i, t in enumerate(ids) if t in ends_at]
             ids = ids[: ends[0]] if ends else ids  # finished rows are padded on the right
             text, which = cut_at_stop(tok.decode(ids, skip_special_tokens=True), stop)
             gens.append(Generation(text, int(mask.sum()), len(ids), which, seconds))
         return gens
 
-    def stream(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> Iterator[str]:
+    def stream(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256,
+               grammar: str | None = None) -> Iterator[str]:
         from transformers import TextIteratorStreamer
 
         inputs = self._inputs(prompt)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         errors: list[BaseException] = []
+        kw = self._gen_kwargs(stop, max_new_tokens, inputs["input_ids"].shape[1], [grammar])
 
         def work():
             try:
                 with self._lock, _no_grad():
-                    self._cached_generate(inputs, streamer=streamer,
-                                          **self._gen_kwargs(stop, max_new_tokens, inputs["input_ids"].shape[1]))
+                    self._cached_generate(inputs, streamer=streamer, **kw)
             except BaseException as e:  # re-raised in the caller's thread below
                 errors.append(e)
                 streamer.end()
@@ -170,6 +210,46 @@ class HFCausalLM:
         thread.join()
         if errors:
             raise errors[0]
+
+
+class GrammarMask:
+    """A transformers logits processor: each row's next token must continue that row's grammar
+    (a row without one decodes freely). The first call sees the prompt; every later call sees
+    the token picked for each row the step before, which its matcher consumes first."""
+
+    def __init__(self, grammars: Grammars, rows: Sequence[str | None]):
+        self.g = grammars
+        self.matchers = [None if r is None else grammars.matcher(r) for r in rows]
+        self.ended = [m is None for m in self.matchers]  # rows that are free, or past their end token
+        self.bitmask = grammars.new_bitmask(len(rows))
+        self.started = False
+
+    def __call__(self, input_ids, scores):
+        import numpy as np
+        import torch
+
+        if self.started:
+            for i, token in enumerate(input_ids[:, -1].tolist()):
+                if self.ended[i]:
+                    continue
+                if token in self.g.eos:
+                    self.ended[i] = True  # the row is finished: generate pads it from here on
+                else:
+                    self.g.consume(self.matchers[i], token)
+        self.started = True
+        rows = [i for i, done in enumerate(self.ended) if not done]
+        if not rows:
+            return scores
+        width = scores.shape[1]
+        blocked = np.ones((len(rows), width), dtype=bool)  # logits past the vocabulary: never allowed
+        for k, i in enumerate(rows):
+            row = self.g.blocked(self.matchers[i], self.bitmask, i, width)
+            blocked[k, : len(row)] = row
+        mask = torch.from_numpy(blocked).to(scores.device)
+        if len(rows) == scores.shape[0]:
+            return scores.masked_fill_(mask, float("-inf"))
+        scores[rows] = scores[rows].masked_fill(mask, float("-inf"))
+        return scores
 
 
 class _Drained:

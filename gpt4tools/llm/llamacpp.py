@@ -17,6 +17,15 @@ llama.cpp's "extra buffer types" (weights repacked for the AMX and other CPU ker
 turned off on CPUs with AMX: with them, llama.cpp 0.3.36 (the wheel built natively on an
 AMX Xeon) dies with a segmentation fault in the first decode of the shipped Q4_1 GGUF,
 every time (tests/test_llm_llamacpp.py caught it). `extra_bufts=True` turns them back on.
+
+Grammars (`grammar=`, GBNF) are enforced by llguidance as a logits processor where it is
+installed (`grammar_engine="auto"`, as transformers does: gpt4tools/llm/grammar.py), since
+llama.cpp's own grammar sampler checks all 152k tokens of the default model's vocabulary at every
+step (+26-58 % per warm step, against ~0 %). Without llguidance, or with
+`grammar_engine="llama.cpp"`, they go to llama.cpp's sampler: llama-cpp-python hands the text to
+llama.cpp only when sampling starts, where a grammar that does not parse gives a null sampler (a
+crash), so each grammar is parsed here first, once, and kept (a small LRU: the agent decodes a
+turn's steps under one or two grammars).
 """
 
 from __future__ import annotations
@@ -25,12 +34,14 @@ import contextlib
 import os
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from gpt4tools.hardware import cpu_has_amx, cpu_has_fast_bf16
 from gpt4tools.llm.base import Generation, cut_at_stop, stream_until_stop
 from gpt4tools.llm.gguf import GGUF_FORMS, merged_gguf
+from gpt4tools.llm.grammar import Grammars, LlamaLogits
 from gpt4tools.models import DEFAULT_MODEL
 
 
@@ -56,6 +67,7 @@ def resolve_form(gguf: str) -> str:
 
 
 _params_lock = threading.Lock()
+GRAMMAR_ENGINES = ("auto", "llguidance", "llama.cpp")
 
 
 def _defaults_with(**fields):
@@ -99,9 +111,13 @@ def safe_process_defaults() -> None:
 
 class LlamaCppLM:
     def __init__(self, model: str, lora: str | None = None, n_ctx: int = 4096, n_threads: int | None = None,
-                 n_gpu_layers: int = 0, gguf: str = "auto", extra_bufts: bool | None = None):
+                 n_gpu_layers: int = 0, gguf: str = "auto", extra_bufts: bool | None = None,
+                 grammar_engine: str = "auto"):
         """`lora`: a LoRA GGUF file, or a peft adapter folder (merged or converted as `gguf` says).
-        `extra_bufts`: llama.cpp's repacked weight buffers; None: off where the CPU has AMX (see above)."""
+        `extra_bufts`: llama.cpp's repacked weight buffers; None: off where the CPU has AMX (see above).
+        `grammar_engine`: "llguidance", "llama.cpp", or "auto" (llguidance where installed)."""
+        if grammar_engine not in GRAMMAR_ENGINES:
+            raise ValueError(f"unknown grammar engine {grammar_engine!r}: choose one of {', '.join(GRAMMAR_ENGINES)}")
         try:
             from llama_cpp import Llama
         except ImportError as e:
@@ -126,13 +142,64 @@ class LlamaCppLM:
         self.context_length = n_ctx
         self.gguf = str(path)
         self.name = f"{path.stem}" + (f"+{Path(lora).stem}" if lora else "")
+        self._grammars: OrderedDict[str, object] = OrderedDict()
+        self._grammar_lock = threading.Lock()
+        self.grammar_engine = grammar_engine
+        self._llg: Grammars | None = None  # llguidance over this vocabulary, made on the first grammar (~1 s)
+
+    grammar_cache_size = 8
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False))
 
-    def generate(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> Generation:
+    def grammar(self, text: str):
+        """The llama_cpp.LlamaGrammar for a GBNF text, parsed once by llama.cpp and kept (LRU).
+        Raises ValueError for a grammar llama.cpp cannot parse."""
+        from llama_cpp import LlamaGrammar
+
+        with self._grammar_lock:
+            found = self._grammars.get(text)
+            if found is not None:
+                self._grammars.move_to_end(text)
+                return found
+        _check_grammar(self.llm, text)
+        grammar = LlamaGrammar.from_string(text, verbose=False)
+        with self._grammar_lock:
+            self._grammars[text] = grammar
+            while len(self._grammars) > self.grammar_cache_size:
+                self._grammars.popitem(last=False)
+        return grammar
+
+    def _llguidance(self) -> Grammars | None:
+        """llguidance over this model's vocabulary, or None: llama.cpp's own grammar sampler."""
+        if self.grammar_engine == "llama.cpp":
+            return None
+        with self._grammar_lock:
+            if self._llg is None:
+                try:
+                    self._llg = Grammars.for_llama(self.llm)
+                except ImportError:
+                    if self.grammar_engine == "llguidance":
+                        raise
+                    self.grammar_engine = "llama.cpp"  # not installed: llama.cpp's sampler does it
+            return self._llg
+
+    def _sampling(self, stop: Sequence[str], max_new_tokens: int, grammar: str | None) -> dict:
+        kw = dict(max_tokens=max_new_tokens, temperature=0.0, stop=list(stop))
+        if grammar is not None:
+            llg = self._llguidance()
+            if llg is not None:
+                from llama_cpp import LogitsProcessorList
+
+                kw["logits_processor"] = LogitsProcessorList([LlamaLogits(llg, grammar)])
+            else:
+                kw["grammar"] = self.grammar(grammar)
+        return kw
+
+    def generate(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256,
+                 grammar: str | None = None) -> Generation:
         t0 = time.perf_counter()
-        out = self.llm.create_completion(prompt, max_tokens=max_new_tokens, temperature=0.0, stop=list(stop))
+        out = self.llm.create_completion(prompt, **self._sampling(stop, max_new_tokens, grammar))
         text, which = cut_at_stop(out["choices"][0]["text"], stop)
         if which is None and out["choices"][0].get("finish_reason") == "stop" and stop:
             which = "stop"  # llama.cpp removed the stop string itself
@@ -140,10 +207,20 @@ class LlamaCppLM:
         return Generation(text, u.get("prompt_tokens", 0), u.get("completion_tokens", 0), which,
                           time.perf_counter() - t0)
 
-    def stream(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256) -> Iterator[str]:
-        chunks = self.llm.create_completion(prompt, max_tokens=max_new_tokens, temperature=0.0, stop=list(stop),
-                                            stream=True)
+    def stream(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256,
+               grammar: str | None = None) -> Iterator[str]:
+        chunks = self.llm.create_completion(prompt, stream=True, **self._sampling(stop, max_new_tokens, grammar))
         yield from stream_until_stop(_texts(chunks), stop)
+
+
+def _check_grammar(llm, text: str) -> None:
+    """Parse a GBNF grammar with llama.cpp's own parser (as its sampler will); ValueError if it fails."""
+    import llama_cpp.llama_cpp as lib
+
+    sampler = lib.llama_sampler_init_grammar(llm._model.vocab, text.encode("utf-8"), b"root")
+    if not sampler:
+        raise ValueError(f"llama.cpp cannot parse this grammar:\n{text[:2000]}")
+    lib.llama_sampler_free(sampler)
 
 
 def _texts(chunks: Iterator[dict]) -> Iterator[str]:
