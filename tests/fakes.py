@@ -178,3 +178,29 @@ def bench_records(n_tool: int = 6, n_plain: int = 4) -> list[dict]:
         prompt = f"Tools: Invert The Image\nNew input: {text}\n"
         records.append({"id": i, "instruction": prompt, "input": "", "output": out})
     return records
+
+
+# -- grammar-constrained decoding, shared by the backend tests -------------------------------
+GRAMMAR_TOOLS = ["Segment the Image", "Answer Question About The Image"]
+GRAMMAR_IMAGES = ["image/zzzzzzzz.png", "image/yyyyyyyy.png"]
+
+
+def grammar_case():
+    """A prompt that asks for edges of image/abcdefgh.png, and a grammar that allows neither that
+    tool nor that image: only two other tools, on two other images (or no tool)."""
+    from gpt4tools.agent import step_grammar
+    from gpt4tools.prompt import PromptTemplate
+    from gpt4tools.registry import build_registry
+
+    specs = build_registry().subset(["Edge Detection On Image", "Get Photo Description"]).specs()
+    history = ("Human: Here is an image named image/abcdefgh.png. Description: a cat on a sofa. If you understand, "
+               "say \"Received\".\nAI: Received.")
+    prompt = PromptTemplate.load().render(specs, history, "find the edges in image/abcdefgh.png")
+    return prompt, step_grammar(build_registry().subset(GRAMMAR_TOOLS).specs(), GRAMMAR_IMAGES)
+
+
+def assert_valid_call(text: str) -> None:
+    """`text` is a call of one of GRAMMAR_TOOLS on one of GRAMMAR_IMAGES."""
+    call = react.parse(text)
+    assert isinstance(call, react.ToolCall), text
+    assert call.tool in GRAMMAR_TOOLS and call.tool_input.startswith(tuple(GRAMMAR_IMAGES)), call

@@ -8,6 +8,7 @@ from gpt4tools.llm import generate_many, load_llm
 from gpt4tools.models import SMALL_MODEL
 
 from conftest import requires_weights
+from fakes import assert_valid_call, grammar_case
 
 pytestmark = requires_weights(SMALL_MODEL)
 
@@ -69,31 +70,6 @@ def test_prefix_cache_skips_the_shared_prompt_and_changes_nothing(llm):
 
 
 # -- grammars (llguidance) ----------------------------------------------------------------
-GRAMMAR_TOOLS = ["Segment the Image", "Answer Question About The Image"]
-GRAMMAR_IMAGES = ["image/zzzzzzzz.png", "image/yyyyyyyy.png"]
-
-
-def grammar_case():
-    """A prompt that asks for edges of image/abcdefgh.png, and a grammar that allows neither that
-    tool nor that image: only two other tools, on two other images (or no tool)."""
-    from gpt4tools.agent import step_grammar
-    from gpt4tools.prompt import PromptTemplate
-    from gpt4tools.registry import build_registry
-
-    specs = build_registry().subset(["Edge Detection On Image", "Get Photo Description"]).specs()
-    history = ("Human: Here is an image named image/abcdefgh.png. Description: a cat on a sofa. If you understand, "
-               "say \"Received\".\nAI: Received.")
-    prompt = PromptTemplate.load().render(specs, history, "find the edges in image/abcdefgh.png")
-    offered = build_registry().subset(GRAMMAR_TOOLS).specs()
-    return prompt, step_grammar(offered, GRAMMAR_IMAGES)
-
-
-def assert_valid_call(text: str) -> None:
-    call = react.parse(text)
-    assert isinstance(call, react.ToolCall), text
-    assert call.tool in GRAMMAR_TOOLS and call.tool_input.startswith(tuple(GRAMMAR_IMAGES)), call
-
-
 @pytest.fixture(scope="module")
 def tuned():
     """The small model with its committed adapter: it decides to use a tool where asked to."""
