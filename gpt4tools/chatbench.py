@@ -319,11 +319,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot load the model {args.model!r}: {e}", file=sys.stderr)
         return 2
     settings = {"data": args.data, "llm": agent.llm.name, "offer_tools": args.offer_tools,
+                "constrained": args.constrained,
                 "command": " ".join(["python -m gpt4tools bench-chat", *(sys.argv[2:] if argv is None else argv)])}
     old = json.loads((out / "run.json").read_text(encoding="utf-8")) if (out / "run.json").is_file() else None
-    if old and (old.get("llm"), old.get("offer_tools")) != (settings["llm"], settings["offer_tools"]):
-        print(f"error: {out} holds turns of {old.get('llm')} (offer_tools {old.get('offer_tools')}); "
-              "use another --out", file=sys.stderr)
+    checked = ("llm", "offer_tools", "constrained")
+    if old and [old.get(k) for k in checked] != [settings[k] for k in checked]:
+        print(f"error: {out} holds turns made with other settings "
+              f"({', '.join(f'{k}={old.get(k)}' for k in checked)}); use another --out", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
     (out / "run.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
