@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gpt4tools.data.build import SPLITS, TEACHERS, BuildConfig, build
 from gpt4tools.data.negatives import NegativeFilter
-from gpt4tools.llm import BACKENDS
+from gpt4tools.llm import NAMED_BACKENDS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,7 +71,7 @@ def _content_args(g: argparse._ArgumentGroup) -> None:
 
 def _teacher_args(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--teacher", choices=TEACHERS, default=BuildConfig.teacher)
-    g.add_argument("--backend", choices=[b for b in BACKENDS if b != "auto"], default="openai")
+    g.add_argument("--backend", choices=NAMED_BACKENDS, default="openai")
     g.add_argument("--model", default="default", help="served model name (openai), manifest name, path or hub id")
     g.add_argument("--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     g.add_argument("--chat", action="store_true", help="use the chat endpoint (chat-only servers)")

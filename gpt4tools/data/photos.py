@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+from gpt4tools.convert.files import sha256_file
 from gpt4tools.data.content import ImageContent
 from gpt4tools.images import ImageError, ImageStore
 from gpt4tools.registry import ToolRegistry
@@ -29,14 +30,6 @@ from tools.describe import PhotoDescription
 log = logging.getLogger(__name__)
 DESCRIBE_TOOL = PhotoDescription.spec.name
 CACHE_VERSION = 1  # bump when the analysis changes
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _detectors(registry: ToolRegistry) -> dict[str, Callable]:

@@ -21,6 +21,7 @@ from gpt4tools.llm.base import (  # noqa: F401 - the interface, for `from gpt4to
 from gpt4tools.models import DEFAULT_MODEL, default_adapter, resolve_model
 
 BACKENDS = ("auto", "transformers", "llamacpp", "openai")
+NAMED_BACKENDS = tuple(b for b in BACKENDS if b != "auto")  # the ones "auto" picks among; a teacher names one
 
 
 def resolve_backend(backend: str, model: str, device: str = "cpu") -> str:

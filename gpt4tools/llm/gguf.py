@@ -22,7 +22,7 @@ import tarfile
 from pathlib import Path
 
 from gpt4tools import paths
-from gpt4tools.convert.files import FetchError
+from gpt4tools.convert.files import FetchError, sha256_file
 from gpt4tools.hardware import resolve_dtype
 from gpt4tools.models import TEMPLATE_FILE, ExportError, base_model_dir, read_train_config
 
@@ -157,14 +157,6 @@ def export_gguf_merged(adapter: Path, out: Path, base: str | None = None, outtyp
 
 
 # -- the cache of merged GGUFs -------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def merged_gguf(adapter: Path, outtype: str) -> Path:
     """Base + peft adapter merged into a standalone GGUF of `outtype`, made once into the
     cache (keyed by the adapter's weights, its base and the type) and verified by sha256."""
@@ -173,14 +165,14 @@ def merged_gguf(adapter: Path, outtype: str) -> Path:
         raise ValueError(f"{adapter} is not a peft adapter folder (no adapter_model.safetensors)")
     base = read_train_config(adapter).get("base_model") or \
         json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    key = hashlib.sha256(f"{_sha256(weights)}|{base}|{outtype}|{_MERGED_KEY}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{sha256_file(weights)}|{base}|{outtype}|{_MERGED_KEY}".encode()).hexdigest()[:16]
     out = paths.cache_dir() / "gguf" / f"{Path(base).name}+{adapter.name}-{key}.{outtype}.gguf"
     check = out.with_name(out.name + ".sha256")
-    if out.is_file() and check.is_file() and check.read_text().strip() == _sha256(out):
+    if out.is_file() and check.is_file() and check.read_text().strip() == sha256_file(out):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     export_gguf_merged(adapter, out, outtype=outtype, keep_hf=False)
-    check.write_text(_sha256(out) + "\n")
+    check.write_text(sha256_file(out) + "\n")
     return out
 
 

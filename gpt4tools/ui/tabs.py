@@ -342,7 +342,7 @@ def data_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
     if _jobs_disabled(runner, enabled):
         return
     from gpt4tools.data.build import SPLITS, TEACHERS, BuildConfig
-    from gpt4tools.llm import BACKENDS
+    from gpt4tools.llm import NAMED_BACKENDS
 
     defaults = BuildConfig()
     gr.Markdown("Generate GPT4Tools records by self-instruction (`python -m gpt4tools data build`): image content "
@@ -358,7 +358,7 @@ def data_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
             teacher = gr.Dropdown(list(TEACHERS), value=defaults.teacher, label="Teacher (template: no model)",
                                   elem_id="data_teacher")
             with gr.Row():
-                backend = gr.Dropdown([b for b in BACKENDS if b != "auto"], value="openai", label="Teacher backend")
+                backend = gr.Dropdown(list(NAMED_BACKENDS), value="openai", label="Teacher backend")
                 model = gr.Textbox("default", label="Teacher model")
             base_url = gr.Textbox("", label="Teacher server URL (openai; default $OPENAI_BASE_URL)")
             extra = gr.Textbox("", label="More options (e.g. --no-sharegpt --seed 1)", elem_id="data_extra")
