@@ -89,6 +89,9 @@ class AgentConfig:
     offer_tools: int = 5
     # Decode each step under the grammar of valid steps (react.step_grammar) where the backend can.
     constrained: bool = True
+    # Name the images uploaded with a message in it ("and this one? (image/ab12.png)"), so that
+    # "this" resolves to the newest upload rather than to whatever the history mentions last.
+    name_uploads: bool = True
 
 
 def step_grammar(specs: Sequence[ToolSpec], images: Sequence[str], ai_prefix: str = react.AI_PREFIX) -> str:
@@ -164,15 +167,18 @@ class Agent:
             log.warning("%s cannot decode under a grammar (%s): steps are decoded unconstrained and validated",
                         getattr(self.llm, "name", type(self.llm).__name__), why)
 
-    def run(self, user_input: str, conversation: Conversation, store: ImageStore) -> Iterator[Step]:
+    def run(self, user_input: str, conversation: Conversation, store: ImageStore,
+            uploads: Sequence[str] = ()) -> Iterator[Step]:
+        """One turn. `uploads`: the images the human uploaded with this message (newest last)."""
         t0 = time.perf_counter()
-        user_input = (user_input or "").strip()
-        refusal = self._refuse(user_input)
+        message = (user_input or "").strip()
+        refusal = self._refuse(message)
         if refusal:
             yield Final(refusal)
             return
-        scratchpad, retries, calls = "", 0, []
-        offered = self.offered(user_input)
+        offered = self.offered(message)  # retrieval sees the human's words only
+        user_input = self.template.new_input(message, uploads if self.config.name_uploads else ())
+        scratchpad, retries, calls, made, failure = "", 0, [], [], None
         for _ in range(self.config.max_steps + self.config.max_retries + 1):
             completion = ""
             grammar = self.step_grammar(offered, store)  # per step: a tool may have made an image
@@ -185,16 +191,25 @@ class Agent:
             if isinstance(decision, react.ParseError):
                 problem = decision.message
             elif isinstance(decision, react.FinalAnswer):
-                missing = [n for n in _image_names(decision.text) if not store.exists(n)]
-                if not missing:
-                    final = Final(decision.text, _results(decision.text, store), len(calls), time.perf_counter() - t0)
-                    conversation.add_exchange(user_input, decision.text)
-                    yield final
+                named = _image_names(decision.text)
+                missing = [n for n in named if not store.exists(n)]
+                posed = ([] if missing or made or not CLAIM.search(decision.text)
+                         else [n for n in named if store.is_upload(n)])
+                if not missing and not posed:
+                    text = _honest(decision.text, failure, made)
+                    conversation.add_exchange(user_input, text)
+                    yield Final(text, _results(text, store), len(calls), time.perf_counter() - t0)
                     return
-                problem = (f"{', '.join(missing)} does not exist. Only mention files that exist: "
-                           f"{', '.join(store.names()[-5:]) or 'none'}.")
-                if retries >= self.config.max_retries:  # give up correcting: strip the fake names
-                    text = _strip_names(decision.text, missing)
+                if missing:
+                    problem = (f"{', '.join(missing)} does not exist. Only mention files that exist: "
+                               f"{', '.join(store.names()[-5:]) or 'none'}.")
+                else:  # the human's own photo presented as the result ("The dog is ready: <upload>")
+                    problem = (f"{', '.join(posed)} is the human's upload, not a result: no tool made an image "
+                               f"for this request. Say what the tools found, or that it did not work.")
+                if retries >= self.config.max_retries:  # give up correcting: strip the names
+                    text = _honest(decision.text, failure, made)
+                    if text == decision.text:
+                        text = _strip_names(text, missing + posed)
                     conversation.add_exchange(user_input, text)
                     yield Final(text, _results(text, store), len(calls), time.perf_counter() - t0)
                     return
@@ -213,8 +228,10 @@ class Agent:
             calls.append(decision)
             yield Action(decision.tool, decision.tool_input)
             obs_text, ok, image = self._call(decision, store)
+            failure = None if ok else (decision.tool, obs_text)
             yield ObservationStep(decision.tool, obs_text, ok)
             if image:
+                made.append(image)
                 yield ImageStep(image, str(store.resolve(image)))
             scratchpad += react.render_step(decision, obs_text)
 
@@ -251,6 +268,24 @@ class Agent:
         if made:
             return f"I could not finish in {len(calls)} steps. The last result is {made[-1]}."
         return "Sorry, I could not work out how to do that. Could you rephrase the request?"
+
+
+# Words with which an answer presents an image as the outcome of the request.
+CLAIM = re.compile(r"\b(ready|saved|here (?:is|it is)|here's|done|result|created|generated|made|produced|"
+                   r"edited|marked|masked|removed|replaced)\b", re.I)
+# Words with which an answer admits that something did not work.
+ADMITS = re.compile(r"\b(fail(?:ed|s)?|error|could ?not|couldn't|can ?not|can't|unable|sorry|"
+                    r"not (?:able|available|possible|found|valid)|did not|didn't|no such)\b", re.I)
+
+
+def _honest(text: str, failure: tuple[str, str] | None, made: list[str]) -> str:
+    """The answer, unless the turn's last call failed, nothing was made, and the answer does not
+    say so: then what failed (the model may not present a failure as a success)."""
+    if failure is None or made or ADMITS.search(text):
+        return text
+    tool, observation = failure
+    reason = observation.removeprefix("Error:").strip().rstrip(".")
+    return f"Sorry, that did not work: {tool} failed ({reason})."
 
 
 def _takes_grammar(llm: LLM) -> bool:

@@ -319,10 +319,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot load the model {args.model!r}: {e}", file=sys.stderr)
         return 2
     settings = {"data": args.data, "llm": agent.llm.name, "offer_tools": args.offer_tools,
-                "constrained": args.constrained,
+                "constrained": args.constrained, "name_uploads": args.name_uploads,
                 "command": " ".join(["python -m gpt4tools bench-chat", *(sys.argv[2:] if argv is None else argv)])}
     old = json.loads((out / "run.json").read_text(encoding="utf-8")) if (out / "run.json").is_file() else None
-    checked = ("llm", "offer_tools", "constrained")
+    checked = ("llm", "offer_tools", "constrained", "name_uploads")
     if old and [old.get(k) for k in checked] != [settings[k] for k in checked]:
         print(f"error: {out} holds turns made with other settings "
               f"({', '.join(f'{k}={old.get(k)}' for k in checked)}); use another --out", file=sys.stderr)

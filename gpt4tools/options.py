@@ -33,6 +33,9 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
                     help="decode each step under the grammar of valid steps: only offered tools, existing image "
                          "names, each tool's argument count (llama.cpp grammars, llguidance for transformers, "
                          "the request's grammar field for servers)")
+    ap.add_argument("--name-uploads", action=argparse.BooleanOptionalAction, default=A.AgentConfig.name_uploads,
+                    help="name the images uploaded with a message in the message the model reads, so 'this' "
+                         "means the newest upload")
 
 
 def build_agent(args: argparse.Namespace) -> A.Agent:
@@ -44,7 +47,8 @@ def build_agent(args: argparse.Namespace) -> A.Agent:
     llm = load_llm(args.model, adapter=args.adapter, backend=args.backend, device=args.device, gguf=args.gguf, **extra)
     template = template_for(getattr(llm, "adapter", None))
     tools = build_registry(args.load).available()
-    config = A.AgentConfig(offer_tools=args.offer_tools, constrained=getattr(args, "constrained", True))
+    config = A.AgentConfig(offer_tools=args.offer_tools, constrained=getattr(args, "constrained", True),
+                           name_uploads=getattr(args, "name_uploads", True))
     agent = A.Agent(llm, tools, template, config)
     agent.warm_up()
     return agent

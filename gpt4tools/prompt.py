@@ -79,6 +79,13 @@ class PromptTemplate:
         """The (human, ai) turn pair that introduces an uploaded image into the history."""
         return self.image_turn.format(name=name, description=description.strip().rstrip(".")), self.image_reply
 
+    def new_input(self, message: str, uploads: Sequence[str] = ()) -> str:
+        """The human's message as the prompt shows it: the images uploaded with it named at the
+        end ("and this one? (image/ab12.png)") unless the message names them already, as the
+        training requests that mean a particular image do."""
+        names = [n for n in uploads if n not in message]
+        return f"{message} ({', '.join(names)})" if names else message
+
     def history_line(self, role: str, text: str) -> str:
         prefix = self.human_prefix if role == "human" else self.ai_prefix
         return f"{prefix}: {text}"

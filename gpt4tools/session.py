@@ -33,12 +33,14 @@ class Session:
         self.agent = agent
         self.store = ImageStore(root or sessions_dir() / self.id)
         self.conversation = Conversation(agent.template)
+        self.new_uploads: list[str] = []  # uploaded since the last message: what it is about
         self.last_used = time.time()
 
     def add_image(self, src) -> str:
         """Store an upload (path or PIL image), announce it with a description; return its name."""
         name = self.store.add_upload(src)
         self.conversation.add_image(name, self.describe(name))
+        self.new_uploads.append(name)
         self.last_used = time.time()
         return name
 
@@ -55,11 +57,13 @@ class Session:
 
     def send(self, message: str) -> Iterator[Step]:
         self.last_used = time.time()
-        yield from self.agent.run(message, self.conversation, self.store)
+        uploads, self.new_uploads = self.new_uploads, []
+        yield from self.agent.run(message, self.conversation, self.store, uploads)
 
     def clear(self) -> None:
         self.conversation.clear()
         self.store.clear()
+        self.new_uploads.clear()
 
     def checkpoint(self) -> int:
         """A mark of the memory so far, for `rewind` (the number of memory turns)."""
@@ -68,6 +72,7 @@ class Session:
     def rewind(self, mark: int) -> None:
         """Forget everything after `checkpoint()` returned `mark` (the app's Undo); files stay."""
         del self.conversation.turns[mark:]
+        self.new_uploads.clear()
 
     def image_path(self, name: str) -> Path:
         """The file of one of this session's images; raises ImageError for any other name."""

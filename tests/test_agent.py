@@ -22,13 +22,13 @@ def final(text):
     return react.render_final(react.FinalAnswer(text))
 
 
-def run(script, message, store, conv=None, tools=None, **cfg):
+def run(script, message, store, conv=None, tools=None, uploads=(), **cfg):
     if tools is None:
         tools = (Invert(), Ask(), Crash())
     llm = ScriptedLLM(script)
     agent = Agent(llm, ToolRegistry(tools), T, AgentConfig(**cfg))
     conv = conv or Conversation(T)
-    steps = [s for s in agent.run(message, conv, store) if not isinstance(s, Thought)]
+    steps = [s for s in agent.run(message, conv, store, uploads) if not isinstance(s, Thought)]
     return steps, llm, conv
 
 
@@ -57,7 +57,7 @@ def test_unknown_tool_and_parse_error_become_observations(store, upload):
     obs = [s for s in steps if isinstance(s, ObservationStep)]
     assert not obs[0].ok and "not a valid tool" in obs[0].text and "Invert The Image" in obs[0].text
     assert any(isinstance(s, Error) and "Could not read" in s.message for s in steps)
-    assert isinstance(steps[-1], Final) and steps[-1].text == "ok"
+    assert isinstance(steps[-1], Final) and "Fly Away failed" in steps[-1].text  # not a bare "ok"
 
 
 def test_tool_crash_and_bad_input_keep_going(store, upload):
@@ -69,7 +69,7 @@ def test_tool_crash_and_bad_input_keep_going(store, upload):
     assert "ZeroDivisionError" in obs[0].text and not obs[0].ok
     assert "does not exist" in obs[1].text and "outside" in obs[2].text
     assert "takes 2" in obs[3].text  # wrong argument count
-    assert steps[-1].text == "done"
+    assert steps[-1].text.startswith("Sorry, that did not work: Ask failed (")  # "done" would be a false claim
 
 
 def test_fake_file_name_in_answer_is_corrected(store, upload):
@@ -87,8 +87,47 @@ def test_only_tool_results_are_shown_beside_an_answer(store, upload):
     name = upload("chelsea.jpg")
     steps, _, _ = run([call("Invert The Image", name), final("Here it is")], "x", store)
     result = next(s.name for s in steps if isinstance(s, ImageStep))
-    steps, _, _ = run([final(f"The dog is ready: {name}, and the inverted one is {result}")], "x", store)
+    steps, _, _ = run([final(f"The dog is ready: {name}, and the inverted one is {result}"),
+                       final(f"The inverted one is {result}")], "x", store)
+    assert isinstance(steps[0], Error) and f"{name} is the human's upload, not a result" in steps[0].message
     assert steps[-1].images == [result]
+
+
+def test_an_upload_presented_as_the_result_is_corrected_then_removed(store, upload):
+    name = upload("chelsea.jpg")
+    steps, _, _ = run([final(f"The mask of the kitty is ready: {name}")] * 3, "mask the kitty", store)
+    assert sum(isinstance(s, Error) for s in steps) == 2
+    assert name not in steps[-1].text and steps[-1].images == []
+    # naming the upload without presenting it as a result is fine
+    steps, _, _ = run([final(f"{name} shows a cat on a sofa.")], "what is in it", store)
+    assert steps == [Final(f"{name} shows a cat on a sofa.", [], 0, steps[0].seconds)]
+
+
+def test_a_failed_call_is_never_answered_as_a_success(store, upload):
+    name = upload("chelsea.jpg")
+    steps, _, _ = run([call("Fly Away", name), final(f"The dog is ready: {name}")] * 2, "find the dog", store)
+    assert steps[-1].text.startswith("Sorry, that did not work: Fly Away failed (")
+    assert "not a valid tool" in steps[-1].text and steps[-1].images == []
+    # the model admits it: its own words stay
+    steps, _, _ = run([call("Crash", "now"), final("Sorry, the tool failed.")], "x", store)
+    assert steps[-1].text == "Sorry, the tool failed."
+    # a later call that worked: the answer stands
+    steps, _, _ = run([call("Crash", "now"), call("Invert The Image", name), final("Inverted.")], "x", store)
+    assert steps[-1].text == "Inverted."
+
+
+def test_the_uploads_of_a_message_are_named_in_it(store, upload):
+    first, second = upload("chelsea.jpg"), upload("chelsea.jpg")
+    conv = Conversation(T)
+    for n in (first, second):
+        conv.add_image(n, "a cat")
+    steps, llm, conv = run([final("ok")], "and this one?", store, conv, uploads=[second])
+    assert f"New input: and this one? ({second})" in llm.prompts[0]
+    assert conv.turns[-2].text == f"and this one? ({second})"  # the memory says which image the turn was about
+    _, llm, _ = run([final("ok")], f"invert {second}", store, uploads=[second])
+    assert f"New input: invert {second}\n" in llm.prompts[0]  # already named: left alone
+    _, llm, _ = run([final("ok")], "and this one?", store, uploads=[second], name_uploads=False)
+    assert "New input: and this one?\n" in llm.prompts[0]
 
 
 def test_loops_are_bounded(store, upload):

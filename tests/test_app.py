@@ -272,7 +272,7 @@ def test_benchmark_tables_and_chart_from_real_scores(tmp_path):
     assert listed[str(data)] in (str(data),
                                  str(data.relative_to(paths.REPO)) if paths.REPO in data.parents else str(data))
     runs = webtabs.bench_runs()
-    assert sorted(label for label, _ in runs) == ["a", "b"]
+    assert sorted(label for label, _ in runs) == ["bench/a", "bench/b"]
     reports = webtabs._load_reports([path for _, path in sorted(runs)])
     overall, per_tool = webtabs.scores_tables(reports)
     assert overall.set_index("Run").loc["a", "SR %"] == 40.0 and overall.set_index("Run").loc["b", "n"] == 5
@@ -280,6 +280,36 @@ def test_benchmark_tables_and_chart_from_real_scores(tmp_path):
     fig = webtabs.sr_chart(reports)
     bars = fig.axes[0].containers
     assert len(bars) == 2 and [b.get_width() for b in bars[0]] == [40.0, 0.0, 100.0]  # all, Invert, no tool
+
+
+def test_the_benchmark_tab_runs_and_shows_the_conversation_benchmark(tmp_path, monkeypatch):
+    """A conversations file starts bench-chat; its runs are listed beside bench runs and shown as
+    turn/conversation success per category."""
+    from gpt4tools import chatbench as cb
+    from gpt4tools.ui import tabs as webtabs
+
+    from fakes import scripted_agent
+
+    monkeypatch.setenv("GPT4TOOLS_RUNS", str(tmp_path / "runs"))
+    convs = [{"id": "t1", "category": "follow-up", "turns": [
+        {"user": "invert this pls", "uploads": ["chelsea.jpg"],
+         "expect": {"tools": ["Invert The Image"], "image": "upload:last", "result_image": True}},
+        {"user": "and the sign?", "uploads": ["make:sign:OPEN"],
+         "expect": {"tools": ["Ask"], "image": "upload:last", "result_image": False}}]}]
+    data = tmp_path / "conversations.jsonl"
+    data.write_text("".join(json.dumps(c) + "\n" for c in convs))
+    assert webtabs.is_conversations(data) and not webtabs.is_conversations(tmp_path / "missing.jsonl")
+    cb.run(convs, scripted_agent(), tmp_path / "runs" / "bench-chat" / "mine")
+    runs = dict(webtabs.bench_runs())
+    assert "bench-chat/mine" in runs
+    overall, per_category, chart = webtabs.report_views(webtabs._load_reports([runs["bench-chat/mine"]]))
+    row = overall.set_index("Run").loc["mine"]
+    assert row["Turns"] == 2 and row["Turn success %"] == 50.0 and row["Invented tools"] == 0  # turn 2: no tool
+    assert per_category.to_dict("records") == [{"Run": "mine", "Category": "follow-up", "n": 2, "Turn success %": 50.0}]
+    assert [b.get_width() for b in chart.axes[0].containers[0]] == [50.0, 50.0]
+    with pytest.raises(gr.Error, match="needs a model"):
+        webtabs.bench_args(str(data), True, "m", "", "auto", "cpu", 0)
+    assert webtabs.bench_args(str(data), False, "m", "", "auto", "cpu", 1)[-2:] == ["--limit", "1"]
 
 
 def test_job_forms_build_the_documented_command_lines():

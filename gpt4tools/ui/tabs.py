@@ -182,10 +182,62 @@ def annotation_files() -> list[tuple[str, str]]:
     return [(label(p), str(p)) for p in sorted(found)[:500]]
 
 
+def is_conversations(path: str | Path) -> bool:
+    """Whether a benchmark file holds conversations (bench-chat) rather than annotations (bench):
+    its first line is an object with "turns"."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = json.loads(f.readline() or "null")
+    except (OSError, ValueError):
+        return False
+    return isinstance(first, dict) and isinstance(first.get("turns"), list)
+
+
 def bench_runs() -> list[tuple[str, str]]:
-    root = paths.runs_dir() / "bench"
-    runs = sorted(root.glob("*/scores.json"), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []
-    return [(p.parent.name, str(p.parent)) for p in runs]
+    """Finished runs of both benchmarks (runs/bench/*, runs/bench-chat/*), newest first."""
+    found = [p for kind in ("bench", "bench-chat") for p in (paths.runs_dir() / kind).glob("*/scores.json")]
+    runs = sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+    return [(f"{p.parent.parent.name}/{p.parent.name}", str(p.parent)) for p in runs]
+
+
+def is_chat_report(report: dict) -> bool:
+    return "turns" in report and "per_category" in report
+
+
+def chat_tables(reports: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """bench-chat summaries: (overall: one row per run, per category: one row per run and category)."""
+    def row(run: str, r: dict) -> dict:
+        lat = r["latency_s"]
+        return {"Run": run, "Turns": r["turns"]["n"], "Turn success %": _pct(r["turns"]["rate"]),
+                "Conversation success %": _pct(r["conversations"]["rate"]),
+                "Right image %": _pct(r["right_image"]["rate"]),
+                "Invented tools": r["invented_tool_turns"], "False claims": r["false_claim_turns"],
+                "First token s (median)": lat["first_token_s"]["median"], "Turn s (median)": lat["turn_s"]["median"],
+                "Turn s (p95)": lat["turn_s"]["p95"]}
+
+    overall = [row(run, r) for run, r in reports.items()]
+    per_cat = [{"Run": run, "Category": c, "n": v["n"], "Turn success %": _pct(v["rate"])}
+               for run, r in reports.items() for c, v in r["per_category"].items()]
+    return pd.DataFrame(overall), pd.DataFrame(per_cat, columns=["Run", "Category", "n", "Turn success %"])
+
+
+def chat_chart(reports: dict[str, dict]):
+    """Grouped horizontal bars: turn success per category (and overall), one colour per run."""
+    as_sr = {run: {"SR": r["turns"]["rate"], "per_tool": {c: {"SR": v["rate"]} for c, v in r["per_category"].items()}}
+             for run, r in reports.items()}
+    fig = sr_chart(as_sr)
+    fig.axes[0].set_xlabel("turn success (%)")
+    return fig
+
+
+def report_views(reports: dict[str, dict]) -> tuple:
+    """(overall table, detail table, chart) for runs of one benchmark (the chat kind when any is)."""
+    chat = {k: v for k, v in reports.items() if is_chat_report(v)}
+    if chat:
+        return (*chat_tables(chat), chat_chart(chat))
+    if not reports:
+        return None, None, None
+    return (*scores_tables(reports), sr_chart(reports))
 
 
 def _pct(x) -> float | None:
@@ -236,9 +288,13 @@ def _load_reports(run_dirs: list[str]) -> dict[str, dict]:
 
 def bench_args(data: str, baseline: bool, model: str, adapter: str, backend: str, device: str,
                limit: float) -> list[str]:
+    """The options of `bench` (an annotation file) or `bench-chat` (a conversations file: `limit`
+    counts conversations)."""
     if not data:
         raise gr.Error("Choose or upload an annotation file first.")
     args = ["--data", data]
+    if baseline and is_conversations(data):
+        raise gr.Error("The always-no-tool baseline scores annotation files; a conversations file needs a model.")
     if baseline:
         return args + ["--baseline", "no-tool"] + (["--limit", str(int(limit))] if limit else [])
     args += ["--model", model.strip() or "default", "--backend", backend, "--device", device.strip() or "cpu"]
@@ -253,8 +309,8 @@ def _bench_form() -> dict:
 
     with gr.Row():
         with gr.Column(scale=1):
-            data = gr.Dropdown(annotation_files(), label="Annotation file (data/, runs/data/)", value=None,
-                               elem_id="bench_data")
+            data = gr.Dropdown(annotation_files(), elem_id="bench_data", value=None,
+                               label="Annotation file (data/, runs/data/); conversations.jsonl runs bench-chat")
             upload = gr.File(label="…or upload one (.json / .jsonl)", file_types=[".json", ".jsonl"], type="filepath")
             baseline = gr.Checkbox(label="Always-no-tool baseline (no model)", elem_id="bench_baseline")
             model = gr.Textbox("default", label="Model: default, a local path, a hub id, or the served model name",
@@ -277,7 +333,7 @@ def _bench_form() -> dict:
             overall = gr.Dataframe(empty[0], label="Overall", elem_id="bench_overall", interactive=False)
             per_tool = gr.Dataframe(empty[1], label="Per tool", interactive=False, wrap=True)
             chart = gr.Plot(label="Success rate per tool")
-    with gr.Accordion("Compare runs (runs/bench/*)", open=False):
+    with gr.Accordion("Compare runs (runs/bench/*, runs/bench-chat/*)", open=False):
         with gr.Row():
             runs = gr.Dropdown(bench_runs(), multiselect=True, label="Runs", scale=4)
             refresh_runs = gr.Button("Refresh list", scale=1)
@@ -295,21 +351,18 @@ def bench_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
         source = upload or data
         env = {"OPENAI_BASE_URL": base_url.strip()} if backend == "openai" and base_url.strip() else None
         name = f"{Path(source or 'data').stem}_{'baseline' if baseline else Path(model or 'default').name}"
-        return _start(runner, "bench", "bench", bench_args(source, baseline, model, adapter, backend, device, limit),
-                      name=name, out_flag="--out", env=env)
+        args = bench_args(source, baseline, model, adapter, backend, device, limit)
+        command = "bench-chat" if is_conversations(source) else "bench"
+        return _start(runner, "bench", command, args, name=name, out_flag="--out", env=env)
 
     def watch(progress=gr.Progress()):
         for snap in _watch(runner, "bench", progress):
             reports = _load_reports([str(snap.run_dir)]) if snap is not None and not snap.running else {}
-            tables = scores_tables(reports) if reports else (None, None)
-            yield (_status(snap), snap.log_tail if snap else "", tables[0], tables[1],
-                   sr_chart(reports) if reports else None)
+            yield (_status(snap), snap.log_tail if snap else "", *report_views(reports))
 
     def compare(selected):
-        reports = _load_reports(selected)
-        if not reports:
-            return None, None
-        return scores_tables(reports)[0], sr_chart(reports)
+        overall, _, chart = report_views(_load_reports(selected))
+        return overall, chart
 
     status, log_box = f["status"], f["log_box"]
     outputs = [status, log_box, f["overall"], f["per_tool"], f["chart"]]
