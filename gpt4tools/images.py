@@ -22,6 +22,9 @@ from PIL import Image, ImageOps
 IMAGE_DIR = "image"  # names look like "image/abcdefgh.png", as in the paper
 NAME_RE = re.compile(r"image/[A-Za-z0-9_\-.]+\.png")  # how image names appear in text
 _ID_ALPHABET = string.ascii_lowercase + string.digits
+# The only formats decoded: what cameras, phones and screenshots write. PIL would otherwise also
+# try EPS (through Ghostscript), PSD, ICO, PCX, SGI, and a dozen more that no user needs.
+DECODED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 
 
 class ImageError(ValueError):
@@ -72,7 +75,7 @@ def open_image(path: str | os.PathLike, limits: ImageLimits = ImageLimits()) -> 
         with warnings.catch_warnings():
             # PIL only *warns* between max_pixels and 2*max_pixels; we refuse both.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(path, formats=DECODED_FORMATS) as im:
                 w, h = im.size
                 if w * h > limits.max_pixels:
                     raise ImageError(f"{path.name} is {w}x{h} pixels; the limit is {limits.max_pixels:,} pixels")
@@ -83,6 +86,8 @@ def open_image(path: str | os.PathLike, limits: ImageLimits = ImageLimits()) -> 
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{path.name} is too large to decode safely ({e})") from None
+    except Image.UnidentifiedImageError:  # SVG, HTML, EPS, text... whatever the file is named
+        raise ImageError(f"{path.name} is not a readable image (accepted: PNG, JPEG, WebP, BMP, GIF, TIFF)") from None
     except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError
         raise ImageError(f"{path.name} is not a readable image ({type(e).__name__})") from None
     if min(rgb.size) < limits.min_side:
@@ -102,6 +107,13 @@ class ImageStore:
     # -- names -> files -------------------------------------------------------------
     def resolve(self, name: str) -> Path:
         """Map a model-written image name to a file in this folder, refusing escapes."""
+        try:
+            return self._resolve(name)
+        except OSError as e:  # a name too long for the file system, an unreadable folder...
+            shown = name if len(name) <= 80 else name[:79] + "…"
+            raise ImageError(f"{shown} cannot be used as an image name ({e.strerror or type(e).__name__})") from None
+
+    def _resolve(self, name: str) -> Path:
         name = name.strip().strip("\"'`")
         if not name:
             raise ImageError("no image name was given")
@@ -159,6 +171,7 @@ class ImageStore:
             raise ImageError(f"the image is {img.width}x{img.height} pixels; "
                              f"it must be at least {self.limits.min_side} on each side")
         img.thumbnail((self.limits.max_side_stored, self.limits.max_side_stored), Image.Resampling.LANCZOS)
+        img.info.clear()  # keep pixels only: no EXIF (GPS, camera serial), text chunks or comments
         while True:
             name = f"{IMAGE_DIR}/{random_name()}.png"
             if not (self.root / name).exists():

@@ -92,8 +92,21 @@ def cleanup_sessions(max_age_s: float = 24 * 3600, root: Path | None = None) -> 
     gone = 0
     now = time.time()
     for d in root.iterdir():
-        newest = max((p.stat().st_mtime for p in d.rglob("*")), default=d.stat().st_mtime)
-        if d.is_dir() and now - newest > max_age_s:
-            shutil.rmtree(d, ignore_errors=True)
-            gone += 1
+        try:  # a file or folder that vanishes mid-scan (a session closing) must not stop the round
+            if d.is_dir() and now - _newest_mtime(d) > max_age_s:
+                shutil.rmtree(d, ignore_errors=True)
+                gone += 1
+        except OSError:
+            continue
     return gone
+
+
+def _newest_mtime(folder: Path) -> float:
+    """The newest modification time in a folder (its own when empty); files gone meanwhile are skipped."""
+    newest = folder.stat().st_mtime
+    for p in folder.rglob("*"):
+        try:
+            newest = max(newest, p.stat().st_mtime)
+        except OSError:
+            continue
+    return newest

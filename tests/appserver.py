@@ -7,6 +7,7 @@ folder; runs/data/tiny.jsonl there is a small benchmark file the Benchmark tab l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from dataclasses import dataclass
@@ -35,27 +36,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")  # module, not session: the environment it sets ends with the module
-def server(tmp_path_factory):
-    from fakes import Ask, Crash, Invert, Missing, bench_records, scripted_agent
-
-    root = tmp_path_factory.mktemp("app")
+@contextlib.contextmanager
+def running_app(root: Path, agent, registry=None, runner=None):
+    """Serve the app on a free 127.0.0.1 port, with everything it writes under `root`; yields a Server."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GPT4TOOLS_RUNS", str(root / "runs"))
         mp.setenv("GRADIO_TEMP_DIR", str(root / "gradio"))
-        data = root / "runs" / "data" / "tiny.jsonl"
-        data.parent.mkdir(parents=True)
-        data.write_text("".join(json.dumps(r) + "\n" for r in bench_records()))
-
-        from gpt4tools.registry import ToolRegistry
         from gpt4tools.ui import web
-        from gpt4tools.ui.jobs import JobRunner
 
-        registry = ToolRegistry([Invert(), Ask(), Crash(), Missing()])  # the Tools tab shows one unavailable
-        app = web.build_app(scripted_agent(delay_s=0.002), registry=registry, runner=JobRunner(root / "runs"))
+        app = web.build_app(agent, registry=registry, runner=runner)
         port = free_port()
         web.launch(app, port=port, prevent_thread_lock=True, quiet=True)
         try:
             yield Server(f"http://127.0.0.1:{port}/", app, root)
         finally:
             app.blocks.close()
+
+
+@pytest.fixture(scope="module")  # module, not session: the environment it sets ends with the module
+def server(tmp_path_factory):
+    from gpt4tools.registry import ToolRegistry
+    from gpt4tools.ui.jobs import JobRunner
+
+    from fakes import Ask, Crash, Invert, Missing, bench_records, scripted_agent
+
+    root = tmp_path_factory.mktemp("app")
+    data = root / "runs" / "data" / "tiny.jsonl"
+    data.parent.mkdir(parents=True)
+    data.write_text("".join(json.dumps(r) + "\n" for r in bench_records()))
+    registry = ToolRegistry([Invert(), Ask(), Crash(), Missing()])  # the Tools tab shows one unavailable
+    with running_app(root, scripted_agent(delay_s=0.002), registry, JobRunner(root / "runs")) as running:
+        yield running

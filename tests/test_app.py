@@ -296,7 +296,8 @@ def test_the_benchmark_tab_runs_and_shows_the_conversation_benchmark(tmp_path, m
          "expect": {"tools": ["Invert The Image"], "image": "upload:last", "result_image": True}},
         {"user": "and the sign?", "uploads": ["make:sign:OPEN"],
          "expect": {"tools": ["Ask"], "image": "upload:last", "result_image": False}}]}]
-    data = tmp_path / "conversations.jsonl"
+    data = tmp_path / "runs" / "data" / "conversations.jsonl"  # inside runs/: a job may read it
+    data.parent.mkdir(parents=True)
     data.write_text("".join(json.dumps(c) + "\n" for c in convs))
     assert webtabs.is_conversations(data) and not webtabs.is_conversations(tmp_path / "missing.jsonl")
     cb.run(convs, scripted_agent(), tmp_path / "runs" / "bench-chat" / "mine")
@@ -309,19 +310,128 @@ def test_the_benchmark_tab_runs_and_shows_the_conversation_benchmark(tmp_path, m
     assert [b.get_width() for b in chart.axes[0].containers[0]] == [50.0, 50.0]
     with pytest.raises(gr.Error, match="needs a model"):
         webtabs.bench_args(str(data), True, "m", "", "auto", "cpu", 0)
-    assert webtabs.bench_args(str(data), False, "m", "", "auto", "cpu", 1)[-2:] == ["--limit", "1"]
+    assert webtabs.bench_args(str(data), False, "default", "", "auto", "cpu", 1)[-2:] == ["--limit", "1"]
 
 
 def test_job_forms_build_the_documented_command_lines():
+    """Form values become checked options: paths absolute inside data/, runs/ or assets/ (the
+    attacks on these forms are in test_attacks_jobs.py)."""
+    from gpt4tools import paths
     from gpt4tools.ui import tabs as webtabs
 
-    assert webtabs.bench_args("d.jsonl", True, "m", "", "transformers", "cpu", 5) == \
-        ["--data", "d.jsonl", "--baseline", "no-tool", "--limit", "5"]
-    assert webtabs.bench_args("d.jsonl", False, "m", "none", "openai", "", 0) == \
-        ["--data", "d.jsonl", "--model", "m", "--backend", "openai", "--device", "cpu", "--adapter", "none"]
+    d = str(paths.REPO / "data" / "val.jsonl")
+    assert webtabs.bench_args("data/val.jsonl", True, "m", "", "transformers", "cpu", 5) == \
+        ["--data", d, "--baseline", "no-tool", "--limit", "5"]
+    assert webtabs.bench_args(d, False, "m", "none", "openai", "", 0) == \
+        ["--data", d, "--backend", "openai", "--model", "m", "--device", "cpu", "--adapter", "none"]
     assert webtabs.data_args("test", 10, "llm", "openai", "qwen", "http://x/v1", "--seed 2") == \
         ["build", "--split", "test", "--teacher", "llm", "--backend", "openai", "--model", "qwen",
          "--base-url", "http://x/v1", "--seed", "2"]
-    args = webtabs.train_args("default", "a.jsonl b.jsonl", 10, 1.0, 3e-4, 1, 8, "auto", "--lora-r 8")
-    assert args[args.index("--data") + 1: args.index("--data") + 3] == ["a.jsonl", "b.jsonl"]
+    args = webtabs.train_args("default", "data/train.jsonl data/val.jsonl", 10, 1.0, 3e-4, 1, 8, "auto", "--lora-r 8")
+    assert args[args.index("--data") + 1: args.index("--data") + 3] == [str(paths.REPO / "data" / "train.jsonl"), d]
     assert args[-4:] == ["--max-steps", "10", "--lora-r", "8"]
+
+
+# -- hardening (issue 20): untrusted text, upload bounds, who may serve --------------------------
+def test_untrusted_text_has_no_markup_left():
+    from markdown_it import MarkdownIt
+
+    attack = "![p](http://e.x/t.png) <img src=x> [a](javascript:x) <http://e.x> www.e.x \\![b](http://e.x/b.png)"
+    safe = W.untrusted(attack)
+    html = MarkdownIt("commonmark").render(safe)
+    assert "<img" not in html and "<a " not in html and "://" not in safe and "www.e" not in safe
+    assert "![p](http://e.x/t.png)" in html.replace("\\", "")  # it reads as written
+    assert W.untrusted("Result saved as image/ab_invert_cd.png") == "Result saved as image/ab_invert_cd.png"
+
+
+def test_clean_text_drops_nul_and_replaces_lone_surrogates():
+    assert W.clean_text("a\x00b\ud800c\udfffd\n\te") == "ab\ufffdc\ufffdd\n\te"
+    assert W.clean_text("\U0001f600") == "\U0001f600"  # a real pair stays
+
+
+def test_files_per_message_and_bytes_per_session_are_capped():
+    photo = ASSETS / "chelsea.jpg"
+    chat = W.ChatApp(scripted_agent(), quota=W.UploadQuota(files_per_message=2,
+                                                            bytes_per_session=int(2.5 * photo.stat().st_size)))
+    history, state, _ = run_turn(chat, "hello", [photo] * 3)
+    assert len(state.session.store.names()) == 2
+    assert "1 more image(s) were not read: at most 2 per message" in history[-3].content
+    history, state, _ = run_turn(chat, "hello", [photo], state=state)  # a third photo: over the session's bytes
+    assert "this session has uploaded its" in history[-3].content and len(state.session.store.names()) == 2
+    chat.clear(state)  # clearing the chat does not refill the quota
+    history, state, _ = run_turn(chat, "hello", [photo], state=state)
+    assert state.session.store.names() == [] and history[-1].content == "You said: hello"
+
+
+def test_any_upload_failure_is_a_message(tmp_path, monkeypatch):
+    chat = W.ChatApp(scripted_agent())
+    history, state, _ = run_turn(chat, "hello", [tmp_path / "vanished.png"])
+    assert "vanished.png: could not be stored (FileNotFoundError)" in history[0].content
+    assert history[-1].content == "You said: hello"  # the turn went on
+    monkeypatch.setattr(type(state.session), "add_image", lambda self, path: 1 / 0)  # a failing captioner, say
+    history, state, _ = run_turn(chat, "hello", [ASSETS / "chelsea.jpg"], state=state)
+    assert "could not be stored (ZeroDivisionError)" in history[-3].content and history[-1].content == "You said: hello"
+
+
+def test_raw_upload_copies_are_deleted_but_not_the_examples():
+    chat = W.ChatApp(scripted_agent())
+    cache = W.FileGuard.root().parent
+    raw, example = cache / "h1" / "photo.jpg", cache / "h2" / "example.jpg"
+    for path in (raw, example):
+        path.parent.mkdir(parents=True)
+        path.write_bytes((ASSETS / "chelsea.jpg").read_bytes())
+    chat.kept_files = {str(example)}
+    history, state, _ = run_turn(chat, "", [raw, example])
+    assert len(state.session.store.names()) == 2
+    assert not raw.exists() and not raw.parent.exists() and example.exists()
+    run_turn(chat, "hello", [ASSETS / "rocket.jpg"], state=state)
+    assert (ASSETS / "rocket.jpg").exists()  # files outside gradio's cache are never touched
+
+
+def test_uploads_keep_pixels_only(tmp_path):
+    from gpt4tools.images import ImageStore
+
+    exif = Image.Exif()
+    exif[0x010F] = "SpyCam"
+    exif[0x8825] = {1: "N", 2: (51.0, 30.0, 0.0)}
+    path = tmp_path / "geo.jpg"
+    Image.new("RGB", (64, 48), (10, 200, 10)).save(path, exif=exif, comment=b"secret")
+    store = ImageStore(tmp_path / "store")
+    stored = store.root / store.add_upload(path)
+    with Image.open(stored) as im:
+        assert not im.getexif() and not im.info.get("exif")
+    assert b"SpyCam" not in stored.read_bytes() and b"secret" not in stored.read_bytes()
+
+
+def test_public_serving_needs_a_login(capsys):
+    assert app.main(["--host", "0.0.0.0"]) == 2 and "needs a login" in capsys.readouterr().err
+    assert app.main(["--share"]) == 2
+    assert app.main(["--host", "0.0.0.0", "--auth", "nopassword"]) == 2 and "USER:PASSWORD" in capsys.readouterr().err
+    assert app.required_login("ann:s3cret:x", public=True) == ("ann", "s3cret:x")
+    assert app.required_login(None, public=False) is None
+
+
+def test_host_policy(monkeypatch):
+    from gpt4tools.ui.guard import host_name, host_policy
+
+    monkeypatch.setenv("GPT4TOOLS_ALLOWED_HOSTS", "app.lan, Box.Local")
+    local = host_policy("127.0.0.1", ["gpu-box"])
+    assert all(local.allows(host_name(h)) for h in ["127.0.0.1:7860", "[::1]:7860", "localhost", "gpu-box:80",
+                                                     "app.lan", "box.local"])
+    assert not any(local.allows(host_name(h)) for h in ["evil.example", "127.0.0.1.evil.example", "", "[::2]"])
+    assert not local.allows("x.gradio.live") and host_policy(share=True).allows("x.gradio.live")
+    import socket
+
+    assert host_policy("0.0.0.0").allows(socket.gethostname().lower())  # bound everywhere: its own name too
+
+
+def test_origins_from_a_rewriting_proxy_or_the_share_page_may_post():
+    from gpt4tools.ui.guard import SecurityMiddleware, host_policy
+
+    guard = SecurityMiddleware(app=None, hosts=host_policy("127.0.0.1", ["app.example.org"], share=True))
+    assert guard._same_origin("https://app.example.org", "127.0.0.1:7860")  # a proxy that sets its own Host
+    assert guard._same_origin("https://abc123.gradio.live", "127.0.0.1:7860")
+    assert guard._same_origin("http://127.0.0.1:7860", "127.0.0.1:7860")
+    assert not guard._same_origin("http://localhost:8000", "127.0.0.1:7860")  # another local site
+    assert not guard._same_origin("http://127.0.0.1:8000", "127.0.0.1:7860")
+    assert not guard._same_origin("null", "127.0.0.1:7860")

@@ -112,3 +112,23 @@ def test_prompt_layout_and_template_round_trip(tmp_path):
     assert len(builtin_names()) >= 3
     with pytest.raises(FileNotFoundError):
         PromptTemplate.load("nope")
+
+
+def test_idle_session_folders_are_cleaned_even_when_files_vanish_mid_scan(tmp_path):
+    """A file that disappears while the cleanup scans (here: a dangling link, whose stat fails as a
+    vanished file's does) must not stop the round; fresh folders stay."""
+    import os
+    import time
+
+    from gpt4tools.session import cleanup_sessions
+
+    old, fresh = tmp_path / "old", tmp_path / "fresh"
+    for d in (old, fresh):
+        (d / "image").mkdir(parents=True)
+        (d / "image" / "a.png").write_bytes(b"x")
+        (d / "image" / "gone.png").symlink_to(d / "image" / "never-existed.png")
+    day_ago = time.time() - 2 * 86400
+    for p in (old / "image" / "a.png", old / "image", old):
+        os.utime(p, (day_ago, day_ago))
+    assert cleanup_sessions(86400, root=tmp_path) == 1
+    assert not old.exists() and (fresh / "image" / "a.png").exists()

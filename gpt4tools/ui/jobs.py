@@ -6,6 +6,14 @@ group (so stopping it also stops any workers it started), with stdout and stderr
 appends to: the runner passes the file's path in `$GPT4TOOLS_JOB_EVENTS`, and a command
 writes through `gpt4tools.progress.reporter()`, which does nothing when the command runs in a terminal.
 
+Jobs die with the app: each runs under `gpt4tools.ui.jobguard`, which stops the job's process
+group when the app's end of a pipe closes, however the app ended. Each start gets its own run
+folder, created exclusively, and `job.json` in it records how to start the job again (resume).
+
+A job's environment is the app's, except that API keys and similar secrets are removed when a
+form named an OpenAI-compatible server other than the one the operator configured at start
+($OPENAI_BASE_URL then, or `JobRunner(trusted_url=...)`): the key goes to that server or to none.
+
 Event lines are plain objects. A line with "total" and "done" (or "step") is progress;
 its numeric fields are metrics (a loss curve is the "loss" of successive lines). The
 trainer's `metrics.jsonl` ({"step", "total", "loss", ...}) already has this shape, so a
@@ -15,6 +23,7 @@ train job simply names that file as its events file.
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import os
 import re
@@ -25,12 +34,20 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from gpt4tools import paths
 from gpt4tools.cli import COMMANDS
 from gpt4tools.progress import EVENTS_ENV
 
 LOG_NAME = "log.txt"
+RECORD_NAME = "job.json"  # how the job was started: what `JobRunner.resume` starts again
+URL_ENV = "OPENAI_BASE_URL"
+# Environment variables a job loses when a form chose its server: the openai client sends
+# OPENAI_API_KEY (and the organization/project ids) to that server; the rest are secrets a job
+# started for an unknown server has no use for.
+_SECRET_NAME = re.compile(r"^OPENAI_(?!BASE_URL$)|(^|_)(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)(_|$)",
+                          re.IGNORECASE)
 _TAIL_BYTES = 16_384  # how much of the log end a snapshot shows
 
 
@@ -109,15 +126,19 @@ class Job:
         self._offset = 0
         self._lock = threading.Lock()
 
-    def start(self) -> Job:
+    def start(self, keep_secrets: bool = True) -> Job:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.extra_env, EVENTS_ENV: str(self.events_path), "PYTHONUNBUFFERED": "1"}
+        if not keep_secrets:
+            env = without_secrets(env)
+        lifeline = _lifeline()
+        guarded = [sys.executable, "-m", "gpt4tools.ui.jobguard", str(lifeline), *self.argv]
         with self.log_path.open("ab") as log:
             log.write(("$ python " + " ".join(self.argv[1:]) + "\n").encode())
             log.flush()
             # A new session: the job and its children form one process group that stop() can end.
-            self.proc = subprocess.Popen(self.argv, cwd=paths.REPO, env=env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(guarded, cwd=paths.REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(lifeline,))
         self.started = time.time()
         return self
 
@@ -171,6 +192,43 @@ class Job:
         return self.poll()
 
 
+_LIFELINE: list[int] = []  # the read end of this process's lifeline pipe, once made
+_LIFELINE_LOCK = threading.Lock()
+
+
+def _lifeline() -> int:
+    """The read end of a pipe whose write end only this process holds (pipe ends are not
+    inherited by children), so a job's guard reads end-of-file exactly when the app is gone."""
+    with _LIFELINE_LOCK:
+        if not _LIFELINE:
+            read_end, _write_end = os.pipe()  # the write end stays open, unused, until the process ends
+            _LIFELINE.append(read_end)
+        return _LIFELINE[0]
+
+
+def without_secrets(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if not _SECRET_NAME.search(k)}
+
+
+def same_server(a: str | None, b: str | None) -> bool:
+    """Whether two base URLs name the same endpoint (case of scheme and host, a trailing slash aside)."""
+    if not a or not b:
+        return False
+    ua, ub = urlsplit(a.strip()), urlsplit(b.strip())
+    return (ua.scheme.lower(), ua.netloc.lower(), ua.path.rstrip("/")) == \
+        (ub.scheme.lower(), ub.netloc.lower(), ub.path.rstrip("/"))
+
+
+def _urls_named(args: list[str], env: dict[str, str] | None) -> list[str]:
+    """The server URLs a start names itself: OPENAI_BASE_URL in its extra environment, --base-url in its args."""
+    named = [(env or {}).get(URL_ENV)]
+    for i, arg in enumerate(args):
+        if arg == "--base-url" and i + 1 < len(args):
+            named.append(args[i + 1])
+        elif arg.startswith("--base-url="):
+            named.append(arg.partition("=")[2])
+    return [u for u in named if u is not None]
+
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60] or "run"
@@ -183,23 +241,44 @@ class JobRunner:
     a time across all kinds; a UI keeps serving chat meanwhile (the job is another process).
     """
 
-    def __init__(self, root: Path | None = None, limit: int = 1):
+    def __init__(self, root: Path | None = None, limit: int = 1, trusted_url: str | None = None):
         self.root = root
         self.limit = limit
+        # The server the operator configured at start: the only one a job may send the API key to.
+        self.trusted_url = trusted_url if trusted_url is not None else os.environ.get(URL_ENV)
         self.jobs: dict[str, Job] = {}  # the latest job of each kind
         self._lock = threading.Lock()
-        atexit.register(self.stop_all)  # no orphans that nothing watches
+        atexit.register(self.stop_all)  # a clean exit gives jobs their grace; jobguard covers the rest
+
+    def kind_dir(self, kind: str) -> Path:
+        return (self.root or paths.runs_dir()) / kind
 
     def run_dir(self, kind: str, name: str) -> Path:
-        root = self.root or paths.runs_dir()
-        return root / kind / f"{time.strftime('%Y%m%d-%H%M%S')}_{_slug(name)}"
+        """A new, empty run folder: `mkdir` without exist_ok is atomic, so two starts in the same
+        second (in this app or another) get `<time>_<name>` and `<time>_<name>-2`."""
+        parent = self.kind_dir(kind)
+        parent.mkdir(parents=True, exist_ok=True)
+        base = f"{time.strftime('%Y%m%d-%H%M%S')}_{_slug(name)}"
+        for n in itertools.count(1):
+            candidate = parent / (base if n == 1 else f"{base}-{n}")
+            try:
+                candidate.mkdir()
+                return candidate
+            except FileExistsError:
+                continue
+        raise AssertionError("unreachable")
+
+    def keeps_secrets(self, args: list[str], env: dict[str, str] | None) -> bool:
+        """Whether a job may inherit API keys: every server URL it names is the operator's."""
+        return all(same_server(url, self.trusted_url) for url in _urls_named(args, env))
 
     def start(self, kind: str, command: str, args: list[str], *, name: str = "", out_flag: str | None = None,
               events: str = "events.jsonl", run_dir: Path | None = None, env: dict[str, str] | None = None) -> Job:
         """Start `python -m gpt4tools command args`. With `out_flag`, the run folder is passed
         as that option (e.g. "--out"), so the command writes its outputs beside the log.
         `events` names the JSON-lines file to follow, inside the run folder; `env` adds
-        environment variables (e.g. OPENAI_BASE_URL)."""
+        environment variables (e.g. OPENAI_BASE_URL). `run_dir`: an existing run folder to
+        continue in (see `resume`); by default a new one."""
         if command not in COMMANDS:
             raise JobError(f"`python -m gpt4tools {command}` does not exist in this version")
         with self._lock:
@@ -207,10 +286,42 @@ class JobRunner:
             if len(busy) >= self.limit:
                 raise JobError(f"another job is running ({', '.join(j.kind for j in busy)}); stop it or wait")
             run_dir = run_dir or self.run_dir(kind, name or command)
-            args = [*args, out_flag, str(run_dir)] if out_flag else list(args)
-            job = Job(kind, command, args, run_dir, run_dir / events, env).start()
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _write_record(run_dir, dict(kind=kind, command=command, args=list(args), out_flag=out_flag,
+                                        events=events, env=dict(env or {})))
+            full_args = [*args, out_flag, str(run_dir)] if out_flag else list(args)
+            job = Job(kind, command, full_args, run_dir, run_dir / events, env)
+            job.start(keep_secrets=self.keeps_secrets(full_args, env))
             self.jobs[kind] = job
             return job
+
+    # -- resuming ---------------------------------------------------------------------------
+    def saved(self, kind: str, run_dir: str | Path) -> dict:
+        """How the job in `run_dir` was started (its job.json), if `run_dir` is one of this
+        runner's `kind` run folders; else JobError (a form may send any string)."""
+        parent = self.kind_dir(kind).resolve()
+        folder = Path(run_dir).resolve()
+        record = folder / RECORD_NAME
+        if folder.parent != parent or not record.is_file():
+            raise JobError(f"{run_dir} is not a {kind} run folder of this app")
+        saved = json.loads(record.read_text(encoding="utf-8"))
+        if saved.get("kind") != kind:
+            raise JobError(f"{run_dir} holds a {saved.get('kind')} job, not {kind}")
+        return saved
+
+    def resume(self, kind: str, run_dir: str | Path, saved: dict | None = None) -> Job:
+        """Start the job of `run_dir` again, with the same options, in the same folder (bench,
+        train and data build continue where they stopped)."""
+        saved = saved or self.saved(kind, run_dir)
+        return self.start(kind, saved["command"], saved["args"], out_flag=saved["out_flag"], events=saved["events"],
+                          run_dir=Path(run_dir).resolve(), env=saved.get("env") or None)
+
+    def resumable(self, kind: str, limit: int = 50) -> list[Path]:
+        """Run folders of `kind` that recorded how they were started, newest first, but the one running."""
+        running = self.jobs.get(kind)
+        busy = running.run_dir.resolve() if running and running.proc and running.proc.poll() is None else None
+        found = [p.parent for p in self.kind_dir(kind).glob(f"*/{RECORD_NAME}") if p.parent.resolve() != busy]
+        return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)[:limit]
 
     def current(self, kind: str) -> Job | None:
         return self.jobs.get(kind)
@@ -218,3 +329,10 @@ class JobRunner:
     def stop_all(self) -> None:
         for job in list(self.jobs.values()):
             job.stop(grace_s=5.0)
+
+
+def _write_record(run_dir: Path, record: dict) -> None:
+    """job.json, written to a temporary name and renamed: a reader never sees half of it."""
+    tmp = run_dir / f".{RECORD_NAME}.tmp"
+    tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    os.replace(tmp, run_dir / RECORD_NAME)

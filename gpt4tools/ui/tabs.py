@@ -3,16 +3,21 @@
 The three job tabs run `python -m gpt4tools <command>` through `gpt4tools.ui.jobs`, so a long
 job is another process: the chat keeps serving, and a job survives a closed browser tab
 (reopen the tab and press "Watch" to follow it again). Which options each tab passes is
-written down in the tab's `*_args` function; the commands themselves own their defaults.
+written down in the tab's `*_args` function; the commands themselves own their defaults. Every
+value a form sends is checked by `gpt4tools.ui.jobargs` (an allow-list of options with bounded
+values, paths inside data/, runs/ and assets/) before a job starts: a form is not the operator.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import gradio as gr
@@ -20,6 +25,8 @@ import pandas as pd
 
 from gpt4tools import metrics, paths
 from gpt4tools.model_cache import CACHE
+from gpt4tools.ui import jobargs
+from gpt4tools.ui.jobargs import Refused, check_url, check_value
 from gpt4tools.ui.jobs import JobError, JobRunner, Snapshot
 
 METRICS = tuple(metrics.METRICS)
@@ -86,6 +93,17 @@ def warm_up(registry, name: str) -> str:
     return f"{name} ran in {time.perf_counter() - t0:.1f} s; its models stay loaded. " + _cache_text()
 
 
+def _unloaded(gone: list[str]) -> tuple:
+    """The cache line and the refreshed "Loaded model" list after an unload."""
+    note = f" (unloaded {', '.join(gone)})" if gone else ""
+    return _cache_text() + note, gr.Dropdown(choices=CACHE.keys(), value=None)
+
+
+def unload_all() -> tuple:
+    """The Tools tab's "Unload all": every cached model (the empty prefix matches every key)."""
+    return _unloaded(CACHE.unload(""))
+
+
 def tools_tab(registry) -> None:
     if registry is None:
         gr.Markdown("No tool registry: the agent could not be built (see the status line in Chat).")
@@ -110,13 +128,12 @@ def tools_tab(registry) -> None:
         return _tool_rows(registry), note or _cache_text(), gr.Dropdown(choices=CACHE.keys(), value=None)
 
     def unload(key: str | None):
-        gone = CACHE.unload(key or "\0")  # no key: unload nothing
-        return _cache_text() + (f" (unloaded {', '.join(gone)})" if gone else ""), gr.Dropdown(choices=CACHE.keys())
+        return _unloaded(CACHE.unload(key) if key else [])  # no key chosen: unload nothing
 
     load_btn.click(lambda n: refresh(warm_up(registry, n)), pick, [table, cache_md, loaded],
                    concurrency_limit=1, concurrency_id=HEAVY, api_visibility="private")
     unload_btn.click(unload, loaded, [cache_md, loaded], api_visibility="private")
-    unload_all_btn.click(lambda: unload(""), None, [cache_md, loaded], api_visibility="private")
+    unload_all_btn.click(unload_all, None, [cache_md, loaded], api_visibility="private")
     refresh_btn.click(refresh, None, [table, cache_md, loaded], api_visibility="private")
 
 
@@ -155,12 +172,57 @@ def _status(snap: Snapshot | None) -> str:
     return f"{icon} {snap.summary()}"
 
 
-def _start(runner: JobRunner, kind: str, command: str, args: list[str], **kw) -> str:
+@contextmanager
+def _refused_as_errors():
+    """A refused form value or job start becomes the message the browser shows."""
     try:
-        job = runner.start(kind, command, args, **kw)
-    except JobError as e:
+        yield
+    except (Refused, JobError) as e:
         raise gr.Error(str(e)) from None
+
+
+def _start(runner: JobRunner, kind: str, command: str, args: list[str], **kw) -> str:
+    with _refused_as_errors():
+        job = runner.start(kind, command, args, **kw)
     return f"⏳ started: `python -m gpt4tools {command} {shlex.join(job.argv[4:])}`"
+
+
+def resume_choices(runner: JobRunner, kind: str) -> list[tuple[str, str]]:
+    return [(p.name, str(p)) for p in runner.resumable(kind)]
+
+
+def resume(runner: JobRunner, kind: str, run_dir: str | None) -> str:
+    """Start a run folder's job again with its recorded options, checked again as a form's would be."""
+    if not run_dir:
+        raise gr.Error("Choose a run to resume first.")
+    with _refused_as_errors():
+        saved = runner.saved(kind, run_dir)
+        words = saved["args"][1:] if saved["command"] == "data" else saved["args"]  # data: after "build"
+        jobargs.parse_options(saved["command"], shlex.join(words))
+        job = runner.resume(kind, run_dir, saved)
+    return f"⏳ resumed in {job.run_dir}: `python -m gpt4tools {saved['command']} {shlex.join(job.argv[4:])}`"
+
+
+def _resume_controls(demo: gr.Blocks, runner: JobRunner, kind: str) -> tuple[gr.Dropdown, gr.Button]:
+    """A list of this kind's earlier run folders and a button that continues the chosen one."""
+    with gr.Row():
+        pick = gr.Dropdown(resume_choices(runner, kind), value=None, scale=4, elem_id=f"{kind}_resume_pick",
+                           label="Earlier runs (resume: same options, same folder; it continues where it stopped)")
+        button = gr.Button("Resume", scale=1, elem_id=f"{kind}_resume")
+    demo.load(lambda: gr.Dropdown(choices=resume_choices(runner, kind)), None, pick, api_visibility="private")
+    return pick, button
+
+
+def _wire_resume(runner: JobRunner, kind: str, controls: tuple, status, start_button: gr.Button, watch, outputs,
+                 show_progress_on) -> None:
+    """Resume starts the chosen run and follows it like Start; either refreshes the list of runs."""
+    pick, button = controls
+    refresh = lambda: gr.Dropdown(choices=resume_choices(runner, kind))  # noqa: E731
+    button.click(lambda run_dir: resume(runner, kind, run_dir), pick, status, concurrency_limit=1,
+                 api_visibility="private").success(
+        watch, None, outputs, api_visibility="private", show_progress_on=show_progress_on, **WATCH)
+    for b in (button, start_button):
+        b.click(refresh, None, pick, api_visibility="private")
 
 
 def _stop(runner: JobRunner, kind: str) -> str:
@@ -172,12 +234,21 @@ def _stop(runner: JobRunner, kind: str) -> str:
 
 
 # -- Benchmark ------------------------------------------------------------------------------
+def _usable(path: Path) -> bool:
+    try:
+        jobargs.path_inside("--data", str(path))
+    except Refused:
+        return False
+    return True
+
+
 def annotation_files() -> list[tuple[str, str]]:
-    """Benchmark-shaped files under data/ and runs/data/ (label relative to the repo)."""
+    """Benchmark-shaped files under data/ and runs/data/ (label relative to the repo); not a
+    symlink that leads out of the job folders (a job would refuse it)."""
     found = []
     for root in (paths.REPO / "data", paths.runs_dir() / "data"):
         if root.is_dir():
-            found += [p for p in root.rglob("*") if p.suffix in (".json", ".jsonl") and p.is_file()]
+            found += [p for p in root.rglob("*") if p.suffix in (".json", ".jsonl") and p.is_file() and _usable(p)]
     label = lambda p: str(p.relative_to(paths.REPO)) if paths.REPO in p.parents else str(p)  # noqa: E731
     return [(label(p), str(p)) for p in sorted(found)[:500]]
 
@@ -286,24 +357,45 @@ def _load_reports(run_dirs: list[str]) -> dict[str, dict]:
     return out
 
 
+def keep_upload(upload: str) -> str:
+    """An uploaded benchmark file, copied under runs/data/uploads/: inside the folders a job may
+    read, and listed by the file dropdown later. Only gradio's own upload copies are taken."""
+    from gradio.utils import get_upload_folder
+
+    source = Path(upload).resolve()
+    if not source.is_relative_to(Path(get_upload_folder()).resolve()) or not source.is_file():
+        raise Refused(f"{upload!r} is not a file uploaded to this app")
+    if source.suffix.lower() not in (".json", ".jsonl"):
+        raise Refused(f"{source.name}: a benchmark file is .json or .jsonl")
+    folder = paths.runs_dir() / "data" / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = folder / f"{time.strftime('%Y%m%d-%H%M%S')}_{uuid.uuid4().hex[:8]}{source.suffix.lower()}"
+    shutil.copyfile(source, kept)
+    return str(kept)
+
+
 def bench_args(data: str, baseline: bool, model: str, adapter: str, backend: str, device: str,
                limit: float) -> list[str]:
     """The options of `bench` (an annotation file) or `bench-chat` (a conversations file: `limit`
-    counts conversations)."""
+    counts conversations). Raises Refused for a value no job may run with."""
     if not data:
         raise gr.Error("Choose or upload an annotation file first.")
-    args = ["--data", data]
-    if baseline and is_conversations(data):
+    data = check_value("bench", "--data", data)  # before is_conversations opens it
+    command = "bench-chat" if is_conversations(data) else "bench"
+    limit_args = ["--limit", check_value(command, "--limit", limit)] if limit else []
+    if baseline and command == "bench-chat":
         raise gr.Error("The always-no-tool baseline scores annotation files; a conversations file needs a model.")
     if baseline:
-        return args + ["--baseline", "no-tool"] + (["--limit", str(int(limit))] if limit else [])
-    args += ["--model", model.strip() or "default", "--backend", backend, "--device", device.strip() or "cpu"]
+        return ["--data", data, "--baseline", "no-tool", *limit_args]
+    args = ["--data", data, "--backend", check_value(command, "--backend", backend),
+            "--model", check_value(command, "--model", model.strip() or "default", served=backend == "openai"),
+            "--device", check_value(command, "--device", device.strip() or "cpu")]
     if adapter.strip():
-        args += ["--adapter", adapter.strip()]
-    return args + (["--limit", str(int(limit))] if limit else [])
+        args += ["--adapter", check_value(command, "--adapter", adapter.strip())]
+    return args + limit_args
 
 
-def _bench_form() -> dict:
+def _bench_form(demo: gr.Blocks, runner: JobRunner) -> dict:
     """The Benchmark tab's components, by name."""
     from gpt4tools.llm import BACKENDS
 
@@ -326,6 +418,7 @@ def _bench_form() -> dict:
                 run_btn = gr.Button("Run benchmark", variant="primary", elem_id="bench_run")
                 stop_btn = gr.Button("Stop", elem_id="bench_stop")
                 watch_btn = gr.Button("Watch", elem_id="bench_watch")
+            resume = _resume_controls(demo, runner, "bench")
         with gr.Column(scale=2):
             status = gr.Markdown(elem_id="bench_status")
             log_box = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, elem_id="bench_log")
@@ -345,14 +438,17 @@ def _bench_form() -> dict:
 def bench_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
     if _jobs_disabled(runner, enabled):
         return
-    f = _bench_form()
+    f = _bench_form(demo, runner)
 
     def start(data, upload, baseline, model, adapter, backend, device, base_url, limit):
-        source = upload or data
-        env = {"OPENAI_BASE_URL": base_url.strip()} if backend == "openai" and base_url.strip() else None
+        with _refused_as_errors():
+            source = keep_upload(upload) if upload else data
+            url = check_url("Server URL", base_url) if backend == "openai" and base_url.strip() else ""
+            args = bench_args(source, baseline, model, adapter, backend, device, limit)
+        # The URL travels as OPENAI_BASE_URL; the runner decides whether the API key goes with it.
+        env = {"OPENAI_BASE_URL": url} if url else None
         name = f"{Path(source or 'data').stem}_{'baseline' if baseline else Path(model or 'default').name}"
-        args = bench_args(source, baseline, model, adapter, backend, device, limit)
-        command = "bench-chat" if is_conversations(source) else "bench"
+        command = "bench-chat" if is_conversations(args[1]) else "bench"
         return _start(runner, "bench", command, args, name=name, out_flag="--out", env=env)
 
     def watch(progress=gr.Progress()):
@@ -374,6 +470,7 @@ def bench_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
     f["stop_btn"].click(lambda: _stop(runner, "bench"), None, status, api_name="bench_stop")
     f["refresh_runs"].click(lambda: gr.Dropdown(choices=bench_runs()), None, f["runs"], api_visibility="private")
     f["runs"].change(compare, f["runs"], [f["cmp_table"], f["cmp_chart"]], api_visibility="private")
+    _wire_resume(runner, "bench", f["resume"], status, f["run_btn"], watch, outputs, log_box)
     demo.load(lambda: _status(runner.current("bench") and runner.current("bench").poll()), None, status,
               api_visibility="private")
 
@@ -381,14 +478,21 @@ def bench_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
 # -- Data and Train -------------------------------------------------------------------------
 def data_args(split: str, records: float, teacher: str, backend: str, model: str, base_url: str,
               extra: str) -> list[str]:
-    """`data build` options from the form; the run folder becomes --out (see JobRunner.start)."""
-    args = ["build", "--split", split, "--teacher", teacher]
+    """`data build` options from the form; the run folder becomes --out (see JobRunner.start).
+    Raises Refused for a value or an option no job may run with."""
+    def field(option: str, value, **kw) -> list[str]:
+        return [option, check_value("data", option, value, **kw)]
+
+    args = ["build", *field("--split", split), *field("--teacher", teacher)]
     if split == "train" and records:
-        args += ["--train-records", str(int(records))]
+        args += field("--train-records", records)
     if teacher == "llm":
-        args += ["--backend", backend, "--model", model.strip() or "default"]
-        args += ["--base-url", base_url.strip()] if base_url.strip() else []
-    return args + shlex.split(extra or "")
+        served = backend == "openai"  # the model is a name sent to the server, not a file
+        args += [*field("--backend", backend), *field("--model", model.strip() or "default", served=served)]
+        # --base-url: the runner sees it and keeps the API key only for the operator's server.
+        args += ["--base-url", check_url("--base-url", base_url)] if base_url.strip() else []
+    taken = [a for a in args if a.startswith("--")]
+    return args + jobargs.parse_options("data", extra or "", taken)
 
 
 def data_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
@@ -414,11 +518,13 @@ def data_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
                 backend = gr.Dropdown(list(NAMED_BACKENDS), value="openai", label="Teacher backend")
                 model = gr.Textbox("default", label="Teacher model")
             base_url = gr.Textbox("", label="Teacher server URL (openai; default $OPENAI_BASE_URL)")
-            extra = gr.Textbox("", label="More options (e.g. --no-sharegpt --seed 1)", elem_id="data_extra")
+            extra = gr.Textbox("", label="More options (e.g. --no-sharegpt --seed 1; paths inside data/, runs/, "
+                                         "assets/)", elem_id="data_extra")
             with gr.Row():
                 run_btn = gr.Button("Start", variant="primary", elem_id="data_run")
                 stop_btn = gr.Button("Stop")
                 watch_btn = gr.Button("Watch")
+            resume_controls = _resume_controls(demo, runner, "data")
         with gr.Column(scale=2):
             status = gr.Markdown(elem_id="data_status")
             log_box = gr.Textbox(label="Log", lines=16, max_lines=16, autoscroll=True, elem_id="data_log")
@@ -428,13 +534,16 @@ def data_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
             yield _status(snap), snap.log_tail if snap else ""
 
     def start(*values):
-        return _start(runner, "data", "data", data_args(*values), name=f"build-{values[0]}", out_flag="--out")
+        with _refused_as_errors():
+            args = data_args(*values)
+        return _start(runner, "data", "data", args, name=f"build-{values[0]}", out_flag="--out")
 
     run_btn.click(start, [split, records, teacher, backend, model, base_url, extra], status,
                   concurrency_limit=1, api_visibility="private").success(
         watch, None, [status, log_box], api_visibility="private", show_progress_on=log_box, **WATCH)
     watch_btn.click(watch, None, [status, log_box], api_visibility="private", show_progress_on=log_box, **WATCH)
     stop_btn.click(lambda: _stop(runner, "data"), None, status, api_visibility="private")
+    _wire_resume(runner, "data", resume_controls, status, run_btn, watch, [status, log_box], log_box)
 
 
 def train_args(base_model: str, data: str, max_steps: float, epochs: float, lr: float, micro_batch: float,
@@ -443,13 +552,18 @@ def train_args(base_model: str, data: str, max_steps: float, epochs: float, lr: 
     from gpt4tools.train import TrainConfig
 
     defaults = TrainConfig()
-    args = ["--base-model", base_model.strip() or defaults.base_model,
-            "--data", *(shlex.split(data or "") or defaults.data),
-            "--epochs", str(epochs), "--learning-rate", str(lr), "--micro-batch-size", str(int(micro_batch)),
-            "--gradient-accumulation", str(int(grad_accum)), "--device", device.strip() or defaults.device]
+
+    def field(option: str, value) -> list[str]:
+        return [option, check_value("train", option, value)]
+
+    records = jobargs.parse_options("train", shlex.join(["--data", *(shlex.split(data or "") or defaults.data)]))
+    args = [*field("--base-model", base_model.strip() or defaults.base_model), *records,
+            *field("--epochs", epochs), *field("--learning-rate", lr), *field("--micro-batch-size", micro_batch),
+            *field("--gradient-accumulation", grad_accum), *field("--device", device.strip() or defaults.device)]
     if max_steps:
-        args += ["--max-steps", str(int(max_steps))]
-    return args + shlex.split(extra or "")
+        args += field("--max-steps", max_steps)
+    taken = [a for a in args if a.startswith("--")]
+    return args + jobargs.parse_options("train", extra or "", taken)
 
 
 def _loss_frame(snap: Snapshot | None) -> pd.DataFrame:
@@ -479,11 +593,12 @@ def train_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
                 micro_batch = gr.Number(defaults.micro_batch_size, precision=0, minimum=1, label="Micro batch")
                 grad_accum = gr.Number(defaults.gradient_accumulation, precision=0, minimum=1,
                                        label="Gradient accumulation")
-            extra = gr.Textbox("", label="More options (e.g. --cutoff-len 1024 --lora-r 8)")
+            extra = gr.Textbox("", label="More options (e.g. --cutoff-len 1024 --lora-r 8)", elem_id="train_extra")
             with gr.Row():
                 run_btn = gr.Button("Start training", variant="primary", elem_id="train_run")
                 stop_btn = gr.Button("Stop")
                 watch_btn = gr.Button("Watch")
+            resume_controls = _resume_controls(demo, runner, "train")
         with gr.Column(scale=2):
             status = gr.Markdown(elem_id="train_status")
             loss = gr.LinePlot(_loss_frame(None), x="step", y="loss", title="Training loss", elem_id="train_loss")
@@ -494,12 +609,14 @@ def train_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
             yield _status(snap), _loss_frame(snap), snap.log_tail if snap else ""
 
     def start(*values):
+        with _refused_as_errors():
+            args = train_args(*values)
         name = Path(values[1].split()[0] if values[1].strip() else "train").stem
-        return _start(runner, "train", "train", train_args(*values), name=name, out_flag="--out-dir",
-                      events="metrics.jsonl")
+        return _start(runner, "train", "train", args, name=name, out_flag="--out-dir", events="metrics.jsonl")
 
     inputs = [base_model, data, max_steps, epochs, lr, micro_batch, grad_accum, device, extra]
     run_btn.click(start, inputs, status, concurrency_limit=1, api_visibility="private").success(
         watch, None, [status, loss, log_box], api_visibility="private", show_progress_on=log_box, **WATCH)
     watch_btn.click(watch, None, [status, loss, log_box], api_visibility="private", show_progress_on=log_box, **WATCH)
     stop_btn.click(lambda: _stop(runner, "train"), None, status, api_visibility="private")
+    _wire_resume(runner, "train", resume_controls, status, run_btn, watch, [status, loss, log_box], log_box)

@@ -3,6 +3,10 @@
     python app.py [--host 127.0.0.1] [--port 7860] [--share] [--load TOOLS] [--model ...]
     python -m gpt4tools app ...   (the same)
 
+Served beyond loopback (--host 0.0.0.0, --share) it needs a login (--auth USER:PASSWORD or
+GPT4TOOLS_AUTH) and hides the job tabs unless --jobs; it answers only to its own host names
+(--allow-host NAME or GPT4TOOLS_ALLOWED_HOSTS=a,b for a name it is reached by), see ui/guard.py.
+
 The layout and serving are here; the chat logic (step rendering, per-session state, the file
 guard) is in ui/webchat.py, the other tabs in ui/tabs.py, long jobs in ui/jobs.py. The app
 starts and serves even when the LLM or the tools cannot load: the reason is shown instead.
@@ -23,11 +27,14 @@ from starlette.middleware import Middleware
 from gpt4tools.images import ImageLimits
 from gpt4tools.paths import assets_dir
 from gpt4tools.session import cleanup_sessions
+from gpt4tools.ui.guard import HostPolicy, SecurityMiddleware, host_policy, is_loopback, private_temp_dir
 from gpt4tools.ui.webchat import AgentSource, ChatApp, FileGuard, OwnerMiddleware, close_state
 
 log = logging.getLogger("gpt4tools.app")
 
 SESSION_TTL_S = 6 * 3600  # a session idle this long is dropped (its files with it)
+# gradio's cache (uploads never sent, outputs it copied): checked every 30 min, files older than a session go
+DELETE_CACHE = (1800, SESSION_TTL_S)
 CHAT_CONCURRENCY = 8  # chat turns served at once; tools and the LLM serialise internally where needed
 EXAMPLES = [
     {"text": "What is in this photo?", "files": ["chelsea.jpg"]},
@@ -55,6 +62,7 @@ def _chat_tab(chat: ChatApp, examples: list[dict]) -> gr.Markdown:
         assets = assets_dir()
         gr.Examples([{"text": e["text"], "files": [str(assets / f) for f in e["files"]]} for e in examples],
                     inputs=chat_input, label="Examples")
+    chat.kept_files = chat_input.keep_in_cache  # the examples' cached photos: never deleted after a turn
     ev = chat_input.submit(chat.respond, [chat_input, state], [chatbot, chat_input, state], api_name="chat",
                            concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
     ev.then(lambda: gr.MultimodalTextbox(interactive=True), None, chat_input, api_visibility="private")
@@ -83,7 +91,7 @@ def build_app(agent: AgentSource, *, registry=None, runner=None, jobs: bool = Tr
 
     guard = FileGuard()
     chat = ChatApp(agent, guard, len(registry) if registry is not None else None)
-    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(f"## {title}: chat with images through tools")
         with gr.Tab("Chat", id="chat"):
             status = _chat_tab(chat, EXAMPLES if examples is None else examples)
@@ -126,15 +134,41 @@ def start_cleanup(max_age_s: float = 24 * 3600, every_s: float = 1800) -> thread
 CSS = "#chatbot img { max-height: 320px; width: auto; object-fit: contain; }"  # room for the steps around images
 
 
-def launch(app: WebApp, host: str = "127.0.0.1", port: int = 7860, share: bool = False, **kwargs):
-    """Launch with the file guard, offline settings and upload limits. Returns as `Blocks.launch`."""
+def launch(app: WebApp, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+           hosts: HostPolicy | None = None, **kwargs):
+    """Launch behind the security middleware (host, origin, size, headers) and the file guard,
+    with offline settings and upload limits. `hosts`: the names the app answers to (default:
+    loopback and `host`). Returns as `Blocks.launch`."""
+    private_temp_dir()  # 0700, before the first upload lands there
+    hosts = hosts or host_policy(host, share=share)
     app.blocks.queue(default_concurrency_limit=2, max_size=256)
+    middleware = [Middleware(SecurityMiddleware, hosts=hosts), Middleware(OwnerMiddleware, guard=app.guard)]
     return app.blocks.launch(
         server_name=host, server_port=port, share=share, ssr_mode=False, show_error=True,
         max_file_size=ImageLimits().max_bytes, allowed_paths=[str(assets_dir())],  # examples only: public photos
-        app_kwargs={"middleware": [Middleware(OwnerMiddleware, guard=app.guard)]},
+        app_kwargs={"middleware": middleware},
         footer_links=["api", "settings"], run_history=False, enable_monitoring=False, css=CSS, **kwargs,
     )
+
+
+def login(value: str | None) -> tuple[str, str] | None:
+    """USER:PASSWORD (from --auth or GPT4TOOLS_AUTH) as gradio's `auth`; None when not given."""
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise ValueError("--auth / GPT4TOOLS_AUTH must be USER:PASSWORD")
+    return user, password
+
+
+def required_login(value: str | None, public: bool) -> tuple[str, str] | None:
+    """The login to require: served beyond loopback (or shared), anyone who reaches the port
+    could run the model, upload and start jobs, so there must be one."""
+    auth = login(value)
+    if public and auth is None:
+        raise ValueError("serving beyond 127.0.0.1 (or with --share) needs a login: --auth USER:PASSWORD "
+                         "or GPT4TOOLS_AUTH")
+    return auth
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,19 +184,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     ap.add_argument("--jobs", action=argparse.BooleanOptionalAction, default=None,
                     help="show the Benchmark/Data/Train tabs (default: only when serving 127.0.0.1 without --share)")
+    ap.add_argument("--auth", default=os.environ.get("GPT4TOOLS_AUTH"), metavar="USER:PASSWORD",
+                    help="require this login (required beyond loopback or with --share; "
+                         "prefer GPT4TOOLS_AUTH, which other users cannot see in the process list)")
+    ap.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                    help="a host name the app is reached by, besides loopback and --host (repeatable; "
+                         "also GPT4TOOLS_ALLOWED_HOSTS=a,b)")
     add_model_args(ap)
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=os.environ.get("GPT4TOOLS_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
     try:
+        auth = required_login(args.auth, public=not is_loopback(args.host) or args.share)
         registry = build_registry(args.load)
-    except UnknownToolError as e:
+    except (ValueError, UnknownToolError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    local = args.host in ("127.0.0.1", "localhost", "::1") and not args.share
+    local = is_loopback(args.host) and not args.share
+    private_temp_dir()  # before build_app: the examples are cached while it builds
     app = build_app(lambda: build_agent(args), registry=registry, runner=JobRunner(),
                     jobs=local if args.jobs is None else args.jobs)
     app.chat.holder.load_in_background()  # serve at once; the status line says when it is ready
     start_cleanup()
-    launch(app, args.host, args.port, args.share)
+    launch(app, args.host, args.port, args.share, hosts=host_policy(args.host, args.allow_host, args.share),
+           auth=auth)
     return 0
 

@@ -6,6 +6,12 @@ memory (beyond `Session`'s own clear/rewind) or parses model text. Images are sh
 per-session folder inside Gradio's cache, and `OwnerMiddleware` serves that folder only to
 the browser (cookie) that owns the session, so one user can never fetch another's images,
 even with the URL.
+
+Model, tool and OCR text is untrusted: it is shown through `untrusted`, which leaves it no
+Markdown or HTML to load a remote image or make a link with; the only images shown are this
+session's own files. User text is cleaned of NUL and lone surrogates before anything sees it,
+and uploads are bounded per message and per session (`UploadQuota`); gradio's raw copy of an
+upload is deleted once read.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import secrets
 import shutil
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Union
 
@@ -35,6 +42,28 @@ log = logging.getLogger(__name__)
 COOKIE = "gpt4tools_owner"  # identifies a browser (or a gradio_client) to the file guard
 PRIVATE = "gpt4tools-private"  # folder in Gradio's cache holding the images each session shows
 AgentSource = Union[A.Agent, Callable[[], A.Agent]]
+
+
+# -- untrusted text ------------------------------------------------------------------------
+# Markdown that can fetch or link: images and links need "[" and "]", raw HTML and autolinks
+# need "<"; a backslash could undo our escapes. Escaped, each shows as itself.
+_MARKUP = re.compile(r"([\\\[\]<>])")
+# Bare URLs become links in GFM; an escaped "/" or "." keeps them text (no link to click).
+_BARE_URL = re.compile(r"(?i)(://|\bwww\.)")
+
+
+def untrusted(text: str) -> str:
+    """Text from the model, a tool or OCR, as Markdown that renders it literally: no image,
+    no link, no HTML can come out of it (CommonMark shows an escaped punctuation mark as itself)."""
+    text = _MARKUP.sub(r"\\\1", clean_text(text))
+    return _BARE_URL.sub(lambda m: ":\\/\\/" if m.group(1) == "://" else m.group(1)[:3] + "\\.", text)
+
+
+def clean_text(text: str) -> str:
+    """Text safe to store, send and serialise: lone surrogates (valid in JSON, not in UTF-8)
+    become U+FFFD, NUL and other C0 controls except tab and newline are dropped."""
+    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", "", text)
 
 
 # -- steps -> chat messages ----------------------------------------------------------------
@@ -82,14 +111,15 @@ class TurnView:
         if isinstance(step, A.Error):  # keep the unusable output, folded, above what the model was told
             if thinking is not None:
                 thinking.metadata = {"title": "💭 Model output", "status": "done"}
-            self.messages.append(gr.ChatMessage(step.message, metadata={"title": f"💥 {_headline(step.message)}",
-                                                                        "status": "done"}))
+            message = untrusted(step.message)  # may quote the model's output
+            self.messages.append(gr.ChatMessage(message, metadata={"title": f"💥 {_headline(message)}",
+                                                                   "status": "done"}))
             return
         if thinking is not None:  # a tool call or an answer says the same, parsed
             self.messages.remove(thinking)
         if isinstance(step, A.Action):
             self._tool = gr.ChatMessage(f"**Input:** {_code(step.tool_input)}",
-                                        metadata={"title": f"🛠️ {step.tool}", "status": "pending"})
+                                        metadata={"title": f"🛠️ {untrusted(step.tool)}", "status": "pending"})
             self._tool_t0 = time.perf_counter()
             self.messages.append(self._tool)
         elif isinstance(step, A.ObservationStep):
@@ -97,17 +127,17 @@ class TurnView:
         elif isinstance(step, A.ImageStep):
             self._image(step.name)
         elif isinstance(step, A.Final):
-            self.messages.append(gr.ChatMessage(step.text))
+            self.messages.append(gr.ChatMessage(untrusted(step.text)))
             for name in step.images:  # an answer that names an earlier result shows it again
                 self._image(name)
 
     def _observe(self, step: A.ObservationStep) -> None:
         msg, self._tool = self._tool, None
         if msg is None:  # an observation without its action (not produced by Agent, but be total)
-            msg = gr.ChatMessage("", metadata={"title": f"🛠️ {step.tool}"})
+            msg = gr.ChatMessage("", metadata={"title": f"🛠️ {untrusted(step.tool)}"})
             self.messages.append(msg)
-        msg.content += f"\n\n**Observation:** {step.text}"
-        msg.metadata = {"title": f"{'🛠️' if step.ok else '💥'} {step.tool}", "status": "done",
+        msg.content += f"\n\n**Observation:** {untrusted(step.text)}"  # OCR and captions are untrusted too
+        msg.metadata = {"title": f"{'🛠️' if step.ok else '💥'} {untrusted(step.tool)}", "status": "done",
                         "duration": round(time.perf_counter() - self._tool_t0, 2)}
 
     def _image(self, name: str) -> None:
@@ -123,7 +153,8 @@ class TurnView:
         if self._thinking is not None:
             self._thinking.metadata = {"title": "💭 Model output", "status": "done"}
             self._thinking = None
-        self.messages.append(gr.ChatMessage(f"{type(exc).__name__}: {exc}", metadata={"title": "💥 The model failed"}))
+        self.messages.append(gr.ChatMessage(untrusted(f"{type(exc).__name__}: {exc}"),
+                                            metadata={"title": "💥 The model failed"}))
 
 
 # -- who may fetch which file ----------------------------------------------------------------
@@ -240,6 +271,15 @@ class AgentHolder:
 
 
 # -- one browser session --------------------------------------------------------------------
+@dataclass(frozen=True)
+class UploadQuota:
+    """How much one browser session may upload (each file is also bounded by ImageLimits)."""
+
+    files_per_message: int = 8
+    bytes_per_session: int = 256 * 2**20  # raw bytes received, over the session's life
+    echo_chars: int = 2000  # a longer user message is shown cut (the agent refuses it anyway)
+
+
 class ChatState:
     """A browser session's conversation: its `Session`, what the chat shows, undo marks."""
 
@@ -250,6 +290,7 @@ class ChatState:
         self.session: Session | None = None
         self.history: list[gr.ChatMessage] = []
         self.marks: list[tuple[int, int]] = []  # per user turn: (chat messages, memory turns) before it
+        self.uploaded_bytes = 0  # never reset (not by clear nor undo): the quota is per session
         self.lock = threading.Lock()
 
     def ensure_session(self, agent: A.Agent) -> Session:
@@ -261,11 +302,11 @@ class ChatState:
         """Copy a session image into the served folder; return that path."""
         try:
             src = self.session.image_path(name)
-        except (ImageError, AttributeError):
+            dst = self.folder / src.name
+            if not dst.exists():
+                shutil.copyfile(src, dst)
+        except (ImageError, AttributeError, OSError):  # not ours, no session yet, a file gone or a full disk
             return None
-        dst = self.folder / src.name
-        if not dst.exists():
-            shutil.copyfile(src, dst)
         return str(dst)
 
     def mark(self) -> None:
@@ -302,10 +343,13 @@ def close_state(state: ChatState | None) -> None:
 class ChatApp:
     """The chat tab's logic, independent of the layout (tests call it without a server)."""
 
-    def __init__(self, agent: AgentSource, guard: FileGuard | None = None, n_tools_total: int | None = None):
+    def __init__(self, agent: AgentSource, guard: FileGuard | None = None, n_tools_total: int | None = None,
+                 quota: UploadQuota = UploadQuota()):
         self.holder = AgentHolder(agent)
         self.guard = guard or FileGuard()
         self.n_tools_total = n_tools_total
+        self.quota = quota
+        self.kept_files: set[str] = set()  # files in gradio's cache never deleted after a turn (the examples)
 
     def status(self) -> str:
         return self.holder.status(self.n_tools_total)
@@ -332,8 +376,15 @@ class ChatApp:
             state.lock.release()
 
     def _turn(self, message: dict, state: ChatState, busy) -> Iterator[tuple[list, Any, ChatState]]:
-        text = (message.get("text") or "").strip()
+        text = clean_text(message.get("text") or "").strip()
         files = [f if isinstance(f, str) else f.get("path", "") for f in message.get("files") or []]
+        try:
+            yield from self._turn_with(text, files, state, busy)
+        finally:  # whatever happened, gradio's raw copies go: we keep our own re-encoded ones
+            for path in files:
+                self._discard_raw(path)
+
+    def _turn_with(self, text: str, files: list[str], state: ChatState, busy) -> Iterator[tuple[list, Any, ChatState]]:
         if not text and not files:
             yield state.history, gr.skip(), state
             return
@@ -344,17 +395,22 @@ class ChatApp:
         agent = self.holder.get()
         state.mark()
         if agent is None:
-            state.history += [gr.ChatMessage(text or f"({len(files)} image(s))", role="user"),
+            state.history += [gr.ChatMessage(self._echo(text) or f"({len(files)} image(s))", role="user"),
                               gr.ChatMessage(self.status(), metadata={"title": "💥 No model"})]
             yield state.history, busy, state
             return
         session = state.ensure_session(agent)
-        for path in files:
+        taken, extra = files[: self.quota.files_per_message], files[self.quota.files_per_message:]
+        for path in taken:
             state.history.extend(self._upload(state, session, path, acknowledge=not text))
             yield state.history, busy, state
+        if extra:
+            state.history.append(gr.ChatMessage(
+                f"{len(extra)} more image(s) were not read: at most {self.quota.files_per_message} per message.",
+                metadata={"title": "💥 Upload refused"}))
         if not text:
             return
-        state.history.append(gr.ChatMessage(text, role="user"))
+        state.history.append(gr.ChatMessage(self._echo(text), role="user"))
         view = TurnView(state.publish)
         base = len(state.history)
         last = 0.0
@@ -372,16 +428,50 @@ class ChatApp:
         state.history[base:] = view.messages
         yield state.history, busy, state
 
+    def _echo(self, text: str) -> str:
+        """The user's text as the chat shows it: literal, and cut when it is far too long to run."""
+        limit = self.quota.echo_chars
+        shown = text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+        return untrusted(shown)
+
     def _upload(self, state: ChatState, session: Session, path: str, acknowledge: bool) -> list[gr.ChatMessage]:
-        shown = Path(path).name or "upload"
-        if PRIVATE in Path(path).resolve().parts:  # gradio accepts any file in its cache; not these
-            return [gr.ChatMessage(f"{shown} is not an upload.", metadata={"title": "💥 Upload refused"})]
+        """Store one upload; any failure is a message, never a failed turn."""
+        shown = untrusted(clean_text(Path(path).name)) or "upload"
+
+        def refused(why: str) -> list[gr.ChatMessage]:
+            return [gr.ChatMessage(f"{shown}: {why}", metadata={"title": "💥 Upload refused"})]
+
         try:
+            if PRIVATE in Path(path).resolve().parts:  # gradio accepts any file in its cache; not these
+                return refused("not an upload.")
+            size = Path(path).stat().st_size
+            if state.uploaded_bytes + size > self.quota.bytes_per_session:
+                return refused(f"this session has uploaded its {self.quota.bytes_per_session / 2**20:.0f} MiB; "
+                               "start a new session (reload the page) to upload more.")
+            state.uploaded_bytes += size
             name = session.add_image(path)
+            shown_upload = gr.ChatMessage({"path": state.publish(name), "alt_text": name}, role="user")
         except ImageError as e:  # wrong type, too many bytes or pixels, too small: say which
-            return [gr.ChatMessage(f"{shown}: {e}", metadata={"title": "💥 Upload refused"})]
-        shown_upload = gr.ChatMessage({"path": state.publish(name), "alt_text": name}, role="user")
+            return refused(untrusted(str(e)))
+        except Exception as e:  # a vanished file, a full disk, a failing captioner: the turn goes on
+            log.exception("storing an upload failed")
+            return refused(untrusted(f"could not be stored ({type(e).__name__})."))
         return [shown_upload, gr.ChatMessage(f"Received `{name}`.")] if acknowledge else [shown_upload]
+
+    def _discard_raw(self, path: str) -> None:
+        """Delete gradio's raw copy of an upload (it is served to anyone with its URL, and
+        we keep a re-encoded copy). Only files in gradio's cache, never our served copies
+        nor the examples; a file already gone is fine."""
+        try:
+            raw = Path(path).resolve()
+            cache = self.guard.root().parent
+            if cache not in raw.parents or PRIVATE in raw.parts or {path, str(raw)} & self.kept_files:
+                return
+            raw.unlink(missing_ok=True)
+            if raw.parent != cache:
+                raw.parent.rmdir()  # gradio's per-upload folder, when now empty
+        except OSError:
+            pass
 
     def clear(self, state: ChatState | None) -> tuple[list, ChatState | None]:
         if state is not None:
