@@ -208,7 +208,9 @@ class Agent:
                                f"for this request. Say what the tools found, or that it did not work.")
                 if retries >= self.config.max_retries:  # give up correcting: strip the names
                     text = _honest(decision.text, failure, made)
-                    if text == decision.text:
+                    if text == decision.text and not made and CLAIM.search(text):  # "X is ready: (no such file)"
+                        text = NOTHING_MADE
+                    elif text == decision.text:
                         text = _strip_names(text, missing + posed)
                     conversation.add_exchange(user_input, text)
                     yield Final(text, _results(text, store), len(calls), time.perf_counter() - t0)
@@ -227,7 +229,7 @@ class Agent:
 
             calls.append(decision)
             yield Action(decision.tool, decision.tool_input)
-            obs_text, ok, image = self._call(decision, store)
+            obs_text, ok, image = self.observe(decision, store)
             failure = None if ok else (decision.tool, obs_text)
             yield ObservationStep(decision.tool, obs_text, ok)
             if image:
@@ -248,7 +250,10 @@ class Agent:
                     f"{self.config.max_input_chars:,}. Please shorten it.")
         return None
 
-    def _call(self, call: react.ToolCall, store: ImageStore) -> tuple[str, bool, str | None]:
+    def observe(self, call: react.ToolCall, store: ImageStore) -> tuple[str, bool, str | None]:
+        """Run one call as the loop does: (observation text, ok, image made). The model's mistakes
+        (unknown tool, bad input) and tool crashes become observations; the data builder writes
+        its repair samples from the same texts."""
         try:
             tool = self.tools.resolve(call.tool)
         except UnknownToolError as e:
@@ -273,6 +278,7 @@ class Agent:
 # Words with which an answer presents an image as the outcome of the request.
 CLAIM = re.compile(r"\b(ready|saved|here (?:is|it is)|here's|done|result|created|generated|made|produced|"
                    r"edited|marked|masked|removed|replaced)\b", re.I)
+NOTHING_MADE = "Sorry, I did not manage to make an image for that. Could you say which image and what to do with it?"
 # Words with which an answer admits that something did not work.
 ADMITS = re.compile(r"\b(fail(?:ed|s)?|error|could ?not|couldn't|can ?not|can't|unable|sorry|"
                     r"not (?:able|available|possible|found|valid)|did not|didn't|no such)\b", re.I)

@@ -29,7 +29,8 @@ class Record(TypedDict, total=False):
     output: str  # one assistant message: a tool call ending in "Observation:" or a final answer
     id: str  # stable, unique in a file
     tool: str | None  # the tool `output` calls; None for a final answer or a negative
-    kind: str  # "positive", "context", "negative", "chat", "chat-negative"
+    kind: str  # "positive", "context", "negative", "chat", "chat-negative"; dialogues.py: "multi-image",
+    # "follow-up", "repair", "failure", "unavailable"
     teacher: str  # who wrote the user message: "template", an LLM's name, "sharegpt", ...
     source: str  # the image content ("synthetic:train-3", "photos:<sha>") or the negative's origin
     template: str  # the prompt template's name

@@ -4,7 +4,7 @@
 # ablations on the same conversations, each in its own resumable run folder (a killed run goes
 # on where it stopped; run.json refuses a folder made with other settings).
 #
-#   bash scripts/eval_chat.sh                    # everything (about 1.5 h on 2 cores)
+#   bash scripts/eval_chat.sh                    # everything (about 2.5 h on 2 busy cores)
 #   RUNS="default" bash scripts/eval_chat.sh     # some of it
 #   ADAPTER=runs/train/mine OUT=runs/bench-chat/mine bash scripts/eval_chat.sh
 set -euo pipefail
@@ -23,8 +23,8 @@ for run in ${RUNS:-default unnamed unconstrained}; do
       chat --out "$OUT/default" ;;
     unnamed)  # part 5 ablation: uploads announced in the history only (single-tool + multi-image)
       chat --no-name-uploads --ids "${PART5[@]}" --out "$OUT/default-unnamed" ;;
-    unconstrained)  # free decoding, validated after the fact
-      chat --no-constrained --out "$OUT/default-unconstrained-all" ;;
+    unconstrained)  # free decoding, validated after the fact (single-tool + multi-image: compare with default on them)
+      chat --no-constrained --ids "${PART5[@]}" --out "$OUT/default-unconstrained-part5" ;;
     *) echo "unknown run $run (default unnamed unconstrained)" >&2; exit 2 ;;
   esac
   echo "== $run: $((SECONDS - start)) s"

@@ -7,6 +7,7 @@
 #
 #   bash scripts/eval_default.sh                 # everything (about an hour on 2 cores)
 #   RUNS="val test" bash scripts/eval_default.sh # some of it
+#   RUNS=constrained bash scripts/eval_default.sh  # free vs constrained decoding, same records
 #   ADAPTER=runs/train/mine bash scripts/eval_default.sh
 #   MODEL=smollm2-135m ADAPTER=adapters/smollm2-135m bash scripts/eval_default.sh  # the small fallback
 #
@@ -37,7 +38,13 @@ for run in ${RUNS:-chat val test untuned all}; do
       $PY -m gpt4tools score --data data/val.jsonl --per-tool 5 --pred "$OUT/val10_tuned/predictions.jsonl" --out "$OUT/val5_tuned" ;;
     all)  # every available tool offered, as with --offer-tools 0
       bench --data data/chat_eval_all.jsonl --adapter "$ADAPTER" --per-tool 5 --out "$OUT/chatall5_tuned" ;;
-    *) echo "unknown run $run (chat val test untuned all)" >&2; exit 2 ;;
+    constrained)  # free vs grammar-constrained decoding on the same records (seen and unseen tools), back to back
+      for mode in free constrained; do
+        flag=$([ $mode = constrained ] && echo --constrained || true)
+        bench --data data/val.jsonl --adapter "$ADAPTER" --per-tool 5 $flag --out "$OUT/val5_$mode"
+        bench --data data/test_unseen.jsonl --adapter "$ADAPTER" --per-tool 5 $flag --out "$OUT/test5_$mode"
+      done ;;
+    *) echo "unknown run $run (chat val test untuned all constrained)" >&2; exit 2 ;;
   esac
   echo "$run: $((SECONDS - start)) s wall (model load included)" | tee -a "$OUT/eval_wall.txt"
 done

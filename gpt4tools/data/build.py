@@ -56,6 +56,7 @@ class BuildConfig:
     tools_range: tuple[int, int] = (2, 5)
     many_tools_share: float = 0.15  # train only: records offering 6..all tools (samples.RecordMaker._offer)
     retrieved_share: float = 0.5  # train only: records offering what the agent would (retrieval.py)
+    dialogue_share: float = 0.0  # train only: share of records that are conversation-shaped (dialogues.py)
     chat_per_tool: int = 20  # chat split: records per offered tool (chat_eval.py)
     chat_negatives: int = 60
     chat_offer: int = 5  # tools per chat prompt, chosen as the agent does (0: all available)
@@ -271,7 +272,7 @@ class Builder:
         per_tool: Counter = Counter()
         if split == "train":
             n_neg = round(cfg.train_records * cfg.negative_share)
-            quota = (cfg.train_records - n_neg) / len(tools)
+            quota = (cfg.train_records - n_neg - round(cfg.train_records * cfg.dialogue_share)) / len(tools)
 
             def count(tool: str, recs: list[dict]) -> None:  # an episode's records count for the tool asked
                 per_tool[tool] += len(recs)
@@ -297,6 +298,11 @@ class Builder:
                 finals = by_tool[None]
                 records += rng.sample(finals, min(len(finals), cfg.val_finals))
         records += self._negatives(split, n_neg, maker, used, dropped)
+        if split == "train" and cfg.dialogue_share > 0:
+            from gpt4tools.data.dialogues import DialogueBuilder
+
+            n_dialogue = round(cfg.train_records * cfg.dialogue_share)
+            records += DialogueBuilder(self.registry, cfg.seed, split, pool, maker).build(n_dialogue, dropped=dropped)
         kept = []
         for r in records:
             if self.count_tokens(r["instruction"] + r["output"]) > cfg.cutoff:

@@ -54,6 +54,9 @@ def _size_args(g: argparse._ArgumentGroup) -> None:
                    help="training records that offer 6 to all seen tools instead of the paper's 2-5")
     g.add_argument("--retrieved-share", type=float, default=BuildConfig.retrieved_share,
                    help="training records that offer the 2-5 tools the agent would retrieve for the message")
+    g.add_argument("--dialogue-share", type=float, default=BuildConfig.dialogue_share,
+                   help="training records that are conversation-shaped: several images, follow-ups on results, "
+                        "repairs, failed calls, unavailable tools (gpt4tools/data/dialogues.py)")
     g.add_argument("--max-contents", type=int, default=BuildConfig.max_contents, help="bound on images drawn per split")
     g.add_argument("--patience", type=int, default=BuildConfig.patience,
                    help="stop a tool after this many duplicates in a row")
@@ -124,6 +127,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         negative_share=args.negative_share, val_negatives=args.val_negatives, test_negatives=args.test_negatives,
         chat_per_tool=args.chat_per_tool, chat_negatives=args.chat_negatives, chat_offer=args.chat_offer,
         merge_share=args.merge_share, many_tools_share=args.many_tools_share, retrieved_share=args.retrieved_share,
+        dialogue_share=args.dialogue_share,
         max_contents=args.max_contents, patience=args.patience, synthetic=not args.no_synthetic,
         coco_captions=args.coco_captions, coco_instances=args.coco_instances, teacher=args.teacher,
         llm=_llm_factory(args) if args.teacher == "llm" else None, workers=args.workers, retries=args.retries,

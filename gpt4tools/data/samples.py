@@ -125,9 +125,11 @@ def _final(spec: ToolSpec, ins: Instruction, steps: list[Step], content: ImageCo
     return rng.choice(answers["text"]).format(observation=obs)
 
 
-def episode(ins: Instruction, content: ImageContent, specs: dict[str, ToolSpec], seed: int) -> Episode:
-    """The whole assistant turn for an instruction; the image name depends only on the content."""
-    image = f"image/{random_name(rng=rng_for('image', seed, content.id))}.png"
+def episode(ins: Instruction, content: ImageContent, specs: dict[str, ToolSpec], seed: int,
+            image: str | None = None) -> Episode:
+    """The whole assistant turn for an instruction; the image name depends only on the content,
+    unless `image` names it (a conversation's earlier upload or tool result: dialogues.py)."""
+    image = image or f"image/{random_name(rng=rng_for('image', seed, content.id))}.png"
     rng = rng_for("episode", seed, content.id, ins.tool, ins.text)
     spec = specs[ins.tool]
     chain = [specs[spec.follows], spec] if spec.follows and spec.follows in specs else [spec]
