@@ -79,6 +79,9 @@ class TrainConfig:
     save_steps: int = 50
     log_steps: int = 1
     resume: bool = True  # continue from out_dir/checkpoint if present
+    # Start from this adapter's LoRA weights instead of fresh ones (continue training an adapter on
+    # new data); its own rank, targets and layers apply, the lora_* settings above are not used.
+    init_adapter: str = ""
     save_dtype: str = "fp32"  # the final adapter file's dtype; bf16 halves it (checkpoints stay fp32)
 
     def __post_init__(self):
@@ -411,6 +414,11 @@ def add_lora(cfg: TrainConfig, model, ckpt: Path):
                       layers_to_transform=lora_layer_ids(cfg.lora_layers, model.config.num_hidden_layers))
     if cfg.resume and (ckpt / "adapter_config.json").is_file():
         return PeftModel.from_pretrained(model, str(ckpt), is_trainable=True)
+    if cfg.init_adapter:
+        if not (Path(cfg.init_adapter) / "adapter_config.json").is_file():
+            raise ValueError(f"--init-adapter {cfg.init_adapter}: no adapter_config.json there")
+        # peft casts the adapter to the model's compute dtype (a bf16-saved adapter trains in fp32 or bf16)
+        return PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True)
     return get_peft_model(model, lora)
 
 

@@ -95,6 +95,7 @@ SMUGGLED_TRAIN = [
     (dict(data="../../etc/passwd"), "--data: .* is outside"),
     (dict(extra="--template /etc/passwd"), "--template: .* is neither a known prompt template"),
     (dict(extra="--out-dir /tmp/x"), "--out-dir is not allowed"),
+    (dict(extra="--init-adapter /tmp"), "--init-adapter: .* is neither a known adapter"),
     (dict(extra="--threads 100000"), "--threads: 100000 is outside 0..[0-9]+"),
     (dict(micro_batch=1e9), "--micro-batch-size: 1000000000 is outside"),
     (dict(extra="--learning-rate nan"), "--learning-rate is given twice"),

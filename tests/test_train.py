@@ -240,6 +240,25 @@ def test_training_lowers_loss_saves_and_reloads(tiny_model, tmp_path):
     assert 0 < gen.completion_tokens <= 12 and gen.text
 
 
+def test_training_can_start_from_an_earlier_adapter(tiny_model, tmp_path):
+    """--init-adapter continues an adapter on new data: step 0 starts from its weights (its loss
+    is the trained adapter's, far below a fresh one's) and its LoRA shape is kept."""
+    data = write_data(tmp_path, RECORDS)
+    common = dict(base_model=tiny_model, data=[data], gradient_accumulation=2, warmup_steps=0, save_steps=100,
+                  dtype="fp32", lora_dropout=0.0)
+    train(TrainConfig(out_dir=str(tmp_path / "first"), max_steps=30, learning_rate=5e-2, lora_r=4, **common))
+    fresh = tmp_path / "fresh"
+    train(TrainConfig(out_dir=str(fresh), max_steps=1, learning_rate=1e-9, **common))
+    cont = tmp_path / "continued"
+    train(TrainConfig(out_dir=str(cont), max_steps=1, learning_rate=1e-9, init_adapter=str(tmp_path / "first"),
+                      **common))
+    first_loss = lambda d: json.loads((d / "metrics.jsonl").read_text().splitlines()[0])["loss"]  # noqa: E731
+    assert first_loss(cont) < 0.5 * first_loss(fresh)
+    assert json.loads((cont / "adapter_config.json").read_text())["r"] == 4
+    with pytest.raises(ValueError, match="no adapter_config.json"):
+        train(TrainConfig(out_dir=str(tmp_path / "bad"), max_steps=1, init_adapter=str(tmp_path), **common))
+
+
 def test_resume_reaches_the_same_result(tiny_model, tmp_path):
     data = write_data(tmp_path, RECORDS)
     common = dict(base_model=tiny_model, data=[data], max_steps=6, gradient_accumulation=2, learning_rate=1e-2,

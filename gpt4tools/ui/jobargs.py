@@ -274,6 +274,7 @@ def _train() -> Allowed:
         "--max-samples": Int(0, 10_000_000), "--device": DEVICE, "--dtype": Choice(DTYPES),
         "--threads": Int(0, cpu_count), "--seed": SEED, "--save-steps": Int(1, 1_000_000),
         "--log-steps": Int(1, 100_000), "--save-dtype": Choice(ADAPTER_DTYPES),
+        "--init-adapter": NameOrPath(lambda: (), "adapter", adapter_roots),
     }, many=frozenset({"--data", "--target-modules"}))
 
 
