@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 case "${1:-app}" in
-  app|test|setup) mode="${1:-app}"; shift || true ;;
+  app|test|setup|llamacpp) mode="${1:-app}"; shift || true ;;
   -*) mode=app ;;  # bash run.sh --port 7861: options go to the app
   *) mode="$1" ;;  # unknown: the usage message below
 esac
@@ -72,6 +72,23 @@ setup_llamacpp() {
   "$VENV/bin/pip" install -q --no-deps "$whl"
 }
 
+# The app's first start must not wait ~10 min for a compile, nor serve the slower backend forever:
+# with a cached wheel llama.cpp is installed now (seconds); without one it is built in the
+# background at low priority (one build at a time), and the next start serves with it. The app's
+# status line says which backend serves and why (gpt4tools.llm.backend_note).
+setup_llamacpp_soon() {
+  if "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then setup_llamacpp; return 0; fi
+  local cpu; cpu=$( (uname -m; grep -m1 '^flags' /proc/cpuinfo 2>/dev/null) | sha256sum | cut -c1-12)
+  if ls "$GPT4TOOLS_CACHE"/wheels/llama-cpp-python-*-"$cpu"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    setup_llamacpp; return 0
+  fi
+  mkdir -p "$GPT4TOOLS_CACHE/wheels"
+  local log="$GPT4TOOLS_CACHE/wheels/llama-cpp-build.log"
+  step "building llama.cpp in the background (log: $log); this start serves with transformers, the next with llama.cpp"
+  nohup flock -n "$GPT4TOOLS_CACHE/wheels/llama-cpp-build.lock" nice -n 19 bash "$PWD/$(basename "$0")" llamacpp \
+    > "$log" 2>&1 &
+}
+
 setup_weights() {
   step "model weights (cached in $GPT4TOOLS_CACHE)"
   "$VENV/bin/python" -m gpt4tools weights fetch
@@ -79,7 +96,8 @@ setup_weights() {
 
 case "$mode" in
   app)
-    setup_python  # not setup_llamacpp: the app runs on transformers; a first start should not wait for a compile
+    setup_python
+    setup_llamacpp_soon  # never a compile in the way of the first start
     setup_weights
     step "starting the app (http://127.0.0.1:7860 unless --host/--port say otherwise)"
     exec "$VENV/bin/python" app.py "$@"
@@ -99,6 +117,9 @@ case "$mode" in
     setup_python
     setup_llamacpp
     setup_weights
+    ;;
+  llamacpp)  # what the app's first start runs in the background
+    setup_llamacpp
     ;;
   *)
     echo "usage: bash run.sh [app|test|setup] [args...]" >&2

@@ -132,3 +132,26 @@ def test_idle_session_folders_are_cleaned_even_when_files_vanish_mid_scan(tmp_pa
         os.utime(p, (day_ago, day_ago))
     assert cleanup_sessions(86400, root=tmp_path) == 1
     assert not old.exists() and (fresh / "image" / "a.png").exists()
+
+
+def test_the_status_line_says_which_backend_serves_and_why(tmp_path, monkeypatch):
+    """Without llama.cpp the default serves on transformers, and the note says whether run.sh is
+    building llama.cpp in the background (it holds the build lock) or how to get it."""
+    import fcntl
+    import importlib.util
+
+    from gpt4tools import llm
+
+    monkeypatch.setenv("GPT4TOOLS_CACHE", str(tmp_path))
+    assert llm.backend_note("transformers", "default") == "transformers (as asked)"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    assert "`bash run.sh setup` builds it" in llm.backend_note("auto", "default")
+    lock = tmp_path / "wheels" / "llama-cpp-build.lock"
+    lock.parent.mkdir()
+    lock.touch()
+    assert "`bash run.sh setup` builds it" in llm.backend_note("auto", "default")  # a lock file nobody holds
+    with lock.open("rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # what flock(1) in run.sh does while the build runs
+        # flock locks belong to the open file: a second open() in this process is refused as another's would be
+        assert "being built in the background" in llm.backend_note("auto", "default")

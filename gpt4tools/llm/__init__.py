@@ -41,6 +41,42 @@ def resolve_backend(backend: str, model: str, device: str = "cpu") -> str:
     return "transformers"
 
 
+def backend_note(backend: str, model: str, device: str = "cpu") -> str:
+    """Which backend `load_llm` serves with and why, in words for the app's status line."""
+    chosen = resolve_backend(backend, model, device)
+    if backend != "auto":
+        return f"{chosen} (as asked)"
+    if chosen == "llamacpp":
+        return "llama.cpp (auto: the fastest on a CPU, scripts/bench_llm.py)"
+    if device != "cpu":
+        return f"transformers (auto: {device})"
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        if _llamacpp_build_running():
+            return "transformers (auto: llama.cpp, ~6x faster, is being built in the background; next start uses it)"
+        return "transformers (auto: llama.cpp is not installed; `bash run.sh setup` builds it, ~6x faster)"
+    return "transformers (auto: this model has no GGUF for llama.cpp)"
+
+
+def _llamacpp_build_running() -> bool:
+    """Whether `bash run.sh`'s background build of llama.cpp holds its lock (flock(1) in run.sh)."""
+    import fcntl
+
+    from gpt4tools.paths import cache_dir
+
+    lock = cache_dir() / "wheels" / "llama-cpp-build.lock"
+    if not lock.is_file():
+        return False
+    with lock.open("rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
 # Prompts per batch on AMX CPUs: scripts/bench_runner_speed.sh measured 8 and 16 at 2.1x and 2.3x llama.cpp's records/s.
 AMX_BATCH = 16
 
@@ -64,7 +100,13 @@ def load_llm(model: str = "default", adapter: str | None = None, backend: str = 
     """Load a backend. `model`: 'default', a manifest name, a local dir/GGUF, a hub id, or
     (openai) the served model's name. `adapter='none'` disables the default adapter.
     `dtype` is for transformers (hardware.DTYPES), `gguf` for llama.cpp (gguf.GGUF_FORMS)."""
-    backend = resolve_backend(backend, model, device)
+    note = backend_note(backend, model, device)
+    llm = _load(resolve_backend(backend, model, device), model, adapter, device, dtype, gguf, **kwargs)
+    llm.backend_note = note  # the status line says what serves and why
+    return llm
+
+
+def _load(backend: str, model: str, adapter: str | None, device: str, dtype: str, gguf: str, **kwargs) -> LLM:
     if backend == "transformers":
         from gpt4tools.llm.hf import HFCausalLM
 

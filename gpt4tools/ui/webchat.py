@@ -266,7 +266,9 @@ class AgentHolder:
         of = f" of {n_tools_total}" if n_tools_total is not None else ""
         k = self.agent.config.offer_tools
         offer = f", the {k} closest offered per message" if 0 < k < len(tools) else ""
-        return (f"**Model:** `{llm.name}` · **Adapter:** `{Path(adapter).name if adapter else 'none'}` · "
+        note = getattr(llm, "backend_note", None)
+        backend = f" · **Backend:** {note}" if note else ""
+        return (f"**Model:** `{llm.name}` · **Adapter:** `{Path(adapter).name if adapter else 'none'}`{backend} · "
                 f"**Tools:** {len(tools)}{of} available{offer}")
 
 
