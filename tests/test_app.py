@@ -50,7 +50,7 @@ def test_turn_view_renders_every_step_kind():
     view.add(Action("Invert The Image", "image/abcdefgh.png"))
     assert thinking not in view.messages  # the parsed call replaces the raw text
     tool = view.messages[0]
-    assert tool.metadata["title"] == "🛠️ Invert The Image" and tool.metadata["status"] == "pending"
+    assert tool.metadata["title"] == "🛠️ Running Invert The Image…" and tool.metadata["status"] == "pending"
     assert tool.content == "**Input:** `image/abcdefgh.png`"
 
     view.add(ObservationStep("Invert The Image", "Result saved as image/x1_invert_abcdefgh_abcdefgh.png"))

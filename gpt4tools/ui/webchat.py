@@ -119,7 +119,7 @@ class TurnView:
             self.messages.remove(thinking)
         if isinstance(step, A.Action):
             self._tool = gr.ChatMessage(f"**Input:** {_code(step.tool_input)}",
-                                        metadata={"title": f"🛠️ {untrusted(step.tool)}", "status": "pending"})
+                                        metadata={"title": f"🛠️ Running {untrusted(step.tool)}…", "status": "pending"})
             self._tool_t0 = time.perf_counter()
             self.messages.append(self._tool)
         elif isinstance(step, A.ObservationStep):
