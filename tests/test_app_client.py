@@ -87,7 +87,8 @@ def test_benchmark_job_reports_progress_over_the_api(server):  # noqa: F811
     job = c.submit(api_name="/bench_watch")
     while not job.done():
         time.sleep(0.2)
-    status, _log, overall, _per_tool, _chart = job.result()
+    status, _log, overall, _per_tool, _chart, heading = job.result()
     assert status.startswith("✅ bench: finished 10/10")
     row = dict(zip(overall["headers"], overall["data"][0]))
     assert row["SR %"] == 40.0 and row["n"] == 10
+    assert row["Run"].endswith("(this run)") and "on `" in heading and "tiny.jsonl" in heading  # beside earlier runs

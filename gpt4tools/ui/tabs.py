@@ -25,7 +25,7 @@ import pandas as pd
 
 from gpt4tools import metrics, paths
 from gpt4tools.model_cache import CACHE
-from gpt4tools.ui import jobargs
+from gpt4tools.ui import benchruns, databuild, jobargs, trainplan
 from gpt4tools.ui.jobargs import Refused, check_url, check_value
 from gpt4tools.ui.jobs import JobError, JobRunner, Snapshot
 
@@ -242,15 +242,24 @@ def _usable(path: Path) -> bool:
     return True
 
 
+# What builds, jobs and runs write beside their data: never a benchmark file.
+_NOT_BENCHMARKS = {"stats.json", "job.json", "run.json", "scores.json", "events.jsonl", "metrics.jsonl",
+                   "progress.jsonl"}
+
+
 def annotation_files() -> list[tuple[str, str]]:
     """Benchmark-shaped files under data/ and runs/data/ (label relative to the repo); not a
     symlink that leads out of the job folders (a job would refuse it)."""
     found = []
     for root in (paths.REPO / "data", paths.runs_dir() / "data"):
         if root.is_dir():
-            found += [p for p in root.rglob("*") if p.suffix in (".json", ".jsonl") and p.is_file() and _usable(p)]
+            found += [p for p in root.rglob("*") if p.suffix in (".json", ".jsonl") and p.is_file()
+                      and p.name not in _NOT_BENCHMARKS and _usable(p)]
+    committed = [str(paths.REPO / s) for s in benchruns.COMMITTED_SPLITS]
+    # The committed splits first, in their order: what a new user runs; then the rest by name.
+    ordered = sorted(found, key=lambda p: (committed.index(str(p)) if str(p) in committed else len(committed), p))
     label = lambda p: str(p.relative_to(paths.REPO)) if paths.REPO in p.parents else str(p)  # noqa: E731
-    return [(label(p), str(p)) for p in sorted(found)[:500]]
+    return [(label(p), str(p)) for p in ordered[:500]]
 
 
 def is_conversations(path: str | Path) -> bool:
@@ -265,10 +274,8 @@ def is_conversations(path: str | Path) -> bool:
 
 
 def bench_runs() -> list[tuple[str, str]]:
-    """Finished runs of both benchmarks (runs/bench/*, runs/bench-chat/*), newest first."""
-    found = [p for kind in ("bench", "bench-chat") for p in (paths.runs_dir() / kind).glob("*/scores.json")]
-    runs = sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
-    return [(f"{p.parent.parent.name}/{p.parent.name}", str(p.parent)) for p in runs]
+    """Finished runs of both benchmarks: local (runs/bench*/*, newest first), then committed (docs/results/*)."""
+    return benchruns.run_choices()
 
 
 def is_chat_report(report: dict) -> bool:
@@ -348,6 +355,28 @@ def sr_chart(reports: dict[str, dict]):
     return fig
 
 
+def bench_views(data: str | None, snap: Snapshot | None = None) -> tuple:
+    """(heading, overall, detail, chart): a finished job's run (its --data wins over the form's)
+    beside the earlier runs, committed and local, that scored the same file."""
+    this_run: dict[str, dict] = {}
+    if snap is not None:
+        data = benchruns.data_of_argv(snap.argv) or data
+        if not snap.running:
+            this_run = {f"{snap.run_dir.name} (this run)": r for r in _load_reports([str(snap.run_dir)]).values()}
+    if not data:
+        return "Choose a data file to see the earlier runs on it.", *report_views({})
+    earlier = benchruns.runs_on(data, exclude=snap.run_dir if snap else None)
+    reports = {**this_run, **benchruns.reports_of(earlier)}
+    label = benchruns.data_label(data)
+    if not reports:
+        return f"No run has scored `{label}` yet: this will be the first.", *report_views({})
+    shown = dict(list(reports.items())[: benchruns.CHART_RUNS])
+    overall, detail, _ = report_views(reports)
+    heading = (f"**{len(reports)} run(s) on `{label}`** ({'this run first, ' if this_run else ''}local runs, "
+               f"then committed ones under docs/results/; the chart shows the first {len(shown)})")
+    return heading, overall, detail, report_views(shown)[2]
+
+
 def _load_reports(run_dirs: list[str]) -> dict[str, dict]:
     out = {}
     for d in run_dirs or []:
@@ -401,7 +430,8 @@ def _bench_form(demo: gr.Blocks, runner: JobRunner) -> dict:
 
     with gr.Row():
         with gr.Column(scale=1):
-            data = gr.Dropdown(annotation_files(), elem_id="bench_data", value=None,
+            files = annotation_files()
+            data = gr.Dropdown(files, elem_id="bench_data", value=benchruns.default_data(files),
                                label="Annotation file (data/, runs/data/); conversations.jsonl runs bench-chat")
             upload = gr.File(label="…or upload one (.json / .jsonl)", file_types=[".json", ".jsonl"], type="filepath")
             baseline = gr.Checkbox(label="Always-no-tool baseline (no model)", elem_id="bench_baseline")
@@ -422,11 +452,13 @@ def _bench_form(demo: gr.Blocks, runner: JobRunner) -> dict:
         with gr.Column(scale=2):
             status = gr.Markdown(elem_id="bench_status")
             log_box = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, elem_id="bench_log")
+            heading = gr.Markdown(elem_id="bench_heading")
             empty = scores_tables({})
             overall = gr.Dataframe(empty[0], label="Overall", elem_id="bench_overall", interactive=False)
-            per_tool = gr.Dataframe(empty[1], label="Per tool", interactive=False, wrap=True)
-            chart = gr.Plot(label="Success rate per tool")
-    with gr.Accordion("Compare runs (runs/bench/*, runs/bench-chat/*)", open=False):
+            per_tool = gr.Dataframe(empty[1], label="Per tool (bench) or per category (bench-chat)",
+                                    interactive=False, wrap=True, elem_id="bench_detail", max_height=400)
+            chart = gr.Plot(label="Success rate per tool", elem_id="bench_chart")
+    with gr.Accordion("Compare any runs (runs/bench*/*, docs/results/*)", open=False):
         with gr.Row():
             runs = gr.Dropdown(bench_runs(), multiselect=True, label="Runs", scale=4)
             refresh_runs = gr.Button("Refresh list", scale=1)
@@ -435,9 +467,11 @@ def _bench_form(demo: gr.Blocks, runner: JobRunner) -> dict:
     return dict(locals())
 
 
-def bench_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
+def bench_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> tuple | None:
+    """The tab; returns (refresh, file dropdown) for the app to re-list the files when the tab is
+    shown again (a Data build may have written new ones meanwhile)."""
     if _jobs_disabled(runner, enabled):
-        return
+        return None
     f = _bench_form(demo, runner)
 
     def start(data, upload, baseline, model, adapter, backend, device, base_url, limit):
@@ -445,34 +479,45 @@ def bench_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
             source = keep_upload(upload) if upload else data
             url = check_url("Server URL", base_url) if backend == "openai" and base_url.strip() else ""
             args = bench_args(source, baseline, model, adapter, backend, device, limit)
+        require_files("--data", args)
         # The URL travels as OPENAI_BASE_URL; the runner decides whether the API key goes with it.
         env = {"OPENAI_BASE_URL": url} if url else None
         name = f"{Path(source or 'data').stem}_{'baseline' if baseline else Path(model or 'default').name}"
         command = "bench-chat" if is_conversations(args[1]) else "bench"
         return _start(runner, "bench", command, args, name=name, out_flag="--out", env=env)
 
-    def watch(progress=gr.Progress()):
+    def watch(data=None, progress=gr.Progress()):
+        shown = False
         for snap in _watch(runner, "bench", progress):
-            reports = _load_reports([str(snap.run_dir)]) if snap is not None and not snap.running else {}
-            yield (_status(snap), snap.log_tail if snap else "", *report_views(reports))
+            # The tables are read once while the job runs (earlier runs) and once at its end (this run too).
+            if snap is None or not snap.running or not shown:
+                (heading, *tables), shown = bench_views(data, snap), True
+            else:
+                heading, tables = gr.skip(), (gr.skip(),) * 3
+            yield (_status(snap), snap.log_tail if snap else "", *tables, heading)
 
     def compare(selected):
-        overall, _, chart = report_views(_load_reports(selected))
+        overall, _, chart = report_views(benchruns.reports_of_folders(selected))
         return overall, chart
 
     status, log_box = f["status"], f["log_box"]
-    outputs = [status, log_box, f["overall"], f["per_tool"], f["chart"]]
+    # The heading goes last: /bench_watch's first five outputs stay what API clients already read.
+    outputs = [status, log_box, f["overall"], f["per_tool"], f["chart"], f["heading"]]
+    views = [f["heading"], f["overall"], f["per_tool"], f["chart"]]
     inputs = [f[k] for k in ("data", "upload", "baseline", "model", "adapter", "backend", "device", "base_url",
                              "limit")]
     f["run_btn"].click(start, inputs, status, concurrency_limit=1, api_name="bench_start").success(
         watch, None, outputs, api_name="bench_watch", show_progress_on=log_box, **WATCH)
-    f["watch_btn"].click(watch, None, outputs, api_visibility="private", show_progress_on=log_box, **WATCH)
+    f["watch_btn"].click(watch, f["data"], outputs, api_visibility="private", show_progress_on=log_box, **WATCH)
+    f["data"].change(bench_views, f["data"], views, api_visibility="private")
+    demo.load(bench_views, f["data"], views, api_visibility="private")
     f["stop_btn"].click(lambda: _stop(runner, "bench"), None, status, api_name="bench_stop")
     f["refresh_runs"].click(lambda: gr.Dropdown(choices=bench_runs()), None, f["runs"], api_visibility="private")
     f["runs"].change(compare, f["runs"], [f["cmp_table"], f["cmp_chart"]], api_visibility="private")
     _wire_resume(runner, "bench", f["resume"], status, f["run_btn"], watch, outputs, log_box)
     demo.load(lambda: _status(runner.current("bench") and runner.current("bench").poll()), None, status,
               api_visibility="private")
+    return lambda: gr.Dropdown(choices=annotation_files()), f["data"]
 
 
 # -- Data and Train -------------------------------------------------------------------------
@@ -495,55 +540,132 @@ def data_args(split: str, records: float, teacher: str, backend: str, model: str
     return args + jobargs.parse_options("data", extra or "", taken)
 
 
-def data_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
-    if _jobs_disabled(runner, enabled):
-        return
+def data_views(folder: str | None, state: str = "finished") -> tuple:
+    """(summary, counts, drop reasons, record-file choices, first record) of a build's output folder."""
+    stats = databuild.load_stats(folder)
+    failure = databuild.verdict(state, stats)
+    lines = [failure] if failure else []
+    lines.append(databuild.summary(stats) or ("The build writes its counts when it ends." if state == "running"
+                                              else "No stats.json in this folder."))
+    files = databuild.record_files(folder)
+    first = files[0][1] if files else None
+    return ("\n\n".join(lines), databuild.counts_table(stats), databuild.drops_table(stats),
+            gr.Dropdown(choices=files, value=first), show_record(first, 0))
+
+
+def show_record(path: str | None, index: float | None) -> str:
+    if not path:
+        return databuild.record_markdown(None, 0, 0)
+    record, total = databuild.read_record(path, max(0, int(index or 0)))
+    return databuild.record_markdown(record, max(0, int(index or 0)), total)
+
+
+def step_record(path: str | None, index: float | None, delta: int) -> tuple[int, str]:
+    """The record `delta` away from `index`, kept within the file."""
+    if not path:
+        return 0, show_record(None, 0)
+    _, total = databuild.read_record(path, -1)
+    index = min(max(0, int(index or 0) + delta), max(0, total - 1))
+    return index, show_record(path, index)
+
+
+def _data_form() -> dict:
+    """The Data tab's build form (left column), by name."""
     from gpt4tools.data.build import SPLITS, TEACHERS, BuildConfig
     from gpt4tools.llm import NAMED_BACKENDS
 
     defaults = BuildConfig()
+    with gr.Row():
+        split = gr.Dropdown(list(SPLITS), value=defaults.split, elem_id="data_split",
+                            label="Split (test: the 8 unseen tools; chat: held-out chat messages)")
+        records = gr.Number(defaults.train_records, precision=0, minimum=0, label="Training records",
+                            elem_id="data_records")
+    teacher = gr.Dropdown(list(TEACHERS), value=defaults.teacher, label="Teacher (template: no model)",
+                          elem_id="data_teacher")
+    with gr.Row():
+        backend = gr.Dropdown(list(NAMED_BACKENDS), value="openai", label="Teacher backend")
+        model = gr.Textbox("default", label="Teacher model")
+    base_url = gr.Textbox("", label="Teacher server URL (openai; default $OPENAI_BASE_URL)")
+    extra = gr.Textbox("", label="More options (e.g. --no-sharegpt --seed 1; paths inside data/, runs/, "
+                                 "assets/)", elem_id="data_extra")
+    with gr.Row():
+        run_btn = gr.Button("Start", variant="primary", elem_id="data_run")
+        stop_btn = gr.Button("Stop")
+        watch_btn = gr.Button("Watch")
+    return dict(locals())
+
+
+def _data_output(runner: JobRunner) -> dict:
+    """The Data tab's view of a build's output folder (right column), by name."""
+    folders = databuild.build_folders(runner.kind_dir("data"))
+    folder = gr.Dropdown(folders, value=folders[0][1] if folders else None, elem_id="data_folder",
+                         label="Build output (a finished job's run folder is chosen for you; data/: the committed one)")
+    summary = gr.Markdown(elem_id="data_summary")
+    with gr.Tab("Counts"):
+        counts = gr.Dataframe(databuild.counts_table({}), interactive=False, elem_id="data_counts", max_height=360)
+    with gr.Tab("Drop reasons"):
+        drops = gr.Dataframe(databuild.drops_table({}), interactive=False, wrap=True, elem_id="data_drops",
+                             max_height=360)
+    with gr.Tab("Records"):
+        with gr.Row():
+            record_file = gr.Dropdown([], label="File", scale=3, elem_id="data_record_file")
+            index = gr.Number(0, precision=0, minimum=0, label="Record # (from 0)", scale=1, elem_id="data_index")
+            prev_btn = gr.Button("◀", scale=0, min_width=40)
+            next_btn = gr.Button("▶", scale=0, min_width=40, elem_id="data_next")
+        record = gr.Markdown(elem_id="data_record")  # gr.HTML evaluates templates, which the CSP forbids
+    return dict(locals())
+
+
+def data_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
+    if _jobs_disabled(runner, enabled):
+        return
     gr.Markdown("Generate GPT4Tools records by self-instruction (`python -m gpt4tools data build`): image content "
                 "→ teacher → filtered train/val records, the unseen-tool test set, or the chat evaluation set "
                 "(this machine's tools, held-out chat messages). The files land in the run "
                 "folder under runs/data/, where the Benchmark and Train tabs find them.")
     with gr.Row():
         with gr.Column(scale=1):
-            with gr.Row():
-                split = gr.Dropdown(list(SPLITS), value=defaults.split,
-                                    label="Split (test: the 8 unseen tools; chat: held-out chat messages)")
-                records = gr.Number(defaults.train_records, precision=0, minimum=0, label="Training records")
-            teacher = gr.Dropdown(list(TEACHERS), value=defaults.teacher, label="Teacher (template: no model)",
-                                  elem_id="data_teacher")
-            with gr.Row():
-                backend = gr.Dropdown(list(NAMED_BACKENDS), value="openai", label="Teacher backend")
-                model = gr.Textbox("default", label="Teacher model")
-            base_url = gr.Textbox("", label="Teacher server URL (openai; default $OPENAI_BASE_URL)")
-            extra = gr.Textbox("", label="More options (e.g. --no-sharegpt --seed 1; paths inside data/, runs/, "
-                                         "assets/)", elem_id="data_extra")
-            with gr.Row():
-                run_btn = gr.Button("Start", variant="primary", elem_id="data_run")
-                stop_btn = gr.Button("Stop")
-                watch_btn = gr.Button("Watch")
+            f = _data_form()
             resume_controls = _resume_controls(demo, runner, "data")
         with gr.Column(scale=2):
             status = gr.Markdown(elem_id="data_status")
-            log_box = gr.Textbox(label="Log", lines=16, max_lines=16, autoscroll=True, elem_id="data_log")
+            log_box = gr.Textbox(label="Log", lines=10, max_lines=10, autoscroll=True, elem_id="data_log")
+            out = _data_output(runner)
+    views = [out[k] for k in ("summary", "counts", "drops", "record_file", "record")]
 
     def watch(progress=gr.Progress()):
         for snap in _watch(runner, "data", progress):
-            yield _status(snap), snap.log_tail if snap else ""
+            if snap is None:
+                yield _status(snap), "", gr.skip(), *(gr.skip(),) * len(views)
+                continue
+            ended = not snap.running
+            # The builder writes stats.json and the record files at its end: read them then (and once before).
+            shown = data_views(str(snap.run_dir), snap.state) if ended or snap.done in (None, 0) else None
+            status = shown[0].split("\n")[0] if shown and shown[0].startswith("💥") else _status(snap)
+            folder = gr.Dropdown(choices=databuild.build_folders(runner.kind_dir("data")), value=str(snap.run_dir))
+            yield (status, snap.log_tail, folder if ended else gr.skip(),
+                   *(shown if shown else (gr.skip(),) * len(views)))
 
     def start(*values):
         with _refused_as_errors():
             args = data_args(*values)
         return _start(runner, "data", "data", args, name=f"build-{values[0]}", out_flag="--out")
 
-    run_btn.click(start, [split, records, teacher, backend, model, base_url, extra], status,
-                  concurrency_limit=1, api_visibility="private").success(
-        watch, None, [status, log_box], api_visibility="private", show_progress_on=log_box, **WATCH)
-    watch_btn.click(watch, None, [status, log_box], api_visibility="private", show_progress_on=log_box, **WATCH)
-    stop_btn.click(lambda: _stop(runner, "data"), None, status, api_visibility="private")
-    _wire_resume(runner, "data", resume_controls, status, run_btn, watch, [status, log_box], log_box)
+    outputs = [status, log_box, out["folder"], *views]
+    inputs = [f[k] for k in ("split", "records", "teacher", "backend", "model", "base_url", "extra")]
+    f["run_btn"].click(start, inputs, status, concurrency_limit=1, api_visibility="private").success(
+        watch, None, outputs, api_visibility="private", show_progress_on=log_box, **WATCH)
+    f["watch_btn"].click(watch, None, outputs, api_visibility="private", show_progress_on=log_box, **WATCH)
+    f["stop_btn"].click(lambda: _stop(runner, "data"), None, status, api_visibility="private")
+    _wire_resume(runner, "data", resume_controls, status, f["run_btn"], watch, outputs, log_box)
+    out["folder"].change(data_views, out["folder"], views, api_visibility="private")
+    demo.load(data_views, out["folder"], views, api_visibility="private")
+    out["record_file"].change(lambda path: (0, show_record(path, 0)), out["record_file"],
+                              [out["index"], out["record"]], api_visibility="private")
+    out["index"].submit(show_record, [out["record_file"], out["index"]], out["record"], api_visibility="private")
+    for button, delta in ((out["prev_btn"], -1), (out["next_btn"], 1)):
+        button.click(lambda path, i, d=delta: step_record(path, i, d), [out["record_file"], out["index"]],
+                     [out["index"], out["record"]], api_visibility="private")
 
 
 def train_args(base_model: str, data: str, max_steps: float, epochs: float, lr: float, micro_batch: float,
@@ -566,25 +688,111 @@ def train_args(base_model: str, data: str, max_steps: float, epochs: float, lr: 
     return args + jobargs.parse_options("train", extra or "", taken)
 
 
+def _metric_frame(snap: Snapshot | None, name: str) -> pd.DataFrame:
+    points = snap.metric(name) if snap else []
+    return pd.DataFrame(points or [], columns=["step", name])
+
+
 def _loss_frame(snap: Snapshot | None) -> pd.DataFrame:
-    points = snap.metric("loss") if snap else []
-    return pd.DataFrame(points or [], columns=["step", "loss"])
+    return _metric_frame(snap, "loss")
+
+
+def require_files(option: str, args: list[str]) -> None:
+    """Every value of `option` in checked `args` must be an existing file (a form may name any path)."""
+    if option not in args:
+        return
+    for value in args[args.index(option) + 1:]:
+        if value.startswith("--"):
+            break
+        if not Path(value).is_file():
+            raise gr.Error(f"{option}: {value} does not exist (choose a file under data/ or runs/)")
+
+
+def train_config(args: list[str]):
+    """The TrainConfig a checked `train` command line means, parsed by the trainer's own parser."""
+    from gpt4tools.train import TrainConfig, parser
+
+    try:
+        return TrainConfig(**vars(parser().parse_args(args)))
+    except (ValueError, SystemExit) as e:  # argparse exits on a value it cannot read
+        raise gr.Error(f"These training options do not parse: {e}") from None
 
 
 def train_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
     if _jobs_disabled(runner, enabled):
         return
+    f = _train_form(demo, runner)
+
+    def watch(progress=gr.Progress()):
+        for snap in _watch(runner, "train", progress):
+            running = bool(snap and snap.running)
+            eta = trainplan.eta_text(snap.events, running) if snap else ""
+            table = gr.skip() if running else trainplan.adapters_table(runner.kind_dir("train"))
+            yield (_status(snap), eta, _loss_frame(snap), _metric_frame(snap, "tokens_per_s"),
+                   snap.log_tail if snap else "", table)
+
+    def start(*values):
+        with _refused_as_errors():
+            args = train_args(*values)
+        require_files("--data", args)
+        size = trainplan.estimate(train_config(args), _prior(runner, args))
+        name = Path(values[1].split()[0] if values[1].strip() else "train").stem
+        started = _start(runner, "train", "train", args, name=name, out_flag="--out-dir", events="metrics.jsonl")
+        return started, size.text()
+
+    inputs = [f[k] for k in ("base_model", "data", "max_steps", "epochs", "lr", "micro_batch", "grad_accum",
+                             "device", "extra")]
+    outputs = [f[k] for k in ("status", "eta", "loss", "speed", "log_box", "adapters")]
+    status, log_box = f["status"], f["log_box"]
+    f["run_btn"].click(start, inputs, [status, f["estimate"]], concurrency_limit=1, api_visibility="private").success(
+        watch, None, outputs, api_visibility="private", show_progress_on=log_box, **WATCH)
+    f["watch_btn"].click(watch, None, outputs, api_visibility="private", show_progress_on=log_box, **WATCH)
+    f["stop_btn"].click(lambda: _stop(runner, "train"), None, status, api_visibility="private")
+    f["estimate_btn"].click(lambda *v: estimate_text(runner, *v), inputs, f["estimate"], api_visibility="private",
+                            concurrency_limit=1, concurrency_id=HEAVY)
+    demo.load(lambda *v: _quiet(estimate_text, runner, *v), inputs, f["estimate"], api_visibility="private")
+    _wire_resume(runner, "train", f["resume"], status, f["run_btn"], watch, outputs, log_box)
+
+
+def _quiet(fn, *args) -> str:
+    """A page load shows a form's problem as text; a toast before the user did anything would confuse."""
+    try:
+        return fn(*args)
+    except gr.Error as e:
+        return f"⚠️ {e.message}"
+
+
+def _prior(runner: JobRunner, args: list[str]):
+    return trainplan.speed_prior(args[args.index("--base-model") + 1], runner.kind_dir("train"))
+
+
+def estimate_text(runner: JobRunner, *values) -> str:
+    """The size estimate of the form's run; bad values are an error message, as Start would give."""
+    with _refused_as_errors():
+        args = train_args(*values)
+    require_files("--data", args)
+    try:
+        return trainplan.estimate(train_config(args), _prior(runner, args)).text()
+    except ValueError as e:
+        raise gr.Error(str(e)) from None
+
+
+def _train_form(demo: gr.Blocks, runner: JobRunner) -> dict:
+    """The Train tab's components, by name."""
     from gpt4tools.train import TrainConfig
 
     defaults = TrainConfig()
     gr.Markdown("LoRA-tune the LLM on GPT4Tools records: `python -m gpt4tools train` (paper settings by default). "
-                "The adapter, its prompt template and `metrics.jsonl` land in the run folder.")
+                "The adapter, its prompt template and `metrics.jsonl` land in the run folder; a finished run's "
+                "adapter can serve the chat (Chat tab, where the operator allows switching).")
     with gr.Row():
         with gr.Column(scale=1):
-            base_model = gr.Textbox(defaults.base_model, label="Base model")
-            data = gr.Textbox(" ".join(defaults.data), label="Training records (space-separated paths)")
+            base_model = gr.Textbox(defaults.base_model, label="Base model", elem_id="train_base_model")
+            data = gr.Textbox(" ".join(defaults.data), label="Training records (space-separated paths)",
+                              elem_id="train_data")
             with gr.Row():
-                max_steps = gr.Number(defaults.max_steps, precision=0, minimum=0, label="Max steps (0: from epochs)")
+                max_steps = gr.Number(defaults.max_steps, precision=0, minimum=0, label="Max steps (0: from epochs)",
+                                      elem_id="train_max_steps")
                 epochs = gr.Number(defaults.epochs, minimum=0, label="Epochs")
             with gr.Row():
                 lr = gr.Number(defaults.learning_rate, label="Learning rate")
@@ -594,29 +802,23 @@ def train_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
                 grad_accum = gr.Number(defaults.gradient_accumulation, precision=0, minimum=1,
                                        label="Gradient accumulation")
             extra = gr.Textbox("", label="More options (e.g. --cutoff-len 1024 --lora-r 8)", elem_id="train_extra")
+            estimate_btn = gr.Button("Estimate size and time", elem_id="train_estimate_btn")
             with gr.Row():
                 run_btn = gr.Button("Start training", variant="primary", elem_id="train_run")
                 stop_btn = gr.Button("Stop")
                 watch_btn = gr.Button("Watch")
-            resume_controls = _resume_controls(demo, runner, "train")
+            resume = _resume_controls(demo, runner, "train")
         with gr.Column(scale=2):
+            estimate = gr.Markdown(elem_id="train_estimate")
             status = gr.Markdown(elem_id="train_status")
-            loss = gr.LinePlot(_loss_frame(None), x="step", y="loss", title="Training loss", elem_id="train_loss")
-            log_box = gr.Textbox(label="Log", lines=10, max_lines=10, autoscroll=True, elem_id="train_log")
-
-    def watch(progress=gr.Progress()):
-        for snap in _watch(runner, "train", progress):
-            yield _status(snap), _loss_frame(snap), snap.log_tail if snap else ""
-
-    def start(*values):
-        with _refused_as_errors():
-            args = train_args(*values)
-        name = Path(values[1].split()[0] if values[1].strip() else "train").stem
-        return _start(runner, "train", "train", args, name=name, out_flag="--out-dir", events="metrics.jsonl")
-
-    inputs = [base_model, data, max_steps, epochs, lr, micro_batch, grad_accum, device, extra]
-    run_btn.click(start, inputs, status, concurrency_limit=1, api_visibility="private").success(
-        watch, None, [status, loss, log_box], api_visibility="private", show_progress_on=log_box, **WATCH)
-    watch_btn.click(watch, None, [status, loss, log_box], api_visibility="private", show_progress_on=log_box, **WATCH)
-    stop_btn.click(lambda: _stop(runner, "train"), None, status, api_visibility="private")
-    _wire_resume(runner, "train", resume_controls, status, run_btn, watch, [status, loss, log_box], log_box)
+            eta = gr.Markdown(elem_id="train_eta")
+            with gr.Row():
+                loss = gr.LinePlot(_loss_frame(None), x="step", y="loss", title="Training loss", elem_id="train_loss")
+                speed = gr.LinePlot(_metric_frame(None, "tokens_per_s"), x="step", y="tokens_per_s",
+                                    title="Tokens/s", elem_id="train_speed")
+            log_box = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, elem_id="train_log")
+    with gr.Accordion("Finished adapters (runs/train/*, adapters/*): command, data checksum, time", open=True):
+        adapters = gr.Dataframe(trainplan.adapters_table(runner.kind_dir("train")), interactive=False, wrap=True,
+                                elem_id="train_adapters", max_height=300)
+    demo.load(lambda: trainplan.adapters_table(runner.kind_dir("train")), None, adapters, api_visibility="private")
+    return dict(locals())

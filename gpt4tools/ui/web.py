@@ -72,6 +72,45 @@ def _chat_tab(chat: ChatApp, examples: list[dict]) -> gr.Markdown:
     return status
 
 
+def _model_switch(chat: ChatApp, switcher, train_root) -> dict | None:
+    """Model, adapter and backend pickers; disabled with a note unless the operator allows switching.
+    Returns what build_app wires to the status line (None when switching is off)."""
+    from gpt4tools.llm import BACKENDS
+    from gpt4tools.ui import modelswitch
+
+    allowed = switcher is not None
+    with gr.Accordion("Model, adapter and backend", open=False, elem_id="model_switch"):
+        if not allowed:
+            gr.Markdown(modelswitch.OFF_NOTE, elem_id="model_switch_off")
+        with gr.Row():
+            model = gr.Dropdown(modelswitch.model_choices(), value="default", label="Model", allow_custom_value=True,
+                                interactive=allowed, elem_id="switch_model", scale=2)
+            adapter = gr.Dropdown(modelswitch.adapter_choices(train_root), value=modelswitch.DEFAULT_ADAPTER,
+                                  label="Adapter (committed, or a finished training run)", interactive=allowed,
+                                  elem_id="switch_adapter", scale=3)
+            backend = gr.Dropdown(list(BACKENDS), value="auto", label="Backend", interactive=allowed,
+                                  elem_id="switch_backend", scale=1)
+        button = gr.Button("Switch for every session", interactive=allowed, elem_id="switch_button")
+    if not allowed:
+        return None
+
+    def switch(model_name, adapter_dir, backend_name):
+        try:
+            picked = modelswitch.checked(model_name, adapter_dir, backend_name)
+            chat.holder.switch(lambda: switcher(*picked), modelswitch.describe(*picked))
+        except (ValueError, RuntimeError) as e:  # Refused is a ValueError
+            raise gr.Error(str(e)) from None
+        return chat.status(), gr.Timer(active=True)
+
+    def preselect_base(adapter_dir):
+        base = modelswitch.base_model_of(adapter_dir)
+        return gr.Dropdown(value=base) if base else gr.skip()
+
+    adapter.change(preselect_base, adapter, model, api_visibility="private")
+    return {"switch": switch, "inputs": [model, adapter, backend], "button": button, "adapter": adapter,
+            "adapters": lambda: gr.Dropdown(choices=modelswitch.adapter_choices(train_root))}
+
+
 @dataclass
 class WebApp:
     """The built app: its Gradio blocks, the chat behind them and the guard of its files."""
@@ -82,23 +121,29 @@ class WebApp:
 
 
 def build_app(agent: AgentSource, *, registry=None, runner=None, jobs: bool = True,
-              examples: list[dict] | None = None, title: str = "GPT4Tools") -> WebApp:
+              examples: list[dict] | None = None, title: str = "GPT4Tools", switcher=None) -> WebApp:
     """The whole app, not launched. `agent` is an Agent or a factory (called
     lazily; if it raises, the chat shows why). `registry` (all tools, available or not) feeds
     the Tools tab; `runner` (a `jobs.JobRunner`) the Benchmark, Data and Train tabs, which
-    `jobs=False` hides (for a public app)."""
+    `jobs=False` hides (for a public app). `switcher(model, adapter, backend)` builds another
+    agent: given, the Chat tab may switch the model of every session (ui/modelswitch.py)."""
+    from gpt4tools.paths import runs_dir
     from gpt4tools.ui import tabs
 
     guard = FileGuard()
     chat = ChatApp(agent, guard, len(registry) if registry is not None else None)
+    train_root = runner.kind_dir("train") if runner is not None else runs_dir() / "train"
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(f"## {title}: chat with images through tools")
-        with gr.Tab("Chat", id="chat"):
+        with gr.Tab("Chat", id="chat") as chat_tab:
             status = _chat_tab(chat, EXAMPLES if examples is None else examples)
+            switch = _model_switch(chat, switcher, train_root)
         with gr.Tab("Tools", id="tools"):
             tabs.tools_tab(registry if registry is not None else getattr(chat.holder.agent, "tools", None))
-        with gr.Tab("Benchmark", id="bench"):
-            tabs.bench_tab(demo, runner, jobs)
+        with gr.Tab("Benchmark", id="bench") as bench_tab:
+            bench_files = tabs.bench_tab(demo, runner, jobs)
+        if bench_files is not None:  # files a Data build wrote since the page loaded
+            bench_tab.select(bench_files[0], None, bench_files[1], api_visibility="private")
         with gr.Tab("Data", id="data"):
             tabs.data_tab(demo, runner, jobs)
         with gr.Tab("Train", id="train"):
@@ -108,6 +153,11 @@ def build_app(agent: AgentSource, *, registry=None, runner=None, jobs: bool = Tr
         refresh = lambda: (chat.status(), gr.Timer(active=chat.holder.loading))  # noqa: E731
         demo.load(refresh, None, [status, poll], api_visibility="private")
         poll.tick(refresh, None, [status, poll], api_visibility="private")
+        if switch is not None:  # a switch restarts the status line's polling until it has loaded
+            switch["button"].click(switch["switch"], switch["inputs"], [status, poll], concurrency_limit=1,
+                                   api_visibility="private")
+            for event in (demo.load, chat_tab.select):  # training runs finished since
+                event(switch["adapters"], None, switch["adapter"], api_visibility="private")
     return WebApp(demo, chat, guard)
 
 
@@ -190,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                     help="a host name the app is reached by, besides loopback and --host (repeatable; "
                          "also GPT4TOOLS_ALLOWED_HOSTS=a,b)")
+    ap.add_argument("--allow-model-switch", action="store_true",
+                    help="let the Chat tab switch model, adapter and backend; the switch applies to every session")
     add_model_args(ap)
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=os.environ.get("GPT4TOOLS_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
@@ -202,10 +254,20 @@ def main(argv: list[str] | None = None) -> int:
     local = is_loopback(args.host) and not args.share
     private_temp_dir()  # before build_app: the examples are cached while it builds
     app = build_app(lambda: build_agent(args), registry=registry, runner=JobRunner(),
-                    jobs=local if args.jobs is None else args.jobs)
+                    jobs=local if args.jobs is None else args.jobs,
+                    switcher=_switcher(args) if args.allow_model_switch else None)
     app.chat.holder.load_in_background()  # serve at once; the status line says when it is ready
     start_cleanup()
     launch(app, args.host, args.port, args.share, hosts=host_policy(args.host, args.allow_host, args.share),
            auth=auth)
     return 0
 
+
+def _switcher(args: argparse.Namespace):
+    """The Chat tab's switch: the app's own options with another model, adapter and backend."""
+    from gpt4tools.options import build_agent
+
+    def switch(model: str, adapter: str | None, backend: str):
+        return build_agent(argparse.Namespace(**{**vars(args), "model": model, "adapter": adapter, "backend": backend}))
+
+    return switch

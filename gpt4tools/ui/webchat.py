@@ -67,7 +67,7 @@ def clean_text(text: str) -> str:
 
 
 # -- steps -> chat messages ----------------------------------------------------------------
-def _fence(text: str) -> str:
+def fence(text: str) -> str:
     """Model text shown verbatim: a code fence longer than any backtick run inside it."""
     ticks = "`" * max(3, max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
     return f"{ticks}text\n{text}\n{ticks}"
@@ -75,7 +75,7 @@ def _fence(text: str) -> str:
 
 def _code(text: str) -> str:
     """Inline code for a one-line value, a fenced block (on its own line) otherwise."""
-    return f"`{text}`" if "`" not in text and "\n" not in text else "\n" + _fence(text)
+    return f"`{text}`" if "`" not in text and "\n" not in text else "\n" + fence(text)
 
 
 def _headline(text: str, limit: int = 80) -> str:
@@ -105,7 +105,7 @@ class TurnView:
             if self._thinking is None:
                 self._thinking = gr.ChatMessage("", metadata={"title": "💭 Thinking…", "status": "pending"})
                 self.messages.append(self._thinking)
-            self._thinking.content = _fence(step.text)
+            self._thinking.content = fence(step.text)
             return
         thinking, self._thinking = self._thinking, None
         if isinstance(step, A.Error):  # keep the unusable output, folded, above what the model was told
@@ -224,7 +224,8 @@ class OwnerMiddleware:
 # -- the agent, loaded once, possibly failing ---------------------------------------------
 class AgentHolder:
     """The shared agent. A factory that fails (no weights yet) leaves the reason to show; the
-    next chat turn tries again after `retry_s`."""
+    next chat turn tries again after `retry_s`. `switch` loads another agent in the background
+    while the current one keeps serving (the app's model switch)."""
 
     def __init__(self, source: AgentSource, retry_s: float = 60.0):
         self._factory = source if callable(source) and not isinstance(source, A.Agent) else None
@@ -233,6 +234,35 @@ class AgentHolder:
         self.retry_s = retry_s
         self._failed_at = 0.0
         self._lock = threading.Lock()
+        self.switching = ""  # what a switch is loading, while it loads
+        self.switch_note = ""  # how the last switch ended
+        self._switch_lock = threading.Lock()
+
+    def switch(self, factory: Callable[[], A.Agent], description: str) -> threading.Thread:
+        """Load `factory()` in a thread and serve it once loaded; until then (and if it fails) the
+        current agent serves. RuntimeError while another switch loads (two loads could exhaust memory)."""
+        with self._switch_lock:
+            if self.switching:
+                raise RuntimeError(f"{self.switching} is still loading; wait for it before switching again")
+            self.switching, self.switch_note = description, ""
+        thread = threading.Thread(target=self._load_switch, args=(factory, description), name="switch-agent",
+                                  daemon=True)
+        thread.start()
+        return thread
+
+    def _load_switch(self, factory: Callable[[], A.Agent], description: str) -> None:
+        try:
+            agent = factory()
+        except Exception as e:  # a missing adapter, a backend down: shown, and the old model keeps serving
+            log.exception("switching the model failed")
+            self.switch_note = f"⚠️ Switching to {description} failed ({type(e).__name__}: {e}); the model above serves."
+        else:
+            with self._lock:
+                self.agent, self._factory, self.error = agent, factory, ""
+            self.switch_note = f"🔁 Switched to {description}."
+        finally:
+            with self._switch_lock:
+                self.switching = ""
 
     def get(self) -> A.Agent | None:
         if self.agent is not None or self._factory is None:
@@ -251,12 +281,18 @@ class AgentHolder:
 
     @property
     def loading(self) -> bool:
-        return self.agent is None and not self.error and self._factory is not None
+        """Whether the status line will change by itself (a first load or a switch in progress)."""
+        return bool(self.switching) or (self.agent is None and not self.error and self._factory is not None)
 
     def load_in_background(self) -> None:
         threading.Thread(target=self.get, name="load-agent", daemon=True).start()
 
     def status(self, n_tools_total: int | None = None) -> str:
+        if self.switching:
+            return f"⏳ Loading {self.switching} for every session; meanwhile: " + self._serving(n_tools_total)
+        return self._serving(n_tools_total) + (f"  \n{self.switch_note}" if self.switch_note else "")
+
+    def _serving(self, n_tools_total: int | None) -> str:
         if self.agent is None:
             if self.error:
                 return f"⚠️ **The model could not be loaded** — {self.error}"
@@ -299,6 +335,16 @@ class ChatState:
         if self.session is None:
             self.session = Session(agent)
         return self.session
+
+    def follow(self, agent: A.Agent) -> bool:
+        """After a model switch, end the conversation held with the old agent (its prompt template and
+        memory belong to that model); the next turn starts a new one. True when it did."""
+        if self.session is None or self.session.agent is agent:
+            return False
+        self.session.close()
+        self.session = None
+        self.marks.clear()  # undo cannot go back into the old conversation
+        return True
 
     def publish(self, name: str) -> str | None:
         """Copy a session image into the served folder; return that path."""
@@ -395,6 +441,10 @@ class ChatApp:
                                                   metadata={"title": "⏳ Loading the model", "status": "pending"})
                                    ], busy, state
         agent = self.holder.get()
+        if agent is not None and state.follow(agent):
+            state.history.append(gr.ChatMessage(
+                f"The chat is now served by {untrusted(agent.llm.name)}: a new conversation starts "
+                "(the model does not see the messages and images above).", metadata={"title": "🔁 Model switched"}))
         state.mark()
         if agent is None:
             state.history += [gr.ChatMessage(self._echo(text) or f"({len(files)} image(s))", role="user"),
