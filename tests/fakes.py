@@ -134,9 +134,10 @@ def scripted_agent(delay_s: float = 0.0):
     return Agent(EchoPlanLLM(delay_s=delay_s), ToolRegistry([Invert(), Ask(), Crash()]))
 
 
-def serve_fake_openai(answer: str, delay_s: float = 0.0):
+def serve_fake_openai(answer: str, delay_s: float = 0.0, seen: list[str] | None = None):
     """A minimal OpenAI-compatible completions server on 127.0.0.1 that always answers
     `answer` after `delay_s` seconds: a slow, scripted model for real benchmark jobs.
+    `seen`, when given, collects each request's Authorization header ("" when none came).
     Returns (base_url, shutdown)."""
     import json
     import threading
@@ -145,6 +146,8 @@ def serve_fake_openai(answer: str, delay_s: float = 0.0):
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 (http.server's naming)
+            if seen is not None:
+                seen.append(self.headers.get("Authorization") or "")
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             time.sleep(delay_s)
             out = json.dumps({"id": "cmpl-fake", "object": "text_completion", "created": 0,

@@ -16,7 +16,6 @@ import sys
 import textwrap
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import gradio as gr
@@ -27,7 +26,7 @@ from gpt4tools.ui import tabs
 from gpt4tools.ui.jobargs import ANY_MODEL_ENV, Refused
 from gpt4tools.ui.jobs import JobRunner, same_server, without_secrets
 
-from fakes import bench_records
+from fakes import bench_records, serve_fake_openai
 
 SECRET = "sk-test-secret-0123456789"
 
@@ -193,30 +192,11 @@ def test_server_urls_must_be_http_without_credentials():
 
 # -- 2. the API key goes only to the operator's server -------------------------------------------
 def serve_recording_openai() -> tuple[str, list[str], callable]:
-    """An OpenAI-compatible completions server on 127.0.0.1 that records each request's
-    Authorization header. Returns (base_url, headers seen, shutdown)."""
+    """An OpenAI-compatible server on 127.0.0.1 that records each request's Authorization header.
+    Returns (base_url, headers seen, shutdown)."""
     seen: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's naming)
-            seen.append(self.headers.get("Authorization") or "")
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            out = json.dumps({"id": "x", "object": "text_completion", "created": 0, "model": "fake",
-                              "choices": [{"text": "Thought: Do I need to use a tool? No\nAI: ok", "index": 0,
-                                           "finish_reason": "stop", "logprobs": None}],
-                              "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}/v1", seen, server.shutdown
+    url, shutdown = serve_fake_openai("Thought: Do I need to use a tool? No\nAI: ok", seen=seen)
+    return url, seen, shutdown
 
 
 def test_the_api_key_goes_only_to_the_operators_server(runs, monkeypatch):
