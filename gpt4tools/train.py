@@ -20,6 +20,7 @@ every `save_steps`; a resumed run reaches the same result as an uninterrupted on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -30,7 +31,9 @@ import random
 import re
 import shlex
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -350,6 +353,7 @@ class _Run:
     writer: Any = None  # tensorboard, on the main process when installed
     t_start: float = 0.0
     tokens_seen: int = 0
+    stop: "_StopRequest" = None  # set by train(): SIGTERM asks the loop to save and end
 
     @property
     def out(self) -> Path:
@@ -371,9 +375,35 @@ def train(cfg: TrainConfig, progress=None, command: str | None = None) -> Path:
     run = _prepare(cfg, accelerator, tokenizer, model, samples)
     run.resolved = _write_run_config(run, base_path, skipped, command)
     run.writer = _tensorboard(run.out) if accelerator.is_main_process else None
-    _loop(run, progress)
+    with _stop_on_sigterm() as stop:
+        run.stop = stop
+        _loop(run, progress)
+    if stop.requested:  # saved at the last step: `train` again (same out_dir) resumes there
+        raise SystemExit(f"stopped at step {run.state['step']} of {run.total_steps} (SIGTERM); "
+                         f"the checkpoint in {run.ckpt} resumes it")
     _save_adapter(run)
     return run.out
+
+
+@dataclass
+class _StopRequest:
+    requested: bool = False
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """SIGTERM (what Job.stop and most schedulers send) ends training after the optimizer step in
+    progress, with a checkpoint, instead of killing it mid-step. Only in the main thread (where
+    Python delivers signals); elsewhere the handler is left alone."""
+    stop = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: setattr(stop, "requested", True))
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _setup(cfg: TrainConfig):
@@ -495,10 +525,11 @@ def _loop(run: _Run, progress=None) -> None:
             if step % cfg.log_steps == 0 or step == run.total_steps:
                 _log_step(run, step, window, progress)
                 window = []
-            if step % cfg.save_steps == 0 or step == run.total_steps:
+            stopping = run.stop.requested
+            if step % cfg.save_steps == 0 or step == run.total_steps or stopping:
                 _save_checkpoint(accelerator, run.model, run.optimizer, run.scheduler, state, run.ckpt)
-            if step >= run.total_steps:
-                break
+            if step >= run.total_steps or stopping:
+                return
 
 
 def _micro_step(run: _Run, batch_samples: list[dict]) -> tuple[float, float, int]:
@@ -566,17 +597,29 @@ def _save_adapter(run: _Run) -> None:
 
 
 def _save_checkpoint(accelerator, model, optimizer, scheduler, state, ckpt: Path) -> None:
+    """Save into checkpoint-<step>/, then point the `checkpoint` link at it in one rename: at every
+    moment `checkpoint` is a whole checkpoint (the previous one until the swap), whenever a kill comes."""
     import torch
 
     if not accelerator.is_main_process:
         return
-    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    folder = ckpt.with_name(f"{ckpt.name}-{state['step']}")
+    tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     accelerator.unwrap_model(model).save_pretrained(tmp)
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": dict(state),
                 "torch_rng": torch.get_rng_state()}, tmp / "trainer_state.pt")
-    shutil.rmtree(ckpt, ignore_errors=True)
-    os.replace(tmp, ckpt)  # a kill mid-save leaves the previous checkpoint intact
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    if ckpt.is_dir() and not ckpt.is_symlink():  # a run saved by an older version: a plain folder
+        os.replace(ckpt, ckpt.with_name(f"{ckpt.name}-old"))
+    link = ckpt.with_name(ckpt.name + ".link")
+    link.unlink(missing_ok=True)
+    link.symlink_to(folder.name)  # relative: the run folder may move
+    os.replace(link, ckpt)  # the swap
+    for other in ckpt.parent.glob(f"{ckpt.name}-*"):  # earlier checkpoints, stray temporaries
+        if other != folder:
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def _tensorboard(out: Path):

@@ -259,6 +259,45 @@ def test_training_can_start_from_an_earlier_adapter(tiny_model, tmp_path):
         train(TrainConfig(out_dir=str(tmp_path / "bad"), max_steps=1, init_adapter=str(tmp_path), **common))
 
 
+def test_sigterm_saves_then_resume_reaches_the_same_result(tiny_model, tmp_path):
+    """A real `python -m gpt4tools train` process gets SIGTERM (what Job.stop sends) mid-run: it ends
+    after the step in progress with a checkpoint (the `checkpoint` link points at a whole one),
+    exits non-zero saying so, and the same command finishes with the weights of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    data = write_data(tmp_path, RECORDS)
+    common = ["--base-model", tiny_model, "--data", data, "--max-steps", "40", "--gradient-accumulation", "2",
+              "--learning-rate", "1e-2", "--warmup-steps", "0", "--save-steps", "1000", "--dtype", "fp32",
+              "--lora-dropout", "0", "--threads", "1"]
+    cmd = lambda out: [sys.executable, "-m", "gpt4tools", "train", *common, "--out-dir", str(out)]  # noqa: E731
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run(cmd(tmp_path / "straight"), check=True, capture_output=True, env=env, timeout=600)
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen(cmd(out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    for line in proc.stdout:  # wait until training runs, then stop it
+        if line.startswith("step 3/"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    tail = proc.stdout.read()
+    assert proc.wait(timeout=120) != 0 and "stopped at step" in tail and "(SIGTERM)" in tail
+    ckpt = out / "checkpoint"
+    assert ckpt.is_symlink() and (ckpt / "trainer_state.pt").is_file()
+    step = torch.load(ckpt / "trainer_state.pt", weights_only=False)["state"]["step"]
+    assert 3 <= step < 40 and not (out / "adapter_model.safetensors").exists()
+    done = subprocess.run(cmd(out), capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0 and f"resumed at step {step}" in done.stdout + done.stderr
+
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "straight" / "adapter_model.safetensors")
+    b = load_file(out / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert sorted(p.name for p in out.glob("checkpoint*")) == ["checkpoint", "checkpoint-40"]  # older ones gone
+
+
 def test_resume_reaches_the_same_result(tiny_model, tmp_path):
     data = write_data(tmp_path, RECORDS)
     common = dict(base_model=tiny_model, data=[data], max_steps=6, gradient_accumulation=2, learning_rate=1e-2,
