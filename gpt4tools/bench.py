@@ -62,7 +62,7 @@ from gpt4tools.images import NAME_RE
 from gpt4tools.llm import BACKENDS, LLM, generate_many, load_llm, pick_runner
 from gpt4tools.llm.gguf import GGUF_FORMS
 from gpt4tools.prompt import record_prompt
-from gpt4tools.records import cut_partial_line, read_jsonl, to_jsonl
+from gpt4tools.records import atomic_write, cut_partial_line, read_jsonl, to_jsonl
 from gpt4tools.report import summary_line, write_report
 
 log = logging.getLogger(__name__)
@@ -235,7 +235,7 @@ def _check_settings(out: Path, settings: dict) -> None:
                 f"{out} holds predictions made with other settings ({', '.join(diff)}: "
                 f"{[old.get(k) for k in diff]} != {[settings_now.get(k) for k in diff]}); use another --out"
             )
-    path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    atomic_write(path, json.dumps(settings, indent=2) + "\n")
 
 
 def select_per_tool(records: dict[str, dict], per_tool: int, seed: int = 0) -> dict[str, dict]:

@@ -42,7 +42,7 @@ from pathlib import Path
 from gpt4tools import agent as A
 from gpt4tools import paths, progress
 from gpt4tools.images import NAME_RE
-from gpt4tools.records import append_jsonl, cut_partial_line, read_jsonl
+from gpt4tools.records import append_jsonl, atomic_write, cut_partial_line, read_jsonl
 from gpt4tools.session import Session
 
 DEFAULT_DATA = "data/conversations.jsonl"
@@ -290,8 +290,8 @@ def run(conversations: list[dict], agent: A.Agent, out: Path, *, progress_callba
     wanted = {c["id"] for c in conversations}
     rows = [r for r in read_jsonl(rows_path, allow_list=False).values() if r["conversation"] in wanted]
     summary = summarize(rows)
-    (out / "scores.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    (out / "scores.md").write_text(markdown(summary), encoding="utf-8")
+    atomic_write(out / "scores.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write(out / "scores.md", markdown(summary))
     return summary
 
 
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({', '.join(f'{k}={old.get(k)}' for k in checked)}); use another --out", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    (out / "run.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    atomic_write(out / "run.json", json.dumps(settings, indent=2) + "\n")
     summary = run(convs, agent, out, progress_callback=progress.progress_callback())
     print(markdown(summary))
     print(f"wrote {out / 'scores.json'}, {out / 'scores.md'}, {out / 'turns.jsonl'}")

@@ -137,3 +137,15 @@ def cut_partial_line(path: str | os.PathLike) -> bool:
     with open(path, "r+b") as f:
         f.truncate(end)
     return True
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write to a temporary file, fsync, rename: readers (and a resumed run after a kill) see the
+    old file or the whole new one, never a half-written one. `str` is written as UTF-8."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -10,13 +10,14 @@ import json
 from pathlib import Path
 
 from gpt4tools.metrics import METRICS
+from gpt4tools.records import atomic_write
 
 
 def write_report(report: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "scores.json", out / "scores.md"]
-    written[0].write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    written[1].write_text(markdown(report), encoding="utf-8")
+    atomic_write(written[0], json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    atomic_write(written[1], markdown(report))
     if report["n"]:
         written.append(plot(report, out / "scores.png"))
     return written

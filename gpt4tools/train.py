@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpt4tools.records import episode_turn, read_jsonl
+from gpt4tools.records import atomic_write, episode_turn, read_jsonl
 
 log = logging.getLogger(__name__)
 IGNORE = -100
@@ -499,7 +499,7 @@ def _write_run_config(run: _Run, base_path, skipped: dict[str, int], command: st
                 "records": sum(x["records"] for x in samples), "skipped": skipped,
                 "dtype_resolved": str(next(run.model.parameters()).dtype).replace("torch.", ""),
                 "total_steps": run.total_steps, "processes": run.accelerator.num_processes}
-    (run.out / "train_config.json").write_text(json.dumps(resolved, indent=2))
+    atomic_write(run.out / "train_config.json", json.dumps(resolved, indent=2))
     return resolved
 
 
@@ -591,7 +591,7 @@ def _save_adapter(run: _Run) -> None:
             cast_adapter(out, run.cfg.save_dtype)
         run.tokenizer.save_pretrained(out)
         run.resolved.update(train_seconds=round(time.perf_counter() - run.t_start, 1), train_tokens=run.tokens_seen)
-        (out / "train_config.json").write_text(json.dumps(run.resolved, indent=2))
+        atomic_write(out / "train_config.json", json.dumps(run.resolved, indent=2))
     if run.writer:
         run.writer.close()
 

@@ -22,11 +22,11 @@ import sys
 from pathlib import Path
 
 from gpt4tools.data.instructions import IMAGE
-from gpt4tools.data.output import atomic_write, stats_markdown
+from gpt4tools.data.output import stats_markdown
 from gpt4tools.data.samples import episode_id, record_id
 from gpt4tools.data.synthetic import rng_for
 from gpt4tools.images import random_name
-from gpt4tools.records import read_jsonl, to_jsonl
+from gpt4tools.records import atomic_write, read_jsonl, to_jsonl
 
 SEED = 0  # data/README.md: every committed file is built with seed 0
 SPLITS = {"train.jsonl": "train", "val.jsonl": "val", "test_unseen.jsonl": "test"}

@@ -25,12 +25,12 @@ from gpt4tools.data import negatives as neg
 from gpt4tools.data.content import ImageContent, load_coco
 from gpt4tools.data.filters import Deduper, Embedder
 from gpt4tools.data.instructions import IMAGE, Instruction, TemplateTeacher
-from gpt4tools.data.output import Progress, RecordWriter, atomic_write, split_stats, stats_markdown
+from gpt4tools.data.output import Progress, RecordWriter, split_stats, stats_markdown
 from gpt4tools.data.samples import Episode, RecordMaker, episode
 from gpt4tools.data.synthetic import rng_for, synthetic_content
 from gpt4tools.data.teacher import LLMTeacher, ReplyCache
 from gpt4tools.paths import assets_dir, runs_dir
-from gpt4tools.records import to_jsonl
+from gpt4tools.records import atomic_write, to_jsonl
 from gpt4tools.registry import ToolRegistry
 from gpt4tools.tool import ToolSpec
 

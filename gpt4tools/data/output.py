@@ -10,23 +10,12 @@ list) is written to a temporary file and renamed into place.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from gpt4tools.records import append_jsonl, cut_partial_line, read_jsonl
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file, fsync, rename: readers see the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class RecordWriter:
