@@ -142,10 +142,19 @@ def cut_partial_line(path: str | os.PathLike) -> bool:
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     """Write to a temporary file, fsync, rename: readers (and a resumed run after a kill) see the
     old file or the whole new one, never a half-written one. `str` is written as UTF-8."""
+    import tempfile
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # A temporary name of its own: two writers of one file (every rank of a DDP run writes its
+    # train_config.json) must not rename each other's half-written temporary away.
+    with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
+                                     delete=False) as f:
+        try:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+            os.chmod(f.name, 0o644)  # as open() would make it (mkstemp makes 0600)
+        except BaseException:
+            Path(f.name).unlink(missing_ok=True)
+            raise
+    os.replace(f.name, path)
