@@ -46,6 +46,10 @@ setup_python() {
 # llama-cpp-python ships only a source release: pip compiles llama.cpp (~5-10 min on 2 cores).
 # Build the wheel once per CPU (it is built for the CPU it runs on), keep it in the cache with
 # its sha256, and install it from there: later runs and fresh clones compile nothing.
+cpu_id() {  # the wheel is built for this CPU: its architecture and instruction-set flags
+  (uname -m; grep -m1 '^flags' /proc/cpuinfo 2>/dev/null) | sha256sum | cut -c1-12
+}
+
 setup_llamacpp() {
   # the one pinned version, also that of the GGUF converters (gpt4tools/llm/gguf.py)
   LLAMA_CPP_VERSION=$("$VENV/bin/python" -c \
@@ -53,7 +57,7 @@ setup_llamacpp() {
   if "$VENV/bin/python" -c "import sys, llama_cpp; sys.exit(llama_cpp.__version__ != '$LLAMA_CPP_VERSION')" 2>/dev/null; then
     return 0
   fi
-  local cpu; cpu=$( (uname -m; grep -m1 '^flags' /proc/cpuinfo 2>/dev/null) | sha256sum | cut -c1-12)
+  local cpu; cpu=$(cpu_id)
   local dir="$GPT4TOOLS_CACHE/wheels/llama-cpp-python-$LLAMA_CPP_VERSION-$cpu"
   local whl; whl=$(ls "$dir"/llama_cpp_python-*.whl 2>/dev/null | head -1 || true)
   if [ -n "$whl" ] && ! (cd "$dir" && sha256sum -c --quiet wheel.sha256 2>/dev/null); then
@@ -78,7 +82,7 @@ setup_llamacpp() {
 # status line says which backend serves and why (gpt4tools.llm.backend_note).
 setup_llamacpp_soon() {
   if "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then setup_llamacpp; return 0; fi
-  local cpu; cpu=$( (uname -m; grep -m1 '^flags' /proc/cpuinfo 2>/dev/null) | sha256sum | cut -c1-12)
+  local cpu; cpu=$(cpu_id)
   if ls "$GPT4TOOLS_CACHE"/wheels/llama-cpp-python-*-"$cpu"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     setup_llamacpp; return 0
   fi

@@ -207,11 +207,13 @@ class Agent:
                     problem = (f"{', '.join(posed)} is the human's upload, not a result: no tool made an image "
                                f"for this request. Say what the tools found, or that it did not work.")
                 if retries >= self.config.max_retries:  # give up correcting: strip the names
-                    text = _honest(decision.text, failure, made)
-                    if text == decision.text and not made and CLAIM.search(text):  # "X is ready: (no such file)"
+                    honest = _honest(decision.text, failure, made)
+                    if honest != decision.text:  # the last call failed: say what failed
+                        text = honest
+                    elif not made and CLAIM.search(decision.text):  # not "X is ready: (no such file)"
                         text = NOTHING_MADE
-                    elif text == decision.text:
-                        text = _strip_names(text, missing + posed)
+                    else:
+                        text = _strip_names(decision.text, missing + posed)
                     conversation.add_exchange(user_input, text)
                     yield Final(text, _results(text, store), len(calls), time.perf_counter() - t0)
                     return

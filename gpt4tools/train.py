@@ -335,6 +335,11 @@ def data_checksum(paths: list[str]) -> str:
 
 
 @dataclass
+class _StopRequest:
+    requested: bool = False
+
+
+@dataclass
 class _Run:
     """What the steps of one training run share (see `train`)."""
 
@@ -353,7 +358,7 @@ class _Run:
     writer: Any = None  # tensorboard, on the main process when installed
     t_start: float = 0.0
     tokens_seen: int = 0
-    stop: "_StopRequest" = None  # set by train(): SIGTERM asks the loop to save and end
+    stop: _StopRequest = field(default_factory=_StopRequest)  # SIGTERM asks the loop to save and end
 
     @property
     def out(self) -> Path:
@@ -375,27 +380,20 @@ def train(cfg: TrainConfig, progress=None, command: str | None = None) -> Path:
     run = _prepare(cfg, accelerator, tokenizer, model, samples)
     run.resolved = _write_run_config(run, base_path, skipped, command)
     run.writer = _tensorboard(run.out) if accelerator.is_main_process else None
-    with _stop_on_sigterm() as stop:
-        run.stop = stop
+    with _stop_on_sigterm(run.stop):
         _loop(run, progress)
-    if stop.requested:  # saved at the last step: `train` again (same out_dir) resumes there
+    if run.stop.requested:  # saved at the last step: `train` again (same out_dir) resumes there
         raise SystemExit(f"stopped at step {run.state['step']} of {run.total_steps} (SIGTERM); "
                          f"the checkpoint in {run.ckpt} resumes it")
     _save_adapter(run)
     return run.out
 
 
-@dataclass
-class _StopRequest:
-    requested: bool = False
-
-
 @contextlib.contextmanager
-def _stop_on_sigterm():
+def _stop_on_sigterm(stop: _StopRequest):
     """SIGTERM (what Job.stop and most schedulers send) ends training after the optimizer step in
     progress, with a checkpoint, instead of killing it mid-step. Only in the main thread (where
     Python delivers signals); elsewhere the handler is left alone."""
-    stop = _StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return

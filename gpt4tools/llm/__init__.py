@@ -41,9 +41,10 @@ def resolve_backend(backend: str, model: str, device: str = "cpu") -> str:
     return "transformers"
 
 
-def backend_note(backend: str, model: str, device: str = "cpu") -> str:
-    """Which backend `load_llm` serves with and why, in words for the app's status line."""
-    chosen = resolve_backend(backend, model, device)
+def backend_note(backend: str, model: str, device: str = "cpu", chosen: str | None = None) -> str:
+    """Which backend `load_llm` serves with and why, in words for the app's status line
+    (`chosen`: what resolve_backend already picked, when the caller has it)."""
+    chosen = chosen or resolve_backend(backend, model, device)
     if backend != "auto":
         return f"{chosen} (as asked)"
     if chosen == "llamacpp":
@@ -100,8 +101,9 @@ def load_llm(model: str = "default", adapter: str | None = None, backend: str = 
     """Load a backend. `model`: 'default', a manifest name, a local dir/GGUF, a hub id, or
     (openai) the served model's name. `adapter='none'` disables the default adapter.
     `dtype` is for transformers (hardware.DTYPES), `gguf` for llama.cpp (gguf.GGUF_FORMS)."""
-    note = backend_note(backend, model, device)
-    llm = _load(resolve_backend(backend, model, device), model, adapter, device, dtype, gguf, **kwargs)
+    chosen = resolve_backend(backend, model, device)
+    note = backend_note(backend, model, device, chosen)  # before loading: a background build may end meanwhile
+    llm = _load(chosen, model, adapter, device, dtype, gguf, **kwargs)
     llm.backend_note = note  # the status line says what serves and why
     return llm
 

@@ -378,12 +378,8 @@ def bench_views(data: str | None, snap: Snapshot | None = None) -> tuple:
 
 
 def _load_reports(run_dirs: list[str]) -> dict[str, dict]:
-    out = {}
-    for d in run_dirs or []:
-        path = Path(d) / "scores.json"
-        if path.is_file():
-            out[Path(d).name] = json.loads(path.read_text(encoding="utf-8"))
-    return out
+    """Run folder name -> its scores.json (folders without a readable one are left out)."""
+    return benchruns.reports_of([benchruns.BenchRun(Path(d).name, Path(d), None) for d in run_dirs or []])
 
 
 def keep_upload(upload: str) -> str:
