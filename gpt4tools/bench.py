@@ -59,7 +59,7 @@ from typing import Any
 
 from gpt4tools import metrics, paths, progress, react
 from gpt4tools.images import NAME_RE
-from gpt4tools.llm import BACKENDS, LLM, generate_many, load_llm, pick_runner
+from gpt4tools.llm import BACKENDS, DECODINGS, LLM, generate_many, load_llm, pick_runner
 from gpt4tools.llm.gguf import GGUF_FORMS
 from gpt4tools.prompt import record_prompt
 from gpt4tools.records import atomic_write, cut_partial_line, read_jsonl, to_jsonl
@@ -447,6 +447,8 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--gguf", default="auto", choices=GGUF_FORMS,
                    help="llama.cpp: how the adapter is applied (gpt4tools/llm/llamacpp.py)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--decoding", default=DECODINGS[0], choices=DECODINGS,
+                   help="llama.cpp: lookup (drafted tokens checked in one pass), greedy, library (llama-cpp-python's)")
     p.add_argument("--limit", type=int, help="only the first N records")
     p.add_argument("--per-tool", type=int, help="only N records per reference tool (seeded, stratified subset)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --per-tool draw")
@@ -469,7 +471,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     try:
         backend, args.batch_size = pick_runner(args.backend, args.model, args.device, args.batch_size)
         llm = None if args.baseline else load_llm(args.model, adapter=args.adapter, backend=backend, device=args.device,
-                                                  dtype=args.dtype, gguf=args.gguf)
+                                                  dtype=args.dtype, gguf=args.gguf, decoding=args.decoding)
     except (OSError, ValueError, ImportError) as e:  # absent weights, unknown backend, missing package
         print(f"error: cannot load the model {args.model!r}: {e}", file=sys.stderr)
         return 2

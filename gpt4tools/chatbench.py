@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import statistics
 import sys
@@ -105,13 +106,14 @@ class TurnRecord:
     first_token_s: float | None = None
     first_action_s: float | None = None
     turn_s: float = 0.0
+    tool_s: float = 0.0  # of turn_s, the time tools ran (from each Action to its Observation)
 
 
 def run_turn(session: Session, user: str, uploads: Sequence[Path], known_tool: Callable[[str], bool]) -> TurnRecord:
     """Upload, send, and record every step with its time."""
     names = [session.add_image(p) for p in uploads]
     record = TurnRecord(user, names)
-    t0 = time.perf_counter()
+    t0 = acted = time.perf_counter()
     for step in session.send(user):
         now = time.perf_counter() - t0
         if isinstance(step, A.Thought) and record.first_token_s is None and step.text:
@@ -120,8 +122,10 @@ def run_turn(session: Session, user: str, uploads: Sequence[Path], known_tool: C
             if record.first_action_s is None:
                 record.first_action_s = now
             record.actions.append({"tool": step.tool, "input": step.tool_input, "known": known_tool(step.tool)})
+            acted = time.perf_counter()
         elif isinstance(step, A.ObservationStep) and record.actions:
             record.actions[-1]["ok"] = step.ok
+            record.tool_s += time.perf_counter() - acted
         elif isinstance(step, A.ImageStep):
             record.results.append(step.name)
         elif isinstance(step, A.Error):
@@ -214,9 +218,18 @@ def summarize(scored: Sequence[dict]) -> dict:
         "false_claim_turns": sum(not t["score"]["no_false_claim"] for t in turns),
         "per_category": group(lambda t: t["category"]),
         "per_tool": group(lambda t: (t["expect"].get("tools") or ["(no tool)"])[0]),
-        "latency_s": {k: _stats([t["turn"][k] for t in turns if t["turn"][k] is not None])
-                      for k in ("first_token_s", "first_action_s", "turn_s")},
+        "latency_s": latencies([t["turn"] for t in turns]),
     }
+
+
+def latencies(turns: Sequence[dict]) -> dict:
+    """Median and p95 of the times to the first token, to the first Action, of the whole turn,
+    and of the turn without its tools' time (LLM and agent; turns recorded before tool_s existed
+    are left out of that one)."""
+    out = {k: _stats([t[k] for t in turns if t.get(k) is not None]) for k in ("first_token_s", "first_action_s",
+                                                                               "turn_s")}
+    out["turn_without_tools_s"] = _stats([t["turn_s"] - t["tool_s"] for t in turns if "tool_s" in t])
+    return out
 
 
 def _stats(values: list[float]) -> dict:
@@ -260,7 +273,9 @@ def run_conversation(agent: A.Agent, conv: dict, photos: Path) -> list[dict]:
 
     rows, uploads, results = [], [], []
     with tempfile.TemporaryDirectory(prefix="bench-chat-") as root:
-        session = Session(agent, root=Path(root) / "session")
+        # image names drawn from the conversation's id: every run of it (another model, another
+        # setting) shows the model the same names, so that runs differ only in what they compare
+        session = Session(agent, root=Path(root) / "session", rng=random.Random(conv["id"]))
         for i, turn in enumerate(conv["turns"]):
             files = [make_photo(ref, photos) for ref in turn.get("uploads") or []]
             record = run_turn(session, turn["user"], files, lambda n: canonical(n) is not None)

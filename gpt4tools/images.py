@@ -99,9 +99,12 @@ def open_image(path: str | os.PathLike, limits: ImageLimits = ImageLimits()) -> 
 class ImageStore:
     """One conversation's image folder. Names handed out are relative: "image/xxxx.png"."""
 
-    def __init__(self, root: str | os.PathLike, limits: ImageLimits = ImageLimits()):
+    def __init__(self, root: str | os.PathLike, limits: ImageLimits = ImageLimits(), rng: random.Random | None = None):
+        """`rng`: draws the new names (a seeded one makes a replayed conversation name its images
+        the same way every time: benchmarks); default: the secrets module."""
         self.root = Path(root).resolve()
         self.limits = limits
+        self.rng = rng
         (self.root / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
 
     # -- names -> files -------------------------------------------------------------
@@ -173,7 +176,7 @@ class ImageStore:
         img.thumbnail((self.limits.max_side_stored, self.limits.max_side_stored), Image.Resampling.LANCZOS)
         img.info.clear()  # keep pixels only: no EXIF (GPS, camera serial), text chunks or comments
         while True:
-            name = f"{IMAGE_DIR}/{random_name()}.png"
+            name = f"{IMAGE_DIR}/{random_name(rng=self.rng)}.png"
             if not (self.root / name).exists():
                 break
         self._save(img, name)
@@ -181,7 +184,7 @@ class ImageStore:
 
     def result_name(self, source: str | None, op: str) -> str:
         """A new chained name for a result derived from `source` (see `chained_name`)."""
-        return chained_name(source, op)
+        return chained_name(source, op, self.rng)
 
     def save_result(self, img: Image.Image, source: str | None, op: str) -> str:
         name = self.result_name(source, op)

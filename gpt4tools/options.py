@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from gpt4tools import agent as A
-from gpt4tools.llm import BACKENDS
+from gpt4tools.llm import BACKENDS, DECODINGS
 from gpt4tools.llm.gguf import GGUF_FORMS
 
 
@@ -21,6 +21,9 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--gguf", default="auto", choices=GGUF_FORMS,
                     help="llama.cpp: the adapter merged into a GGUF of this type (auto: bf16 on CPUs with native "
                          "bf16, else q8_0; made once into the cache), or 'lora' on the shipped 4-bit base")
+    ap.add_argument("--decoding", default=DECODINGS[0], choices=DECODINGS,
+                    help="llama.cpp: lookup (drafts copied and forced tokens, checked in one pass: the same text, "
+                         "faster), greedy (one token per pass), library (llama-cpp-python's own loop)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (for the LLM)")
     ap.add_argument("--base-url", default=None,
                     help="openai backend: server URL (default $OPENAI_BASE_URL or http://127.0.0.1:8000/v1)")
@@ -44,7 +47,8 @@ def build_agent(args: argparse.Namespace) -> A.Agent:
     from gpt4tools.registry import build_registry
 
     extra = {"base_url": args.base_url} if args.backend == "openai" and args.base_url else {}
-    llm = load_llm(args.model, adapter=args.adapter, backend=args.backend, device=args.device, gguf=args.gguf, **extra)
+    llm = load_llm(args.model, adapter=args.adapter, backend=args.backend, device=args.device, gguf=args.gguf,
+                   decoding=getattr(args, "decoding", DECODINGS[0]), **extra)
     template = template_for(getattr(llm, "adapter", None))
     tools = build_registry(args.load).available()
     config = A.AgentConfig(offer_tools=args.offer_tools, constrained=getattr(args, "constrained", True),

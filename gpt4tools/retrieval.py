@@ -1,14 +1,18 @@
 """Which tools to offer the LLM for a message: the k closest by meaning, plus their chains.
 
-The paper's prompts offer 2 to 5 tools; the app has 17 available here and 31 with the hub
-weights. A small model picks far worse among 17 than among 5 (docs/benchmark.md, the chat
-split with all tools offered against the top 5), and a 17-tool prompt is ~1,750 tokens
-against ~650. So the agent offers the k tools whose own words are closest to the user's
-message: each tool is represented by its name, description, paraphrases and aliases (all
-from its ToolSpec: nothing is written here), embedded with all-MiniLM-L6-v2, and scored by
-its best cosine with the message. A conditioned-generation tool brings the tool it follows
-(Canny generation needs edge detection first). The LLM still decides whether to use a tool,
-which one, and with what input; the retriever only shortens the list.
+The paper's prompts offer 2 to 5 tools; the app has 18 available here and 31 with the hub
+weights. With the first adapter a small model picked far worse among 17 than among 5
+(docs/benchmark.md, the chat split with all tools offered against the top 5); with the current
+default adapter, on the conversation benchmark, every tool in a fixed order scores as well as
+the 5 closest, and a fixed list lets every turn and session reuse the prompt's head (its
+keys/values are computed once), so the agent offers every tool by default
+(`AgentConfig.offer_tools = 0`) and retrieval serves `--offer-tools k`, e.g. for the 31-tool
+registry, whose full list costs ~3,000 prompt tokens. The retriever offers the k tools whose
+own words are closest to the user's message: each tool is represented by its name, description,
+paraphrases and aliases (all from its ToolSpec: nothing is written here), embedded with
+all-MiniLM-L6-v2, and scored by its best cosine with the message. A conditioned-generation tool
+brings the tool it follows (Canny generation needs edge detection first). The LLM still decides
+whether to use a tool, which one, and with what input; the retriever only shortens the list.
 """
 
 from __future__ import annotations

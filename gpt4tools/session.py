@@ -7,6 +7,7 @@ agent (and so the loaded LLM and tool models) but never each other's folders.
 from __future__ import annotations
 
 import logging
+import random
 import secrets
 import shutil
 import time
@@ -28,10 +29,11 @@ def sessions_dir() -> Path:
 
 
 class Session:
-    def __init__(self, agent: Agent, root: Path | None = None):
+    def __init__(self, agent: Agent, root: Path | None = None, rng: random.Random | None = None):
+        """`rng`: draws the session's image names (seeded: a replay names them the same way)."""
         self.id = secrets.token_hex(8)
         self.agent = agent
-        self.store = ImageStore(root or sessions_dir() / self.id)
+        self.store = ImageStore(root or sessions_dir() / self.id, rng=rng)
         self.conversation = Conversation(agent.template)
         self.new_uploads: list[str] = []  # uploaded since the last message: what it is about
         self.last_used = time.time()

@@ -30,7 +30,6 @@ import argparse
 import importlib.metadata
 import importlib.util
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -40,22 +39,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchlib import cpu_model  # noqa: E402  scripts/benchlib.py (this folder is on sys.path)
+
 from gpt4tools import react  # noqa: E402
 
 MESSAGES = {
     "tool": "can you find the edges in this picture?",
     "no-tool": "why is the sky blue?",
 }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 class Timed:

@@ -1,9 +1,11 @@
-"""What the tool benchmark scripts share: timing a tool call the same way everywhere."""
+"""What the benchmark scripts share: timing a call the same way everywhere, naming the machine."""
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -21,3 +23,14 @@ def time_calls(call: Callable[[], T], calls: int) -> tuple[T, float, list[float]
         call()
         times.append(time.perf_counter() - t0)
     return first, first_s, times
+
+
+def cpu_model() -> str:
+    """The CPU's model name, for the machine a figure was measured on."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

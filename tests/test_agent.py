@@ -210,6 +210,29 @@ def test_the_retrieved_tools_are_offered_for_the_whole_turn(store, upload):
     assert len(agent.offered("")) == 4  # nothing to match: every tool
 
 
+def test_by_default_every_turn_and_session_shares_the_prompt_head(store, upload):
+    """Every available tool is offered in the registry's order (AgentConfig.offer_tools = 0), so a
+    turn's prompt begins with all of the previous turn's, up to its new input: the backend
+    encodes only the new exchange. Another session's prompts share the head up to the history."""
+    tools = ToolRegistry((Invert(), Ask(), Crash(), Missing()))
+    name = upload("chelsea.jpg")
+    conv = Conversation(T)
+    conv.add_image(name, "a cat")
+    llm = ScriptedLLM([call("Invert The Image", name), final("done"), final("Hello!")])
+    agent = Agent(llm, tools, T)
+    assert agent.config.offer_tools == 0 and agent.retriever is None
+    list(agent.run(f"invert the colours of {name}", conv, store))
+    list(agent.run("thanks, and what can you do?", conv, store))
+    first, second = llm.prompts[0], llm.prompts[2]
+    shared = first[: first.index(react.NEW_INPUT)].rstrip()
+    assert second.startswith(shared) and len(shared) > 0.8 * len(first)
+    other = Agent(ScriptedLLM([final("Hi")]), tools, T)
+    list(other.run("hello", Conversation(T), store))
+    head = first[: first.index("Previous conversation:")]
+    assert other.llm.prompts[0].startswith(head) and all(f"> {s.name}:" in head for s in tools.specs())
+    assert agent.retriever is None  # no sentence encoder loaded for it
+
+
 # -- constrained decoding ---------------------------------------------------------------------
 def test_each_step_is_decoded_under_the_grammar_of_offered_tools_and_session_images(store, upload):
     name = upload("chelsea.jpg")

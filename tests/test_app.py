@@ -435,3 +435,35 @@ def test_origins_from_a_rewriting_proxy_or_the_share_page_may_post():
     assert not guard._same_origin("http://localhost:8000", "127.0.0.1:7860")  # another local site
     assert not guard._same_origin("http://127.0.0.1:8000", "127.0.0.1:7860")
     assert not guard._same_origin("null", "127.0.0.1:7860")
+
+
+def test_a_flood_of_new_sessions_cannot_push_out_other_conversations():
+    """New sessions are counted in all and per client address (SessionLimits): past the limits a
+    message gets a clear refusal and no session, while conversations already held go on. Empty
+    submits create nothing; a session gradio drops frees its place."""
+    from types import SimpleNamespace
+
+    chat = W.ChatApp(scripted_agent(), limits=W.SessionLimits(max_sessions=5, per_client=3))
+
+    def req(host):
+        return SimpleNamespace(client=SimpleNamespace(host=host), cookies={})
+
+    def send(text, state=None, host="10.0.0.1"):
+        return list(chat.respond({"text": text, "files": []}, state, req(host)))[-1]
+
+    alice = send("hello")[2]
+    assert isinstance(alice, W.ChatState) and len(chat.sessions) == 1
+    for _ in range(100):  # empty submits from a script: no session, nothing stored
+        assert send("   ", host="10.6.6.6")[2] is None
+    flood = [send("hi", host="10.6.6.6") for _ in range(50)]
+    held = [s for _, _, s in flood if s is not None]
+    assert len(held) == 3 and "open conversations" in flood[-1][0][0].content
+    assert send("hi", host="10.0.0.2")[2] is not None  # another address, within the total
+    history, _, none = send("hi", host="10.0.0.3")  # the total (5) is reached
+    assert none is None and "as many conversations as it can" in history[0].content
+    history, _, alice = send("and again", alice)  # Alice's conversation is still served
+    assert alice is not None and sum(m.role == "user" for m in history) == 2
+    W.close_state(held[0])
+    W.close_state(held[0])  # gradio may call twice: counted once
+    assert len(chat.sessions) == 4
+    assert send("hi", host="10.0.0.3")[2] is not None  # a place was freed

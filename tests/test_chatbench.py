@@ -115,6 +115,12 @@ def test_a_run_scores_every_turn_with_latencies_and_resumes(data, tmp_path, monk
     assert "Turns: **100.0 %** of 4" in (out / "scores.md").read_text()
     cb.run(cb.load_conversations(data), agent, out)  # resumed: nothing replayed, nothing duplicated
     assert len((out / "turns.jsonl").read_text().splitlines()) == 4
+    assert summary["latency_s"]["turn_without_tools_s"]["n"] == 4
+    assert all(0 <= r["turn"]["tool_s"] <= r["turn"]["turn_s"] for r in rows)
+    # a replay names its images as the first run did (seeded by the conversation): runs compare like with like
+    again = cb.run_conversation(scripted_agent(), cb.load_conversations(data)[0], tmp_path / "photos")
+    assert [(t["turn"]["uploads"], t["turn"]["results"]) for t in again] == \
+        [(r["turn"]["uploads"], r["turn"]["results"]) for r in rows[:3]]
 
 
 def test_a_wrong_image_in_a_run_is_scored_as_such(data, tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpt4tools.llm.base import (  # noqa: F401 - the interface, for `from gpt4tools.llm import ...`
+    DECODINGS,
     LLM,
     Generation,
     ScriptedLLM,
@@ -97,12 +98,18 @@ def pick_runner(backend: str, model: str, device: str, batch_size: int | None) -
 
 
 def load_llm(model: str = "default", adapter: str | None = None, backend: str = "auto",
-             device: str = "cpu", dtype: str = "auto", gguf: str = "auto", **kwargs) -> LLM:
+             device: str = "cpu", dtype: str = "auto", gguf: str = "auto", decoding: str = DECODINGS[0],
+             **kwargs) -> LLM:
     """Load a backend. `model`: 'default', a manifest name, a local dir/GGUF, a hub id, or
     (openai) the served model's name. `adapter='none'` disables the default adapter.
-    `dtype` is for transformers (hardware.DTYPES), `gguf` for llama.cpp (gguf.GGUF_FORMS)."""
+    `dtype` is for transformers (hardware.DTYPES), `gguf` and `decoding` for llama.cpp
+    (gguf.GGUF_FORMS, DECODINGS)."""
+    if decoding not in DECODINGS:
+        raise ValueError(f"unknown decoding {decoding!r}: choose one of {', '.join(DECODINGS)}")
     chosen = resolve_backend(backend, model, device)
     note = backend_note(backend, model, device, chosen)  # before loading: a background build may end meanwhile
+    if chosen == "llamacpp":
+        kwargs["decoding"] = decoding
     llm = _load(chosen, model, adapter, device, dtype, gguf, **kwargs)
     llm.backend_note = note  # the status line says what serves and why
     return llm

@@ -15,6 +15,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+# llama.cpp's decoding loops (gpt4tools/llm/llamacpp.py), the default first: "lookup", our greedy
+# loop with drafted tokens checked in one pass (llama_decode.py); "greedy", the same loop one token
+# per pass; "library", llama-cpp-python's create_completion (the reference of scripts/bench_turns.py).
+DECODINGS = ("lookup", "greedy", "library")
+
 
 @dataclass
 class Generation:

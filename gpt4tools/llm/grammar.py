@@ -122,3 +122,27 @@ class LlamaLogits:
         self.seen = len(input_ids)
         scores[self.g.blocked(self.matcher, self.bitmask, width=len(scores))] = -np.inf
         return scores
+
+
+class TokenMask:
+    """One completion's grammar state for a decoding loop of our own (llama_decode.py): which
+    tokens may come next, which the grammar forces, whether it is finished."""
+
+    def __init__(self, grammars: Grammars, grammar: str):
+        self.g, self.matcher = grammars, grammars.matcher(grammar)
+        self.bitmask = grammars.new_bitmask()
+
+    def blocked(self, width: int):
+        """True where a token may NOT come next (over the first `width` tokens)."""
+        return self.g.blocked(self.matcher, self.bitmask, width=width)
+
+    def consume(self, token: int) -> None:
+        self.g.consume(self.matcher, token)
+
+    def forced(self) -> list[int]:
+        """The tokens the grammar forces next (none where it leaves a choice)."""
+        return list(self.matcher.compute_ff_tokens())
+
+    def done(self) -> bool:
+        """Nothing can follow: the grammar is complete and admits no continuation."""
+        return bool(self.matcher.is_stopped())

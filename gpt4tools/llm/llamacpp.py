@@ -18,8 +18,14 @@ turned off on CPUs with AMX: with them, llama.cpp 0.3.36 (the wheel built native
 AMX Xeon) dies with a segmentation fault in the first decode of the shipped Q4_1 GGUF,
 every time (tests/test_llm_llamacpp.py caught it). `extra_bufts=True` turns them back on.
 
-Grammars (`grammar=`, GBNF) are enforced by llguidance as a logits processor where it is
-installed (`grammar_engine="auto"`, as transformers does: gpt4tools/llm/grammar.py), since
+Decoding (`decoding`, base.DECODINGS) goes through our own greedy loop by default
+(llama_decode.py): it reuses the context's keys/values for the shared head of each new prompt and
+checks drafted tokens (copies from the prompt, tokens the grammar forces) several per forward pass,
+writing the same text as llama-cpp-python's create_completion ("library", kept as the reference)
+faster (scripts/bench_turns.py). One completion at a time: a lock serialises concurrent sessions.
+
+Grammars (`grammar=`, GBNF) are enforced by llguidance's token masks where it is installed
+(`grammar_engine="auto"`, as transformers does: gpt4tools/llm/grammar.py), since
 llama.cpp's own grammar sampler checks all 152k tokens of the default model's vocabulary at every
 step (+26-58 % per warm step, against ~0 %). Without llguidance, or with
 `grammar_engine="llama.cpp"`, they go to llama.cpp's sampler: llama-cpp-python hands the text to
@@ -39,9 +45,10 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from gpt4tools.hardware import cpu_has_amx, cpu_has_fast_bf16
-from gpt4tools.llm.base import Generation, cut_at_stop, stream_until_stop
+from gpt4tools.llm.base import DECODINGS, Generation, cut_at_stop, stream_until_stop
 from gpt4tools.llm.gguf import GGUF_FORMS, merged_gguf
-from gpt4tools.llm.grammar import Grammars, LlamaLogits
+from gpt4tools.llm.grammar import Grammars, LlamaLogits, TokenMask
+from gpt4tools.llm.llama_decode import DecodeStats, LlamaDecoder
 from gpt4tools.models import DEFAULT_MODEL
 
 
@@ -68,6 +75,7 @@ def resolve_form(gguf: str) -> str:
 
 _params_lock = threading.Lock()
 GRAMMAR_ENGINES = ("auto", "llguidance", "llama.cpp")
+DRAFT_TOKENS = 8
 
 
 def _defaults_with(**fields):
@@ -112,10 +120,13 @@ def safe_process_defaults() -> None:
 class LlamaCppLM:
     def __init__(self, model: str, lora: str | None = None, n_ctx: int = 4096, n_threads: int | None = None,
                  n_gpu_layers: int = 0, gguf: str = "auto", extra_bufts: bool | None = None,
-                 grammar_engine: str = "auto"):
+                 grammar_engine: str = "auto", decoding: str = "lookup"):
         """`lora`: a LoRA GGUF file, or a peft adapter folder (merged or converted as `gguf` says).
         `extra_bufts`: llama.cpp's repacked weight buffers; None: off where the CPU has AMX (see above).
-        `grammar_engine`: "llguidance", "llama.cpp", or "auto" (llguidance where installed)."""
+        `grammar_engine`: "llguidance", "llama.cpp", or "auto" (llguidance where installed).
+        `decoding`: one of base.DECODINGS."""
+        if decoding not in DECODINGS:
+            raise ValueError(f"unknown decoding {decoding!r}: choose one of {', '.join(DECODINGS)}")
         if grammar_engine not in GRAMMAR_ENGINES:
             raise ValueError(f"unknown grammar engine {grammar_engine!r}: choose one of {', '.join(GRAMMAR_ENGINES)}")
         try:
@@ -146,6 +157,10 @@ class LlamaCppLM:
         self._grammar_lock = threading.Lock()
         self.grammar_engine = grammar_engine
         self._llg: Grammars | None = None  # llguidance over this vocabulary, made on the first grammar (~1 s)
+        self.decoding = decoding
+        self._decoder = LlamaDecoder(self.llm, DRAFT_TOKENS if decoding == "lookup" else 0)
+        self._decode_lock = threading.Lock()  # one completion at a time: the context holds one sequence
+        self.last_stats: DecodeStats | None = None  # the last completion's counts (own loop only)
 
     grammar_cache_size = 8
 
@@ -199,18 +214,54 @@ class LlamaCppLM:
     def generate(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256,
                  grammar: str | None = None) -> Generation:
         t0 = time.perf_counter()
-        out = self.llm.create_completion(prompt, **self._sampling(stop, max_new_tokens, grammar))
-        text, which = cut_at_stop(out["choices"][0]["text"], stop)
-        if which is None and out["choices"][0].get("finish_reason") == "stop" and stop:
-            which = "stop"  # llama.cpp removed the stop string itself
-        u = out.get("usage", {})
-        return Generation(text, u.get("prompt_tokens", 0), u.get("completion_tokens", 0), which,
-                          time.perf_counter() - t0)
+        if not self._own_loop(grammar):
+            with self._decode_lock:
+                out = self.llm.create_completion(prompt, **self._sampling(stop, max_new_tokens, grammar))
+            text, which = cut_at_stop(out["choices"][0]["text"], stop)
+            if which is None and out["choices"][0].get("finish_reason") == "stop" and stop:
+                which = "stop"  # llama.cpp removed the stop string itself
+            u = out.get("usage", {})
+            return Generation(text, u.get("prompt_tokens", 0), u.get("completion_tokens", 0), which,
+                              time.perf_counter() - t0)
+        stats = DecodeStats()
+        text, which = "", None
+        pieces = self._pieces(prompt, max_new_tokens, grammar, stats)
+        try:
+            for piece in pieces:
+                text += piece
+                cut, which = cut_at_stop(text, stop)
+                if which is not None:
+                    text = cut
+                    break
+        finally:
+            pieces.close()
+        if which is None and stop and stats.finish != "length":
+            which = "stop"  # as llama-cpp-python reports an end token: finish_reason "stop"
+        return Generation(text, stats.prompt_tokens, stats.completion_tokens, which, time.perf_counter() - t0,
+                          stats.cached_tokens)
 
     def stream(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256,
                grammar: str | None = None) -> Iterator[str]:
-        chunks = self.llm.create_completion(prompt, stream=True, **self._sampling(stop, max_new_tokens, grammar))
-        yield from stream_until_stop(_texts(chunks), stop)
+        if self._own_loop(grammar):
+            yield from stream_until_stop(self._pieces(prompt, max_new_tokens, grammar, DecodeStats()), stop)
+            return
+        with self._decode_lock:
+            chunks = self.llm.create_completion(prompt, stream=True, **self._sampling(stop, max_new_tokens, grammar))
+            yield from stream_until_stop(_texts(chunks), stop)
+
+    def _own_loop(self, grammar: str | None) -> bool:
+        """Whether this completion goes through llama_decode (not for llama.cpp's grammar sampler)."""
+        return self.decoding != "library" and (grammar is None or self._llguidance() is not None)
+
+    def _pieces(self, prompt: str, max_new_tokens: int, grammar: str | None, stats: DecodeStats) -> Iterator[str]:
+        mask = TokenMask(self._llg, grammar) if grammar is not None else None
+        with self._decode_lock:
+            self.last_stats = stats
+            tokens = self._decoder.tokens(prompt, max_new_tokens, mask, stats)
+            try:
+                yield from self._decoder.text(tokens)
+            finally:
+                tokens.close()
 
 
 def _check_grammar(llm, text: str) -> None:

@@ -318,11 +318,56 @@ class UploadQuota:
     echo_chars: int = 2000  # a longer user message is shown cut (the agent refuses it anyway)
 
 
+@dataclass(frozen=True)
+class SessionLimits:
+    """How many conversations the app holds at once, in all and per client address. A session
+    starts with its first message and ends when gradio drops it (tab closed, SESSION_TTL_S idle).
+    Both limits are far below gradio's own LRU of session states (10,000), which would otherwise
+    evict the oldest conversations, other people's included, under a flood of new sessions."""
+
+    max_sessions: int = 200
+    per_client: int = 20
+
+
+class SessionCount:
+    """The live conversations, by client address (thread-safe)."""
+
+    def __init__(self, limits: SessionLimits):
+        self.limits = limits
+        self._by_client: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, client: str) -> str | None:
+        """Count a new session for `client`, or say why not."""
+        with self._lock:
+            if sum(self._by_client.values()) >= self.limits.max_sessions:
+                return (f"The app is holding as many conversations as it can ({self.limits.max_sessions}). "
+                        "Please try again later.")
+            if self._by_client.get(client, 0) >= self.limits.per_client:
+                return (f"Your address already has {self.limits.per_client} open conversations. Close a tab "
+                        "(its conversation ends after a while) and try again.")
+            self._by_client[client] = self._by_client.get(client, 0) + 1
+            return None
+
+    def release(self, client: str) -> None:
+        with self._lock:
+            left = self._by_client.get(client, 0) - 1
+            if left > 0:
+                self._by_client[client] = left
+            else:
+                self._by_client.pop(client, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(self._by_client.values())
+
+
 class ChatState:
     """A browser session's conversation: its `Session`, what the chat shows, undo marks."""
 
-    def __init__(self, guard: FileGuard, owner: str | None):
+    def __init__(self, guard: FileGuard, owner: str | None, on_close: Callable[[], None] | None = None):
         self.guard = guard
+        self.on_close = on_close  # the app's session count is told when gradio drops this session
         self.folder_id = secrets.token_hex(12)
         self.folder = guard.register(self.folder_id, owner)
         self.session: Session | None = None
@@ -381,6 +426,9 @@ class ChatState:
         self.guard.forget(self.folder_id)
         if self.session is not None:
             self.session.close()
+        if self.on_close is not None:
+            self.on_close, release = None, self.on_close  # once, however often gradio calls
+            release()
 
 
 def close_state(state: ChatState | None) -> None:
@@ -392,8 +440,9 @@ class ChatApp:
     """The chat tab's logic, independent of the layout (tests call it without a server)."""
 
     def __init__(self, agent: AgentSource, guard: FileGuard | None = None, n_tools_total: int | None = None,
-                 quota: UploadQuota = UploadQuota()):
+                 quota: UploadQuota = UploadQuota(), limits: SessionLimits = SessionLimits()):
         self.holder = AgentHolder(agent)
+        self.sessions = SessionCount(limits)
         self.guard = guard or FileGuard()
         self.n_tools_total = n_tools_total
         self.quota = quota
@@ -402,9 +451,15 @@ class ChatApp:
     def status(self) -> str:
         return self.holder.status(self.n_tools_total)
 
-    def new_state(self, request: gr.Request | None) -> ChatState:
+    def new_state(self, request: gr.Request | None) -> ChatState | str:
+        """A new session's state, or why there is none (SessionLimits)."""
         cookies = getattr(request, "cookies", None) or {}
-        return ChatState(self.guard, cookies.get(COOKIE))
+        client = getattr(getattr(request, "client", None), "host", None) or "unknown"
+        refusal = self.sessions.admit(client)
+        if refusal:
+            log.warning("new session refused for %s: %d live", client, len(self.sessions))
+            return refusal
+        return ChatState(self.guard, cookies.get(COOKIE), on_close=lambda: self.sessions.release(client))
 
     def respond(self, message: dict | None, state: ChatState | None, request: gr.Request | None = None
                 ) -> Iterator[tuple[list, Any, ChatState]]:
@@ -412,14 +467,22 @@ class ChatApp:
 
         Yields (chat messages, textbox update, state); the textbox is cleared and locked
         while the turn runs (the event's `.then` unlocks it)."""
-        state = state or self.new_state(request)
+        message = message or {}
+        if state is None:
+            if not (message.get("text") or "").strip() and not message.get("files"):
+                yield [], gr.skip(), None  # nothing sent: no session (an empty submit costs nothing)
+                return
+            state = self.new_state(request)
+            if isinstance(state, str):
+                yield [gr.ChatMessage(state, metadata={"title": "💥 Busy"})], gr.skip(), None
+                return
         busy = gr.MultimodalTextbox(value=None, interactive=False)
         if not state.lock.acquire(blocking=False):  # a second submit from the same session (API)
             yield state.history + [gr.ChatMessage("Please wait: the previous message is still running.",
                                                   metadata={"title": "💥 Busy"})], gr.skip(), state
             return
         try:
-            yield from self._turn(message or {}, state, busy)
+            yield from self._turn(message, state, busy)
         finally:
             state.lock.release()
 

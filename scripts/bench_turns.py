@@ -1,0 +1,173 @@
+"""How fast a chat turn is, before and after a change, on the conversation benchmark's own turns.
+
+    .venv/bin/python scripts/bench_turns.py [--limit 20] [--configs library,lookup] [--out DIR]
+
+Each configuration is the default model on llama.cpp (the app's backend on a CPU) with its own
+context, behind its own agent; the tools are shared. The conversations of
+data/conversations.jsonl are replayed through the real Session/Agent/tools (chatbench.run_conversation),
+every conversation once per configuration, the configurations taking turns (their order
+alternates from one conversation to the next, so that a slower or busier stretch of the machine
+does not fall on one of them). Reported per configuration, medians and p95 over the turns:
+time to the first streamed token, to the first Action, the whole turn, the turn without its tools'
+time (what the LLM and agent cost), and the same for one-tool turns; the ratio of each median to
+the first configuration's; turn success; and how many turns wrote exactly what the first
+configuration wrote (same actions, same answer) — the check that a speed-up changed nothing.
+
+Configurations (`--configs`, the first is the reference), a decoding loop and the tools offered:
+- before:      llama-cpp-python's own loop (create_completion), the 5 tools closest to the message
+- lookup-5:    our loop (gpt4tools/llm/llama_decode.py) with drafted tokens (prompt lookup + the
+               grammar's forced tokens checked in one pass), the 5 closest tools
+- library-all: llama-cpp-python's loop, every available tool in a fixed order (a prompt head that
+               every turn and session shares, so its keys/values are reused)
+- after:       our loop with drafts, every tool in a fixed order: what the app does now
+- greedy-all:  our loop one token per pass, every tool (the drafts' own share)
+
+The first conversation is replayed once per configuration before timing (loads the tools and
+warms the contexts) and left out of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchlib import cpu_model  # noqa: E402  scripts/benchlib.py (this folder is on sys.path)
+
+from gpt4tools import agent as A  # noqa: E402
+from gpt4tools import chatbench  # noqa: E402
+
+CONFIGS = {  # name: (decoding, tools offered per turn; 0 = every available tool, in a fixed order)
+    "before": ("library", 5),  # the app before the change: llama-cpp-python's loop, the 5 closest tools
+    "lookup-5": ("lookup", 5),
+    "library-all": ("library", 0),
+    "after": ("lookup", 0),  # the app now (AgentConfig's and LlamaCppLM's defaults)
+    "greedy-all": ("greedy", 0),
+}
+KEYS = ("first_token_s", "first_action_s", "turn_s", "turn_without_tools_s")
+
+
+def build_agents(names: list[str], threads: int | None) -> dict[str, A.Agent]:
+    from gpt4tools.llm import load_llm
+    from gpt4tools.prompt import template_for
+    from gpt4tools.registry import build_registry
+
+    tools = build_registry().available()
+    agents = {}
+    for name in names:
+        decoding, offer = CONFIGS[name]
+        llm = load_llm("default", backend="llamacpp", decoding=decoding, n_threads=threads)
+        agents[name] = A.Agent(llm, tools, template_for(llm.adapter), A.AgentConfig(offer_tools=offer))
+        agents[name].warm_up()
+    return agents
+
+
+def outputs(turns: list[dict]) -> list[str]:
+    """What each turn wrote (actions and answer), with the session's random image names replaced
+    by their order of appearance in the conversation, so that two runs can be compared."""
+    names: dict[tuple[str, str], str] = {}
+    out = []
+    for t in turns:
+        text = json.dumps([[(x["tool"], x["input"]) for x in t["turn"]["actions"]], t["turn"]["answer"]])
+
+        def number(m, conv=t["conversation"]):
+            return names.setdefault((conv, m.group(0)), f"<image {len(names) + 1}>")
+
+        out.append(re.sub(r"image/[\w.-]+?\.png", number, text))
+    return out
+
+
+def stats(values: list[float]) -> dict:
+    if not values:
+        return {"n": 0, "median": None, "p95": None}
+    ordered = sorted(values)
+    return {"n": len(values), "median": round(statistics.median(values), 3),
+            "p95": round(ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))], 3)}
+
+
+def summarize(rows: dict[str, list[dict]], reference: str) -> dict:
+    out = {}
+    for name, turns in rows.items():
+        plain = [dict(t["turn"], turn_without_tools_s=t["turn"]["turn_s"] - t["turn"]["tool_s"]) for t in turns]
+        one_tool = [p for p in plain if len(p["actions"]) == 1]
+        out[name] = {
+            **{k: stats([p[k] for p in plain if p[k] is not None]) for k in KEYS},
+            "one_tool_turn_without_tools_s": stats([p["turn_without_tools_s"] for p in one_tool]),
+            "turn_success": sum(t["score"]["success"] for t in turns) / len(turns),
+            "same_output_as_reference": sum(a == b for a, b in zip(outputs(turns), outputs(rows[reference]))),
+            "turns": len(turns),
+        }
+    for name in out:
+        for k in (*KEYS, "one_tool_turn_without_tools_s"):
+            ref, mine = out[reference][k]["median"], out[name][k]["median"]
+            out[name][k]["ratio"] = round(mine / ref, 3) if ref and mine is not None else None
+    return out
+
+
+def markdown(summary: dict, meta: dict) -> str:
+    lines = [f"{meta['turns']} turns of {meta['conversations']} conversations, {meta['machine']}, "
+             f"{meta['threads']} threads, llama-cpp-python {meta['llama_cpp']}; `{meta['command']}`", "",
+             "| config | first token | first Action | whole turn | turn without tools | one-tool turn without tools "
+             "| turn success | same output as " + meta["reference"] + " |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, s in summary.items():
+        cells = [f"{s[k]['median']} / {s[k]['p95']} ({s[k]['ratio']}x)" if s[k]["median"] is not None else "–"
+                 for k in (*KEYS, "one_tool_turn_without_tools_s")]
+        lines.append(f"| {name} | " + " | ".join(cells) +
+                     f" | {100 * s['turn_success']:.1f} % | {s['same_output_as_reference']}/{s['turns']} |")
+    lines += ["", "Seconds, median / p95 over the turns (ratio of the median to the first row's)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=chatbench.DEFAULT_DATA)
+    ap.add_argument("--limit", type=int, default=20, help="conversations timed (after the warm-up one)")
+    ap.add_argument("--configs", default="before,lookup-5,library-all,after", help=f"comma-separated, of {', '.join(CONFIGS)}")
+    ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: every core)")
+    ap.add_argument("--out", default=None, help="folder for turns.jsonl, summary.json, summary.md")
+    args = ap.parse_args(argv)
+    names = args.configs.split(",")
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        ap.error(f"unknown configs {unknown}; choose from {', '.join(CONFIGS)}")
+    convs = chatbench.load_conversations(args.data)
+    warm, timed = convs[0], convs[1: 1 + args.limit]
+    agents = build_agents(names, args.threads)
+    rows: dict[str, list[dict]] = {n: [] for n in names}
+    out = Path(args.out or REPO / "runs" / "bench_turns" / time.strftime("%Y%m%d-%H%M%S"))
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-turns-") as photos:
+        for name in names:
+            chatbench.run_conversation(agents[name], warm, Path(photos))
+        for i, conv in enumerate(timed):
+            for name in (names if i % 2 == 0 else names[::-1]):
+                got = chatbench.run_conversation(agents[name], conv, Path(photos))
+                rows[name] += got
+                with (out / "turns.jsonl").open("a", encoding="utf-8") as f:
+                    f.writelines(json.dumps({"config": name, **r}) + "\n" for r in got)
+            print(f"{i + 1}/{len(timed)} {conv['id']}", file=sys.stderr, flush=True)
+    import llama_cpp
+
+    meta = {"machine": cpu_model(), "threads": args.threads or "all", "llama_cpp": llama_cpp.__version__,
+            "reference": names[0], "conversations": len(timed), "turns": len(rows[names[0]]),
+            "command": "python scripts/bench_turns.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    summary = summarize(rows, names[0])
+    (out / "summary.json").write_text(json.dumps({"meta": meta, "configs": summary}, indent=2) + "\n")
+    text = markdown(summary, meta)
+    (out / "summary.md").write_text(text)
+    print(text)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
