@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot load the model {args.model!r}: {e}", file=sys.stderr)
         return 2
     settings = {"data": args.data, "llm": agent.llm.name, "offer_tools": args.offer_tools,
-                "constrained": args.constrained, "name_uploads": args.name_uploads,
+                "constrained": args.constrained, "name_uploads": args.name_uploads, "decoding": args.decoding,
                 "command": " ".join(["python -m gpt4tools bench-chat", *(sys.argv[2:] if argv is None else argv)])}
     old = json.loads((out / "run.json").read_text(encoding="utf-8")) if (out / "run.json").is_file() else None
     checked = ("llm", "offer_tools", "constrained", "name_uploads")

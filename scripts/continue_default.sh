@@ -3,35 +3,49 @@
 # of the original training records, so that what it knew is kept while it learns which image a
 # request means, follow-ups, repairs and honest failures. Resumable (train checkpoints every 10 steps).
 #
-#   bash scripts/continue_default.sh            # about 300 + 300 records; OUT=runs/train/continue
+#   bash scripts/continue_default.sh            # 300 dialogue + 300 replayed records, as the adapter of 9f0d7d1
+#                                               # (made with INIT = the adapters/default of 58815d0)
+#   INIT=adapters/default SEED=2 DIALOGUES=400 REPLAY=200 NEGATIVES=150 OUT=runs/train/continue2 \
+#     bash scripts/continue_default.sh          # a further round, with extra general questions answered
+#                                               # without a tool (against needless refusals)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/train/continue}
+INIT=${INIT:-adapters/default}
+SEED=${SEED:-1}
 DIALOGUES=${DIALOGUES:-300}
 REPLAY=${REPLAY:-300}
+NEGATIVES=${NEGATIVES:-0}
 mkdir -p runs/data
-[ -s runs/data/dialogues_train.jsonl ] || \
-  $PY -m gpt4tools.data.dialogues --records "$DIALOGUES" --seed 1 --split train --out runs/data/dialogues_train.jsonl
-[ -s runs/data/replay_train.jsonl ] || $PY - "$REPLAY" <<'PY'
+DLG=runs/data/dialogues_train_s${SEED}_n${DIALOGUES}.jsonl
+RPL=runs/data/replay_train_s${SEED}_n${REPLAY}_neg${NEGATIVES}.jsonl
+[ -s "$DLG" ] || $PY -m gpt4tools.data.dialogues --records "$DIALOGUES" --seed "$SEED" --split train --out "$DLG"
+[ -s "$RPL" ] || $PY - "$REPLAY" "$NEGATIVES" "$SEED" "$RPL" <<'PY'
 import json, random, sys
-# whole episodes of data/train.jsonl in a seeded order, until REPLAY records
+# whole episodes of data/train.jsonl in a seeded order, until REPLAY records; then NEGATIVES more
+# records of kind "negative" (general requests answered without a tool) not already taken
+want, negatives, seed, out_path = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 rows = [json.loads(line) for line in open("data/train.jsonl", encoding="utf-8")]
 episodes = {}
 for r in rows:
     episodes.setdefault(r["episode"], []).append(r)
 order = sorted(episodes)
-random.Random(1).shuffle(order)
-out, want = [], int(sys.argv[1])
+random.Random(seed).shuffle(order)
+out = []
 for e in order:
     if len(out) >= want:
         break
     out += episodes[e]
-with open("runs/data/replay_train.jsonl", "w", encoding="utf-8") as f:
+taken = {id(r) for r in out}
+spare = [r for r in rows if r.get("kind") == "negative" and id(r) not in taken]
+random.Random(seed + 1).shuffle(spare)
+out += spare[:negatives]
+with open(out_path, "w", encoding="utf-8") as f:
     f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in out)
-print(f"replay: {len(out)} records of {len(rows)}")
+print(f"replay: {len(out)} records of {len(rows)} ({min(negatives, len(spare))} extra negatives)")
 PY
-$PY -m gpt4tools train --base-model qwen2.5-coder-0.5b --init-adapter adapters/default \
-  --data runs/data/dialogues_train.jsonl runs/data/replay_train.jsonl --out-dir "$OUT" \
+$PY -m gpt4tools train --base-model qwen2.5-coder-0.5b --init-adapter "$INIT" \
+  --data "$DLG" "$RPL" --out-dir "$OUT" \
   --learning-rate 5e-4 --warmup-steps 5 --gradient-accumulation 4 --save-steps 10 --cutoff-len 2400 \
   --threads 2 --save-dtype bf16

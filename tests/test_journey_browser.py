@@ -68,6 +68,9 @@ def journey_app(tmp_path_factory):
 def shoot(page, name: str) -> None:
     folder = os.environ.get("GPT4TOOLS_SCREENSHOTS")
     if folder:
+        for close in page.locator(".toast-close").all():  # an earlier step's error toast is not this tab's
+            close.click()
+        page.wait_for_timeout(300)
         page.screenshot(path=str(Path(folder) / f"journey-{name}.png"), full_page=True)
 
 

@@ -134,3 +134,12 @@ def test_concurrent_sessions_each_get_their_own_answer(tuned):
         t.join()
     assert got == want
 
+
+
+@weights
+@llama
+def test_warm_encodes_a_head_that_later_prompts_reuse(tuned):
+    head = PROMPTS[0]
+    tuned.warm(head)
+    got = tuned.generate(head + "Thought:", max_new_tokens=4)
+    assert got.cached_tokens >= len(tuned._decoder.tokenize(head)) - 2  # the seam may retokenize

@@ -43,6 +43,9 @@ class LLM(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
+    # Optional: `warm(prompt) -> None` encodes a prompt into the backend's cache ahead of time
+    # (the agent warms the head every turn shares); backends without a cache leave it out.
+
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str | None]:
     """Cut `text` before the earliest stop string; return (text, the stop found)."""

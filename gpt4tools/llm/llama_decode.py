@@ -93,6 +93,13 @@ class LlamaDecoder:
         stats.prompt_tokens, stats.cached_tokens = len(tokens), reuse
         return self._logits(-1)
 
+    def prefill(self, prompt: str) -> DecodeStats:
+        """Encode `prompt` after the longest prefix the context holds, and stop there."""
+        stats = DecodeStats()
+        self.llama._requires_eval = True
+        self._prefill(self.tokenize(prompt), stats)
+        return stats
+
     def _logits(self, row: int) -> np.ndarray:
         ptr = self.llama._ctx.get_logits_ith(row)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))

@@ -249,6 +249,14 @@ class LlamaCppLM:
             chunks = self.llm.create_completion(prompt, stream=True, **self._sampling(stop, max_new_tokens, grammar))
             yield from stream_until_stop(_texts(chunks), stop)
 
+    def warm(self, prompt: str) -> None:
+        """Encode `prompt` into the context now, so that prompts that begin with it (the agent's
+        shared head) are encoded from where it ends."""
+        if self.decoding == "library":
+            return
+        with self._decode_lock:
+            self._decoder.prefill(prompt)
+
     def _own_loop(self, grammar: str | None) -> bool:
         """Whether this completion goes through llama_decode (not for llama.cpp's grammar sampler)."""
         return self.decoding != "library" and (grammar is None or self._llguidance() is not None)
