@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=chatbench.DEFAULT_DATA)
     ap.add_argument("--limit", type=int, default=20, help="conversations timed (after the warm-up one)")
-    ap.add_argument("--configs", default="before,lookup-5,library-all,after", help=f"comma-separated, of {', '.join(CONFIGS)}")
+    ap.add_argument("--configs", default="before,lookup-5,library-all,after",
+                    help=f"comma-separated, of {', '.join(CONFIGS)}")
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: every core)")
     ap.add_argument("--out", default=None, help="folder for turns.jsonl, summary.json, summary.md")
     args = ap.parse_args(argv)

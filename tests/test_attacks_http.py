@@ -337,6 +337,17 @@ def test_markdown_injection_through_ocr_renders_as_text(http):
     assert "![pixel](http:" in rendered(text_of(answer)).replace("\\", "")  # the text reads as it was written
 
 
+def test_deep_links_are_neither_made_nor_loaded(http):
+    """gradio snapshots any session's chat into a shareable link for whoever sends its session hash
+    (GET /gradio_api/deep_link, 200 without the guard) and loads one with /?deep_link= (the page);
+    the app offers no deep links, so both are refused before gradio sees them."""
+    made = http.get("/gradio_api/deep_link", params={"session_hash": "abcdefgh12"})
+    assert made.status_code == 404 and "no deep links" in made.text
+    loaded = http.get("/", params={"deep_link": "0123456789abcdef"})
+    assert loaded.status_code == 404 and "no deep links" in loaded.text
+    assert http.get("/", params={"view": "api"}).status_code == 200  # other queries pass
+
+
 def test_security_headers_on_the_page(http):
     page = http.get("/")
     csp = page.headers["content-security-policy"]

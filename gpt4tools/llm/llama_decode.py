@@ -96,8 +96,10 @@ class LlamaDecoder:
     def prefill(self, prompt: str) -> DecodeStats:
         """Encode `prompt` after the longest prefix the context holds, and stop there."""
         stats = DecodeStats()
-        self.llama._requires_eval = True
-        self._prefill(self.tokenize(prompt), stats)
+        tokens = self.tokenize(prompt)
+        if tokens:
+            self.llama._requires_eval = True
+            self._prefill(tokens, stats)
         return stats
 
     def _logits(self, row: int) -> np.ndarray:
@@ -127,10 +129,14 @@ class LlamaDecoder:
         stats = stats if stats is not None else DecodeStats()
         llama = self.llama
         prompt_tokens = self.tokenize(prompt)
+        if not prompt_tokens:
+            raise ValueError("the prompt is empty")
         room = llama.n_ctx() - len(prompt_tokens)
         if room <= 0:
             raise ValueError(f"the prompt has {len(prompt_tokens)} tokens; the context holds {llama.n_ctx()}")
         max_new_tokens = min(max_new_tokens, room)
+        if max_new_tokens <= 0:
+            return
         llama._requires_eval = True  # llama-cpp-python's own loop must not sample from our logits
         written = _Written(prompt_tokens, max_new_tokens, mask, stats)
         pick = self._picker(mask)

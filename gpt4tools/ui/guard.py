@@ -178,6 +178,10 @@ class SecurityMiddleware:
         state_changing = scope["type"] == "websocket" or scope.get("method", "GET") not in SAFE_METHODS
         if origin is not None and state_changing and not self._same_origin(origin, host):
             return PlainTextResponse("Forbidden: cross-site request.", 403)
+        if _deep_link(scope):
+            # gradio snapshots any session's component values (the chat, OCR'd text) into a shareable
+            # link for whoever sends its session hash; the app offers no deep links, so none are made
+            return PlainTextResponse("Not found: this app has no deep links.", 404)
         length = headers.get("content-length")
         limit = self.limits.for_path(scope["path"])
         if length is not None and (not length.isdigit() or int(length) > limit):
@@ -231,3 +235,11 @@ class SecurityMiddleware:
         headers["X-Content-Type-Options"] = "nosniff"
         headers["Referrer-Policy"] = "no-referrer"
         headers["Content-Security-Policy"] = FILE_CSP if FILE_ROUTE in scope["path"] else CSP
+
+
+def _deep_link(scope) -> bool:
+    """A request that makes or loads a gradio deep link (the route, or the page's ?deep_link=)."""
+    if scope["path"].rstrip("/").endswith("/deep_link"):
+        return True
+    query = scope.get("query_string", b"").decode("latin-1")
+    return any(part.split("=", 1)[0] == "deep_link" for part in query.split("&"))
