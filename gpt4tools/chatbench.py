@@ -226,13 +226,14 @@ def latencies(turns: Sequence[dict]) -> dict:
     """Median and p95 of the times to the first token, to the first Action, of the whole turn,
     and of the turn without its tools' time (LLM and agent; turns recorded before tool_s existed
     are left out of that one)."""
-    out = {k: _stats([t[k] for t in turns if t.get(k) is not None]) for k in ("first_token_s", "first_action_s",
+    out = {k: median_p95([t[k] for t in turns if t.get(k) is not None]) for k in ("first_token_s", "first_action_s",
                                                                                "turn_s")}
-    out["turn_without_tools_s"] = _stats([t["turn_s"] - t["tool_s"] for t in turns if "tool_s" in t])
+    out["turn_without_tools_s"] = median_p95([t["turn_s"] - t["tool_s"] for t in turns if "tool_s" in t])
     return out
 
 
-def _stats(values: list[float]) -> dict:
+def median_p95(values: list[float]) -> dict:
+    """n, median and p95 (nearest rank) of `values`, rounded to the millisecond."""
     if not values:
         return {"n": 0, "median": None, "p95": None}
     ordered = sorted(values)

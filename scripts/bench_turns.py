@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -85,24 +84,17 @@ def outputs(turns: list[dict]) -> list[str]:
     return out
 
 
-def stats(values: list[float]) -> dict:
-    if not values:
-        return {"n": 0, "median": None, "p95": None}
-    ordered = sorted(values)
-    return {"n": len(values), "median": round(statistics.median(values), 3),
-            "p95": round(ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))], 3)}
-
-
 def summarize(rows: dict[str, list[dict]], reference: str) -> dict:
     out = {}
+    wanted = outputs(rows[reference])
     for name, turns in rows.items():
-        plain = [dict(t["turn"], turn_without_tools_s=t["turn"]["turn_s"] - t["turn"]["tool_s"]) for t in turns]
-        one_tool = [p for p in plain if len(p["actions"]) == 1]
+        recorded = [t["turn"] for t in turns]
         out[name] = {
-            **{k: stats([p[k] for p in plain if p[k] is not None]) for k in KEYS},
-            "one_tool_turn_without_tools_s": stats([p["turn_without_tools_s"] for p in one_tool]),
+            **chatbench.latencies(recorded),
+            "one_tool_turn_without_tools_s":
+                chatbench.latencies([t for t in recorded if len(t["actions"]) == 1])["turn_without_tools_s"],
             "turn_success": sum(t["score"]["success"] for t in turns) / len(turns),
-            "same_output_as_reference": sum(a == b for a, b in zip(outputs(turns), outputs(rows[reference]))),
+            "same_output_as_reference": sum(a == b for a, b in zip(outputs(turns), wanted)),
             "turns": len(turns),
         }
     for name in out:

@@ -109,8 +109,7 @@ class LlamaLogits:
     grammar. Its first call sees the evaluated prompt; each later call, one more token."""
 
     def __init__(self, grammars: Grammars, grammar: str):
-        self.g, self.matcher = grammars, grammars.matcher(grammar)
-        self.bitmask = grammars.new_bitmask()
+        self.mask = TokenMask(grammars, grammar)
         self.seen: int | None = None  # tokens of input_ids already accounted for
 
     def __call__(self, input_ids, scores):
@@ -118,9 +117,9 @@ class LlamaLogits:
 
         if self.seen is not None:
             for token in input_ids[self.seen:]:
-                self.g.consume(self.matcher, token)
+                self.mask.consume(token)
         self.seen = len(input_ids)
-        scores[self.g.blocked(self.matcher, self.bitmask, width=len(scores))] = -np.inf
+        scores[self.mask.blocked(len(scores))] = -np.inf
         return scores
 
 

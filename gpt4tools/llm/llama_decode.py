@@ -86,6 +86,7 @@ class LlamaDecoder:
     def _prefill(self, tokens: list[int], stats: DecodeStats) -> np.ndarray:
         """Decode the prompt after what the context already holds; the last position's logits."""
         llama = self.llama
+        llama._requires_eval = True  # llama-cpp-python's own loop must not sample from our logits
         held = llama.input_ids[: llama.n_tokens]
         reuse = min(common_prefix(held, tokens), len(tokens) - 1)  # the last token is decoded again for its logits
         llama.n_tokens = reuse  # eval() drops the context's cells from here on
@@ -98,7 +99,6 @@ class LlamaDecoder:
         stats = DecodeStats()
         tokens = self.tokenize(prompt)
         if tokens:
-            self.llama._requires_eval = True
             self._prefill(tokens, stats)
         return stats
 
@@ -107,7 +107,8 @@ class LlamaDecoder:
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
     def _decode_batch(self, batch: list[int]) -> list[np.ndarray]:
-        """Decode `batch` after the context, with logits at every position."""
+        """Decode `batch` after the context, with logits at every position (views of the
+        context's output buffer: valid until the next decode)."""
         llama = self.llama
         n_past = llama.n_tokens
         llama._ctx.kv_cache_seq_rm(-1, n_past, -1)
@@ -115,7 +116,7 @@ class LlamaDecoder:
         llama._ctx.decode(llama._batch)
         llama.input_ids[n_past:n_past + len(batch)] = batch
         llama.n_tokens = n_past + len(batch)
-        return [self._logits(i).copy() for i in range(len(batch))]
+        return [self._logits(i) for i in range(len(batch))]
 
     def _rewind(self, n_tokens: int) -> None:
         """Forget the context after `n_tokens` (rejected drafts)."""
@@ -137,7 +138,6 @@ class LlamaDecoder:
         max_new_tokens = min(max_new_tokens, room)
         if max_new_tokens <= 0:
             return
-        llama._requires_eval = True  # llama-cpp-python's own loop must not sample from our logits
         written = _Written(prompt_tokens, max_new_tokens, mask, stats)
         pick = self._picker(mask)
         token = pick(self._prefill(prompt_tokens, stats))

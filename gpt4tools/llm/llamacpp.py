@@ -262,7 +262,7 @@ class LlamaCppLM:
         return self.decoding != "library" and (grammar is None or self._llguidance() is not None)
 
     def _pieces(self, prompt: str, max_new_tokens: int, grammar: str | None, stats: DecodeStats) -> Iterator[str]:
-        mask = TokenMask(self._llg, grammar) if grammar is not None else None
+        mask = TokenMask(self._llguidance(), grammar) if grammar is not None else None
         with self._decode_lock:
             self.last_stats = stats
             tokens = self._decoder.tokens(prompt, max_new_tokens, mask, stats)

@@ -24,7 +24,7 @@ import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
@@ -242,4 +242,4 @@ def _deep_link(scope) -> bool:
     if scope["path"].rstrip("/").endswith("/deep_link"):
         return True
     query = scope.get("query_string", b"").decode("latin-1")
-    return any(part.split("=", 1)[0] == "deep_link" for part in query.split("&"))
+    return any(key == "deep_link" for key, _ in parse_qsl(query, keep_blank_values=True))

@@ -468,10 +468,11 @@ class ChatApp:
         Yields (chat messages, textbox update, state); the textbox is cleared and locked
         while the turn runs (the event's `.then` unlocks it)."""
         message = message or {}
+        if not clean_text(message.get("text") or "").strip() and not message.get("files"):
+            # nothing sent: nothing to run, and no session made for it (an empty submit costs nothing)
+            yield (state.history if state is not None else []), gr.skip(), state
+            return
         if state is None:
-            if not (message.get("text") or "").strip() and not message.get("files"):
-                yield [], gr.skip(), None  # nothing sent: no session (an empty submit costs nothing)
-                return
             state = self.new_state(request)
             if isinstance(state, str):
                 yield [gr.ChatMessage(state, metadata={"title": "💥 Busy"})], gr.skip(), None
@@ -496,9 +497,6 @@ class ChatApp:
                 self._discard_raw(path)
 
     def _turn_with(self, text: str, files: list[str], state: ChatState, busy) -> Iterator[tuple[list, Any, ChatState]]:
-        if not text and not files:
-            yield state.history, gr.skip(), state
-            return
         if self.holder.agent is None:  # the first turn may have to wait for the model to load
             yield state.history + [gr.ChatMessage("This turn starts as soon as the model is ready.",
                                                   metadata={"title": "⏳ Loading the model", "status": "pending"})
