@@ -8,6 +8,7 @@
 #   INIT=adapters/default SEED=2 DIALOGUES=400 REPLAY=200 NEGATIVES=150 OUT=runs/train/continue2 \
 #     bash scripts/continue_default.sh          # a further round, with extra general questions answered
 #                                               # without a tool (against needless refusals)
+#   EXTRA="runs/data/para/train.jsonl" ...      # more training files (e.g. LLM-teacher records), mixed in
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -17,6 +18,7 @@ SEED=${SEED:-1}
 DIALOGUES=${DIALOGUES:-300}
 REPLAY=${REPLAY:-300}
 NEGATIVES=${NEGATIVES:-0}
+EXTRA=${EXTRA:-}
 mkdir -p runs/data
 DLG=runs/data/dialogues_train_s${SEED}_n${DIALOGUES}.jsonl
 RPL=runs/data/replay_train_s${SEED}_n${REPLAY}_neg${NEGATIVES}.jsonl
@@ -46,6 +48,6 @@ with open(out_path, "w", encoding="utf-8") as f:
 print(f"replay: {len(out)} records of {len(rows)} ({min(negatives, len(spare))} extra negatives)")
 PY
 $PY -m gpt4tools train --base-model qwen2.5-coder-0.5b --init-adapter "$INIT" \
-  --data "$DLG" "$RPL" --out-dir "$OUT" \
+  --data "$DLG" "$RPL" $EXTRA --out-dir "$OUT" \
   --learning-rate 5e-4 --warmup-steps 5 --gradient-accumulation 4 --save-steps 10 --cutoff-len 2400 \
   --threads 2 --save-dtype bf16

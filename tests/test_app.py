@@ -327,6 +327,9 @@ def test_job_forms_build_the_documented_command_lines():
     assert webtabs.data_args("test", 10, "llm", "openai", "qwen", "http://x/v1", "--seed 2") == \
         ["build", "--split", "test", "--teacher", "llm", "--backend", "openai", "--model", "qwen",
          "--base-url", "http://x/v1", "--seed", "2"]
+    assert webtabs.data_args("train", 0, "paraphrase", "llamacpp", "qwen2.5-coder-1.5b", "", "") == \
+        ["build", "--split", "train", "--teacher", "paraphrase", "--backend", "llamacpp", "--model",
+         "qwen2.5-coder-1.5b"]
     args = webtabs.train_args("default", "data/train.jsonl data/val.jsonl", 10, 1.0, 3e-4, 1, 8, "auto", "--lora-r 8")
     assert args[args.index("--data") + 1: args.index("--data") + 3] == [str(paths.REPO / "data" / "train.jsonl"), d]
     assert args[-4:] == ["--max-steps", "10", "--lora-r", "8"]

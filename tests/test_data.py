@@ -14,7 +14,7 @@ from gpt4tools.data import negatives as neg
 from gpt4tools.data.build import BuildConfig, build
 from gpt4tools.data.content import ImageContent, load_coco
 from gpt4tools.data.filters import dedupe
-from gpt4tools.data.instructions import IMAGE, Instruction, TemplateTeacher, phrasings
+from gpt4tools.data.instructions import IMAGE, Instruction, TemplateTeacher, phrasings, supports
 from gpt4tools.data.samples import RecordMaker, episode
 from gpt4tools.data.synthetic import synthetic_content
 from gpt4tools.data.teacher import LLMTeacher, parse_reply
@@ -103,7 +103,8 @@ def test_parser_keeps_valid_lines_and_counts_each_rejection(registry):
         "| **Input:** 'example.jpg', dog",
         "Instruction: How many dogs? | Tool: Answer Question About The Image | Input: example.jpg, how many dogs? "
         "| Answer: two",
-        "Instruction: Paint a red barn | Tool: Generate Image From User Input Text | Input: a red barn, at dawn",
+        "Instruction: Paint a red barn, at dawn | Tool: Generate Image From User Input Text "
+        "| Input: a red barn, at dawn",
         "Instruction: edges please",
         "Tool: Edge Detection On Image",
         "Input: image/example.jpg",
@@ -147,7 +148,8 @@ def test_unreachable_endpoint_is_counted_not_raised(registry):
     dropped = Counter()
     content = synthetic_content(0, "train", 0)
     assert list(teacher.run([(content, registry.specs()), (content, registry.specs())], dropped)) == [[], []]
-    assert dropped["teacher: request failed (APIConnectionError)"] == 4  # 2 images x (1 + 1 retry)
+    tools = sum(supports(content, s) for s in registry.specs())  # one request per tool the image supports
+    assert tools > 1 and dropped["teacher: request failed (APIConnectionError)"] == 2 * tools * 2  # (1 + 1 retry)
 
 
 # -- filters -------------------------------------------------------------------------------------
@@ -388,6 +390,49 @@ def test_build_is_deterministic_and_resumes_after_a_kill(tmp_path, registry, alp
     build(_cfg(tmp_path, alpaca, merge_share=0.9), registry)
     assert len(list((tmp_path / "work").glob("train-*.partial.jsonl"))) == 2
     assert (tmp_path / "out" / "train.jsonl").read_bytes() != final
+
+
+def test_a_running_build_keeps_its_counts_so_far_in_live_json(tmp_path, registry, alpaca):
+    """The app's Data tab shows live.json while a build runs; stats.json replaces it at the end."""
+    live = tmp_path / "out" / "live.json"
+    seen: list[tuple[str, dict]] = []  # (progress line, live.json then), read as the app would, mid-build
+
+    def peek(line: str) -> None:
+        if live.is_file():
+            seen.append((line, json.loads(live.read_text())))
+
+    build(_cfg(tmp_path, alpaca, echo=peek), registry)
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert not live.exists()  # stats.json alone tells the counts of a build that ended
+    # The negatives stage starts after the teacher loop: its counts so far are the teacher's last ones.
+    teacher = next(snap for line, snap in seen if line.startswith("[train] negatives"))
+    train = teacher["splits"]["train"]
+    assert teacher["split"] == "train" and not train["done"] and train["records_so_far"] > 0
+    assert train["images_used"] == stats["train"]["images_used"] and train["by_teacher"] == {"template": train[
+        "records_so_far"]}
+    assert set(train["by_tool"]) <= {cls.spec.name for cls in SMALL} | {"(no tool: final answer or negative)"}
+    # At the end of a split, its counts are those of the records it keeps: the ones stats.json gives.
+    ends = {split: snap["splits"][split] for line, snap in seen for split in snap["splits"]
+            if snap["splits"][split]["done"]}
+    assert set(ends) == {"train", "val"}
+    for split, counts in ends.items():
+        assert counts["records_so_far"] == stats[split]["records"] and counts["dropped"] == stats[split]["dropped"]
+        assert all(counts[g] == stats[split][g] for g in ("by_kind", "by_tool", "by_teacher"))
+    assert any(snap["split"] == "val" and snap["splits"]["train"]["done"] for _, snap in seen)  # train stays shown
+
+
+def test_live_counts_are_written_at_most_every_few_seconds(tmp_path):
+    from gpt4tools.data.output import LiveCounts
+
+    live = LiveCounts(tmp_path, every=3600)
+    live.begin("train")
+    live.add([{"kind": "positive", "tool": "Edge Detection On Image", "teacher": "template"}])
+    assert live.due()
+    live.write(1, Counter({"filter: exact duplicate": 2}))
+    assert not live.due()  # the next image waits; a split's end writes anyway
+    assert json.loads((tmp_path / "live.json").read_text())["splits"]["train"]["records_so_far"] == 1
+    live.close()
+    assert not (tmp_path / "live.json").exists()
 
 
 # -- bad inputs ----------------------------------------------------------------------------------

@@ -119,6 +119,64 @@ def test_a_build_that_kept_nothing_fails_with_its_main_drop_reason(runs):
     assert databuild.verdict("running", {}) is None
 
 
+def live_snapshot(folder: Path, records: int = 37, images: int = 12) -> None:
+    """live.json as the builder writes it mid-build (data.output.LiveCounts)."""
+    from collections import Counter
+
+    from gpt4tools.data.output import LiveCounts
+
+    live = LiveCounts(folder)
+    live.begin("train")
+    live.add([{**RECORD, "id": f"r{i}", "teacher": "template"} for i in range(records)])
+    live.write(images, Counter({"filter: exact duplicate": 9, "quota: tool already full": 2}))
+
+
+def test_live_counts_load_only_from_a_whole_snapshot(runs):
+    folder = runs / "data" / "20250101-000000_build-train"
+    folder.mkdir(parents=True)
+    assert databuild.load_live(folder) is None and databuild.load_live(None) is None  # missing
+    live_snapshot(folder)
+    whole = (folder / "live.json").read_bytes()
+    loaded = databuild.load_live(folder)
+    assert loaded["split"] == "train" and loaded["splits"]["train"]["records_so_far"] == 37
+    assert loaded["splits"]["train"]["by_tool"] == {"Invert The Image": 37}
+    for bad in (whole[: len(whole) // 2], b"\xff\xfe\x00garbage", b"[]", b'{"splits": []}', b'{"splits": {"t": 3}}',
+                b"[" * 100000, b" " * (databuild.LIVE_MAX_BYTES + 1)):
+        (folder / "live.json").write_bytes(bad)
+        assert databuild.load_live(folder) is None, bad[:20]
+    # Fields of another shape are left out, never passed on to the tables.
+    odd = {"time": 1e300, "split": ["train"], "splits": {"train": {"records_so_far": 5, "by_tool": ["x"],
+                                                                  "dropped": {"a": "many", "b": 2}}}}
+    (folder / "live.json").write_text(json.dumps(odd), encoding="utf-8")
+    loaded = databuild.load_live(folder)
+    assert loaded["split"] == "train" and loaded["time"] is None
+    assert loaded["splits"]["train"]["by_tool"] == {} and loaded["splits"]["train"]["dropped"] == {"b": 2}
+    assert "5 records so far" in databuild.live_summary(loaded)
+
+
+def test_a_running_build_shows_its_counts_so_far_until_stats_json_exists(runs):
+    folder = runs / "data" / "20250101-000000_build-train"
+    assert "writes its counts when it ends" in webtabs.data_views(str(folder), "running")[0]  # nothing yet
+    live_snapshot(folder)
+    summary, counts, drops, files, record = webtabs.data_views(str(folder), "running")
+    assert summary.startswith("⏳ running: 37 records so far from 12 images (train); "
+                              "top drop reason: filter: exact duplicate (9 dropped)")
+    assert "- **train**: 37 records so far, 11 dropped; teacher: template 37" in summary
+    rows = counts.set_index(["By", "Value"])["Records"]
+    assert rows["tool", "Invert The Image"] == 37 and rows["teacher", "template"] == 37
+    assert list(drops["Reason"]) == ["filter: exact duplicate", "quota: tool already full"]
+    assert files.choices == [] and "No record to show" in record  # the record files come at the end
+    # The watcher resends the tables only when the builder wrote a new snapshot.
+    shown, seen = webtabs.data_live_views(str(folder), None)
+    assert shown[0] == summary and webtabs.data_live_views(str(folder), seen) == (None, seen)
+    # A build that died keeps its last counts in view; a finished one's stats.json wins.
+    assert "The build ended (failed) before its stats.json" in webtabs.data_views(str(folder), "failed")[0]
+    build_folder(runs, [RECORD], {})
+    summary, counts, *_ = webtabs.data_views(str(folder), "running")
+    assert "1 records kept" in summary and "so far" not in summary and counts["Records"].max() == 1
+    assert not [path for _, path in webtabs.annotation_files() if path.endswith("live.json")]  # no benchmark
+
+
 # -- Train ---------------------------------------------------------------------------------------
 def finished_run(root: Path, name: str, base: str = "tiny-base", seconds: float = 120.0) -> Path:
     folder = root / "train" / name

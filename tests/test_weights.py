@@ -26,7 +26,7 @@ from conftest import ASSETS, requires_weights
 
 EXPECTED_NAMES = {
     "offline": {"centernet", "faceres", "hed", "mlsd", "isnet", "span", "realesrgan-x4plus", "gemma-3-270m",
-                "smollm2-135m", "qwen2.5-coder-0.5b"},
+                "smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"},
     "bundled": {"rapidocr", "mediapipe"},
     "hub": {"blip-caption", "blip-vqa", "sd15", "sd-inpaint", "instruct-pix2pix", "controlnet-canny", "controlnet-hed",
             "controlnet-scribble", "controlnet-openpose", "controlnet-seg", "controlnet-depth", "controlnet-normal",
@@ -52,10 +52,11 @@ def test_real_manifest_lists_every_model_well_formed():
             assert "/" in e.hub_id and e.size_mb > 0 and not e.files, name
     assert entries["isnet"].opt_in and "AGPL" in entries["isnet"].license
     # The default fetch is what the app needs: the vision models, the default LLM and the small
-    # fallback LLM. Gemma is opt-in (its use restrictions), as is the AGPL segmenter.
+    # fallback LLM. Gemma is opt-in (its use restrictions), as is the AGPL segmenter, and so is the
+    # 1.5B data teacher (1.1 GB the app does not use).
     from gpt4tools.models import DEFAULT_MODEL, SMALL_MODEL
 
-    opt_in = {"isnet", "gemma-3-270m"}
+    opt_in = {"isnet", "gemma-3-270m", "qwen2.5-coder-1.5b"}
     assert all(entries[n].opt_in for n in opt_in)
     assert set(weights.default_fetch_names()) == EXPECTED_NAMES["offline"] - opt_in
     assert {DEFAULT_MODEL, SMALL_MODEL} <= set(weights.default_fetch_names())

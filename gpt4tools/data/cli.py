@@ -130,7 +130,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         dialogue_share=args.dialogue_share,
         max_contents=args.max_contents, patience=args.patience, synthetic=not args.no_synthetic,
         coco_captions=args.coco_captions, coco_instances=args.coco_instances, teacher=args.teacher,
-        llm=_llm_factory(args) if args.teacher == "llm" else None, workers=args.workers, retries=args.retries,
+        llm=_llm_factory(args) if args.teacher != "template" else None, workers=args.workers, retries=args.retries,
         sharegpt=not args.no_sharegpt, alpaca=args.alpaca,
         negative_filter=NegativeFilter(args.max_reply_chars, args.max_prompt_chars),
         include_unseen=args.include_unseen, dedupe_threshold=args.dedupe_threshold, near_dup_keep=args.near_dup_keep,

@@ -83,3 +83,27 @@ def dedupe(instructions: Sequence[Instruction], dropped: Counter, **kwargs) -> l
     """Instructions without exact and near duplicates, in their original order."""
     deduper = Deduper(**kwargs)
     return [i for i in instructions if deduper.accept(i, dropped)]
+
+
+class ToolFit:
+    """Does a request fit the tool it is labelled with? A small teacher, asked for a request that
+    edge detection solves, may write "is there an elephant?". The request must rank its tool among
+    the `k` tools the agent's retriever (gpt4tools.retrieval: MiniLM cosine to each tool's own
+    words) puts closest to it, out of those `specs`."""
+
+    def __init__(self, specs: Sequence, k: int = 8, embed=None):
+        from gpt4tools.retrieval import ToolRetriever
+
+        self.retriever = ToolRetriever(specs, embed or Embedder())
+        self.k = k
+        self.names = [s.name for s in specs]
+
+    def accept(self, ins: Instruction, dropped: Counter, reason: str = "filter: request does not fit its tool") -> bool:
+        if ins.tool not in self.names:
+            return True  # not ours to judge
+        scores = self.retriever.scores(ins.text)
+        rank = sum(s > scores[self.names.index(ins.tool)] for s in scores)
+        if rank < self.k:
+            return True
+        dropped[f"{reason} (not among the {self.k} closest)"] += 1
+        return False

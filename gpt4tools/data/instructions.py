@@ -91,13 +91,19 @@ def _noun_phrase(caption: str) -> str | None:
     return text[0].lower() + text[1:]
 
 
+def supports(content: ImageContent, spec: ToolSpec) -> bool:
+    """Can a request for this tool be written about this content (phrasings.json "requires": an
+    object to name, a person, faces)? Tools without an entry need nothing."""
+    need = phrasings().get(spec.name, {}).get("requires")
+    return not (need == "object" and not content.labels() or need == "person" and "person" not in content.labels()
+                or need == "faces" and not content.faces)
+
+
 def _slots(content: ImageContent, spec: ToolSpec, rng: random.Random) -> dict[str, str] | None:
     """Values for every slot a phrasing of this tool may use; None if the content cannot support it."""
     data = phrasings()
-    need = data[spec.name].get("requires")
     labels = content.labels()
-    if (need == "object" and not labels or need == "person" and "person" not in labels
-            or need == "faces" and not content.faces):
+    if not supports(content, spec):
         return None
     scenes = [p for p in map(_noun_phrase, content.captions) if p]
     obj = rng.choice(labels) if labels else "object"

@@ -15,7 +15,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from gpt4tools.records import append_jsonl, cut_partial_line, read_jsonl
+from gpt4tools.records import append_jsonl, atomic_write, cut_partial_line, read_jsonl
+
+NO_TOOL = "(no tool: final answer or negative)"  # how stats name a record without a tool call
 
 
 class RecordWriter:
@@ -72,6 +74,62 @@ class Progress:
             self.echo(f"[{self.split}] {stage}: {done}/{total}")
 
 
+class LiveCounts:
+    """`<out>/live.json`: a build's counts so far, for the app's Data tab while the build runs
+    (stats.json comes only at the end, and a teacher run can take hours). One entry per split:
+    {"time", "split": the current one, "splits": {split: {"records_so_far", "images_used",
+    "by_kind", "by_tool", "by_teacher", "dropped", "done"}}}. Written atomically (the app reads it
+    meanwhile), at most every `every` seconds; the build deletes it once stats.json is written, so
+    what it leaves is the last view of a build that did not end. Nothing here touches a record."""
+
+    NAME = "live.json"
+    GROUPS = ("by_kind", "by_tool", "by_teacher")
+
+    def __init__(self, out: Path, every: float = 2.0):
+        self.path, self.every = out / self.NAME, every
+        self.splits: dict[str, dict] = {}
+        self._last = float("-inf")
+        self.begin("")
+
+    def begin(self, split: str) -> None:
+        """Start counting a split from zero (a resumed build counts again from its cached replies)."""
+        self.split, self.records = split, 0
+        self.counts = {g: Counter() for g in self.GROUPS}
+
+    def add(self, records: Iterable[dict]) -> None:
+        for r in records:
+            self.records += 1
+            self.counts["by_kind"][r["kind"]] += 1
+            self.counts["by_tool"][r["tool"] or NO_TOOL] += 1
+            self.counts["by_teacher"][r["teacher"]] += 1
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last >= self.every
+
+    def write(self, images_used: int, dropped: Counter, done: bool = False) -> None:
+        """Write the snapshot now (callers ask `due()` first, except at a stage's end)."""
+        self._last = time.monotonic()
+        self.splits[self.split] = {
+            "records_so_far": self.records, "images_used": images_used,
+            "by_kind": dict(self.counts["by_kind"].most_common()),  # ordered as split_stats orders them
+            "by_tool": dict(sorted(self.counts["by_tool"].items())),
+            "by_teacher": dict(self.counts["by_teacher"].most_common()),
+            "dropped": dict(sorted(dropped.items())), "done": done}
+        blob = {"time": round(time.time(), 1), "split": self.split, "splits": self.splits}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, json.dumps(blob, ensure_ascii=False) + "\n")
+
+    def end(self, split: str, records: Sequence[dict], images_used: int, dropped: Counter) -> None:
+        """A split's final counts: the records it keeps (after selection, negatives and the cutoff)."""
+        self.begin(split)
+        self.add(records)
+        self.write(images_used, dropped, done=True)
+
+    def close(self) -> None:
+        """stats.json is written: it alone tells the counts from now on."""
+        self.path.unlink(missing_ok=True)
+
+
 def percentiles(values: Sequence[int], qs: Sequence[int] = (5, 50, 95, 100)) -> dict[str, int]:
     if not values:
         return {}
@@ -86,7 +144,7 @@ def split_stats(records: Sequence[dict], dropped: Counter, extra: dict,
     stats = {
         "records": len(records),
         "by_kind": dict(Counter(r["kind"] for r in records).most_common()),
-        "by_tool": dict(sorted(Counter(r["tool"] or "(no tool: final answer or negative)" for r in records).items())),
+        "by_tool": dict(sorted(Counter(r["tool"] or NO_TOOL for r in records).items())),
         "by_origin": dict(Counter(r["source"].split(":", 1)[0] for r in records).most_common()),
         "by_teacher": dict(Counter(r["teacher"] for r in records).most_common()),
         "by_template": dict(Counter(r["template"] for r in records).most_common()),

@@ -152,7 +152,10 @@ class LlamaCppLM:
                              n_threads=n_threads or os.cpu_count(), n_gpu_layers=n_gpu_layers)
         self.context_length = n_ctx
         self.gguf = str(path)
-        self.name = f"{path.stem}" + (f"+{Path(lora).stem}" if lora else "")
+        # A manifest model's file is always model.gguf: name it after the entry (the data teacher's
+        # records and reply cache keep this name); a merged file's stem already names model and adapter.
+        stem = (DEFAULT_MODEL if model == "default" else model) if path.name == "model.gguf" else path.stem
+        self.name = stem + (f"+{Path(lora).stem}" if lora else "")
         self._grammars: OrderedDict[str, object] = OrderedDict()
         self._grammar_lock = threading.Lock()
         self.grammar_engine = grammar_engine

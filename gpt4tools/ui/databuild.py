@@ -1,7 +1,8 @@
 """The Data tab's view of a build: what `data build` wrote into its output folder (stats.json, the
 record files; see gpt4tools/data/output.py), as tables of counts and drop reasons, a verdict (a
 build that kept no record failed, whatever its exit code), and one record at a time with its
-prompt folded and its ReAct output highlighted.
+prompt folded and its ReAct output highlighted. While a build runs, the same tables come from its
+live.json (output.LiveCounts), the counts so far; stats.json wins once it exists.
 
 Only the builder's files are read; nothing is counted or filtered again here.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +22,8 @@ from gpt4tools import paths, react
 GROUPS = ("by_kind", "by_tool", "by_teacher", "by_origin")  # the stats.json counts the tab shows
 COUNT_COLUMNS = ["Split", "By", "Value", "Records"]
 DROP_COLUMNS = ["Split", "Reason", "Dropped"]
+LIVE_FILE = "live.json"  # output.LiveCounts.NAME (not imported: the app need not load the builder)
+LIVE_MAX_BYTES = 1 << 20  # a snapshot is a few kB; anything larger is not one, and is not read
 # ReAct line starts, longest first so "Action Input:" is not read as "Action:".
 _MARKERS = sorted((react.THOUGHT_LABEL, react.ACTION_INPUT, react.ACTION, react.OBSERVATION,
                    f"{react.AI_PREFIX}:", f"{react.HUMAN_PREFIX}:"), key=len, reverse=True)
@@ -48,6 +52,75 @@ def load_stats(folder: str | Path | None) -> dict[str, dict]:
     except (OSError, ValueError):
         return {}
     return {k: v for k, v in stats.items() if isinstance(v, dict) and "records" in v} if isinstance(stats, dict) else {}
+
+
+def _counts(value) -> dict[str, int]:
+    """A {name: count} map as the builder writes it; entries of any other shape are left out."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): n for k, n in value.items() if isinstance(n, int) and not isinstance(n, bool)}
+
+
+def _count(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _live_split(value) -> dict | None:
+    if not isinstance(value, dict) or _count(value.get("records_so_far")) is None:
+        return None
+    return {"records_so_far": value["records_so_far"], "images_used": _count(value.get("images_used")) or 0,
+            **{g: _counts(value.get(g)) for g in ("by_kind", "by_tool", "by_teacher", "dropped")},
+            "done": value.get("done") is True}
+
+
+def load_live(folder: str | Path | None) -> dict | None:
+    """A build's live.json, checked field by field: {"time", "split", "splits": {split: counts}}, or
+    None when there is none, or it is unreadable or of another shape. The builder rewrites it while
+    the app reads (atomically, but a reader must still never raise on what it finds)."""
+    if not folder:
+        return None
+    path = Path(folder) / LIVE_FILE
+    try:
+        if path.stat().st_size > LIVE_MAX_BYTES:
+            return None
+        blob = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(blob, dict) or not isinstance(blob.get("splits"), dict):
+        return None
+    splits = {str(k): v for k, v in ((k, _live_split(v)) for k, v in blob["splits"].items()) if v}
+    if not splits:
+        return None
+    stamp, current = blob.get("time"), blob.get("split")
+    # A clock reading the view can print (NaN, inf or 1e300 would make time.localtime raise).
+    usable_time = isinstance(stamp, (int, float)) and not isinstance(stamp, bool) and 0 <= stamp < 1e11
+    return {"time": stamp if usable_time else None,
+            "split": current if isinstance(current, str) and current in splits else next(reversed(splits)),
+            "splits": splits}
+
+
+def live_summary(live: dict, state: str = "running") -> str:
+    """A headline for the current split's counts so far, then one line per split."""
+    st = live["splits"][live["split"]]
+    label = "⏳ running" if state == "running" else f"The build ended ({state}) before its stats.json; its last counts"
+    head = (f"{label}: {st['records_so_far']} records {'kept' if st['done'] else 'so far'} from "
+            f"{st['images_used']} images ({live['split']})")
+    reason = main_drop_reason(live["splits"])
+    head += f"; top drop reason: {reason}" if reason else "; nothing dropped yet"
+    if live["time"] is not None:
+        head += f" · as of {time.strftime('%H:%M:%S', time.localtime(live['time']))}"
+    lines = []
+    for split, s in live["splits"].items():
+        kept = "records kept" if s["done"] else "records so far"
+        teacher = ", ".join(f"{k} {v}" for k, v in s["by_teacher"].items()) or "none"
+        lines.append(f"- **{split}**{' (done)' if s['done'] else ''}: {s['records_so_far']} {kept}, "
+                     f"{sum(s['dropped'].values())} dropped; teacher: {teacher}")
+    return head + "\n\n" + "\n".join(lines)
+
+
+def live_views(live: dict, state: str = "running") -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """(summary, counts, drop reasons) of a live snapshot, in the finished view's tables."""
+    return live_summary(live, state), counts_table(live["splits"]), drops_table(live["splits"])
 
 
 def counts_table(stats: dict[str, dict]) -> pd.DataFrame:

@@ -243,7 +243,7 @@ def _usable(path: Path) -> bool:
 
 
 # What builds, jobs and runs write beside their data: never a benchmark file.
-_NOT_BENCHMARKS = {"stats.json", "job.json", "run.json", "scores.json", "events.jsonl", "metrics.jsonl",
+_NOT_BENCHMARKS = {"stats.json", "live.json", "job.json", "run.json", "scores.json", "events.jsonl", "metrics.jsonl",
                    "progress.jsonl"}
 
 
@@ -527,7 +527,7 @@ def data_args(split: str, records: float, teacher: str, backend: str, model: str
     args = ["build", *field("--split", split), *field("--teacher", teacher)]
     if split == "train" and records:
         args += field("--train-records", records)
-    if teacher == "llm":
+    if teacher != "template":  # the LLM teacher and the paraphrasing route need a model
         served = backend == "openai"  # the model is a name sent to the server, not a file
         args += [*field("--backend", backend), *field("--model", model.strip() or "default", served=served)]
         # --base-url: the runner sees it and keeps the API key only for the operator's server.
@@ -537,16 +537,33 @@ def data_args(split: str, records: float, teacher: str, backend: str, model: str
 
 
 def data_views(folder: str | None, state: str = "finished") -> tuple:
-    """(summary, counts, drop reasons, record-file choices, first record) of a build's output folder."""
+    """(summary, counts, drop reasons, record-file choices, first record) of a build's output folder:
+    its stats.json, or before there is one, the counts so far of its live.json (a running build's,
+    or the last ones of a build that died)."""
     stats = databuild.load_stats(folder)
     failure = databuild.verdict(state, stats)
     lines = [failure] if failure else []
-    lines.append(databuild.summary(stats) or ("The build writes its counts when it ends." if state == "running"
-                                              else "No stats.json in this folder."))
+    live = None if stats else databuild.load_live(folder)
+    if live:
+        text, counts, drops = databuild.live_views(live, state)
+        lines.append(text)
+    else:
+        lines.append(databuild.summary(stats) or ("The build writes its counts when it ends." if state == "running"
+                                                  else "No stats.json in this folder."))
+        counts, drops = databuild.counts_table(stats), databuild.drops_table(stats)
     files = databuild.record_files(folder)
     first = files[0][1] if files else None
-    return ("\n\n".join(lines), databuild.counts_table(stats), databuild.drops_table(stats),
-            gr.Dropdown(choices=files, value=first), show_record(first, 0))
+    return ("\n\n".join(lines), counts, drops, gr.Dropdown(choices=files, value=first), show_record(first, 0))
+
+
+def data_live_views(folder: str | None, seen: float | None) -> tuple[tuple | None, float | None]:
+    """While a build runs: (summary, counts, drop reasons, and no change to the record browser) from
+    its live.json, and the snapshot's time; None when there is none or it is the one `seen` already
+    (the watcher polls twice a second, the builder writes every few seconds: no table is resent idle)."""
+    live = databuild.load_live(folder)
+    if live is None or (live["time"] is not None and live["time"] == seen):
+        return None, seen
+    return (*databuild.live_views(live), gr.skip(), gr.skip()), live["time"]
 
 
 def show_record(path: str | None, index: float | None) -> str:
@@ -630,13 +647,18 @@ def data_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
     views = [out[k] for k in ("summary", "counts", "drops", "record_file", "record")]
 
     def watch(progress=gr.Progress()):
+        seen = None  # the time of the live snapshot last shown
         for snap in _watch(runner, "data", progress):
             if snap is None:
                 yield _status(snap), "", gr.skip(), *(gr.skip(),) * len(views)
                 continue
             ended = not snap.running
-            # The builder writes stats.json and the record files at its end: read them then (and once before).
-            shown = data_views(str(snap.run_dir), snap.state) if ended or snap.done in (None, 0) else None
+            # The builder writes stats.json and the record files at its end: read them then (and once before);
+            # meanwhile its live.json has the counts so far.
+            if ended or snap.done in (None, 0):
+                shown = data_views(str(snap.run_dir), snap.state)
+            else:
+                shown, seen = data_live_views(str(snap.run_dir), seen)
             status = shown[0].split("\n")[0] if shown and shown[0].startswith("💥") else _status(snap)
             folder = gr.Dropdown(choices=databuild.build_folders(runner.kind_dir("data")), value=str(snap.run_dir))
             yield (status, snap.log_tail, folder if ended else gr.skip(),
