@@ -267,3 +267,49 @@ def test_a_looping_rewrite_or_one_that_repeats_the_style_is_dropped(registry):
     ins = Instruction("c", DETECT, f"Find the sink in {IMAGE}.", (IMAGE, "sink"), "template")
     assert para.paraphrase(ins, dropped) is None
     assert dropped == Counter({"paraphrase: repeats itself": 1, "paraphrase: format text left in": 1})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed")
+@requires_weights("smollm2-135m")
+def test_a_teacher_build_killed_mid_way_resumes_without_losing_or_asking_twice(tmp_path):
+    """A real `data build --teacher paraphrase` process (the 135M model through llama.cpp) killed with
+    SIGKILL while it asks the model; run again, it finishes from the reply cache and writes what an
+    uninterrupted build writes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from gpt4tools import paths
+
+    def command(root):
+        return [sys.executable, "-m", "gpt4tools", "data", "build", "--teacher", "paraphrase", "--backend",
+                "llamacpp", "--model", "smollm2-135m", "--out", str(root / "out"), "--work", str(root / "work"),
+                "--train-records", "24", "--negative-share", "0", "--val-per-tool", "0", "--val-finals", "0",
+                "--val-negatives", "0", "--no-photos", "--no-sharegpt", "--retries", "0", "--quiet", "--patience", "4",
+                "--load", "PhotoDescription,DetectGivenObject,EdgeDetection,Text2Image"]
+
+    replies = tmp_path / "a" / "work" / "teacher-replies.jsonl"
+    proc = subprocess.Popen(command(tmp_path / "a"), cwd=paths.REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if replies.is_file() and len(replies.read_bytes().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the build ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    asked = len(replies.read_bytes().splitlines())
+    assert not (tmp_path / "a" / "out" / "train.jsonl").exists()
+
+    subprocess.run(command(tmp_path / "a"), cwd=paths.REPO, check=True, capture_output=True, timeout=300)
+    subprocess.run(command(tmp_path / "b"), cwd=paths.REPO, check=True, capture_output=True, timeout=300)
+    resumed = (tmp_path / "a" / "out" / "train.jsonl").read_bytes()
+    assert resumed == (tmp_path / "b" / "out" / "train.jsonl").read_bytes() and resumed
+    ids = [json.loads(line)["id"] for line in resumed.decode().splitlines()]
+    assert len(ids) == len(set(ids))
+    # The replies cached before the kill were not asked again: one line per prompt in the cache.
+    keys = [json.loads(line)["key"] for line in replies.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) >= asked

@@ -65,7 +65,7 @@ class BuildConfig:
     coco_captions: Path | None = None
     coco_instances: Path | None = None
     max_contents: int = 20000  # per split, a bound on how many images are drawn
-    patience: int = 300  # stop asking for a tool after this many duplicates in a row
+    patience: int = 300  # stop asking for a tool after this many duplicates (LLM teachers: or misses) in a row
     teacher: str = "template"  # or "llm"
     llm: Callable | None = None  # () -> LLM, for teacher "llm"
     workers: int = 1
@@ -202,6 +202,7 @@ class Builder:
 
         self.live.begin(split)
         for content, found in self._teach(split, tools, full, dropped):
+            asked = [s.name for s in tools if not full(s.name)]  # what the teacher was asked for this image
             if cfg.dedupe_scope == "image":  # only repeats about the same image count as duplicates
                 deduper = Deduper(cfg.dedupe_threshold, cfg.near_dup_keep, deduper.embedder)
             contents_used.append(content)
@@ -213,6 +214,9 @@ class Builder:
                     kept.append(ins)
                 else:
                     rejected[ins.tool] += 1
+            if cfg.teacher != "template":  # an LLM's image with nothing usable for a tool counts as a miss
+                for tool in set(asked) - {i.tool for i in found}:  # too: a teacher whose every reply is
+                    rejected[tool] += 1  # dropped must not ask for all max_contents images
             eps = [episode(i, content, self.by_name, cfg.seed) for i in kept]
             done = [e for e in eps if e.final]
             for e in eps:

@@ -59,7 +59,8 @@ def _size_args(g: argparse._ArgumentGroup) -> None:
                         "repairs, failed calls, unavailable tools (gpt4tools/data/dialogues.py)")
     g.add_argument("--max-contents", type=int, default=BuildConfig.max_contents, help="bound on images drawn per split")
     g.add_argument("--patience", type=int, default=BuildConfig.patience,
-                   help="stop a tool after this many duplicates in a row")
+                   help="stop a tool after this many duplicates in a row (LLM teachers: or images in a row "
+                        "that gave nothing usable for it)")
 
 
 def _content_args(g: argparse._ArgumentGroup) -> None:
