@@ -313,3 +313,15 @@ def test_a_teacher_build_killed_mid_way_resumes_without_losing_or_asking_twice(t
     # The replies cached before the kill were not asked again: one line per prompt in the cache.
     keys = [json.loads(line)["key"] for line in replies.read_text().splitlines()]
     assert len(keys) == len(set(keys)) >= asked
+
+
+def test_a_teacher_whose_every_reply_is_dropped_stops_after_patience(registry, tmp_path):
+    """Without the bound it would ask for every image of --max-contents (20,000 by default)."""
+    llm = FakeTeacher(lambda *a: " no")
+    cfg = BuildConfig(out=tmp_path / "out", work=tmp_path / "work", train_records=30, negative_share=0.0,
+                      val_per_tool=0, val_finals=0, val_negatives=0, photos=[], sharegpt=False, teacher="llm",
+                      llm=lambda: llm, retries=0, patience=3, max_contents=500)
+    stats = build(cfg, registry)["train"]
+    assert stats["records"] == 0 and stats["images_used"] <= 4
+    assert stats["dropped"]["teacher: unparsable line"] + stats["dropped"].get("teacher: no instruction in the reply",
+                                                                                0) == len(llm.prompts)
