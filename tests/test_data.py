@@ -383,6 +383,15 @@ def test_build_is_deterministic_and_resumes_after_a_kill(tmp_path, registry, alp
     assert len(ids) == len(set(ids)) == len(final.splitlines())
     progress = _read(tmp_path / "work" / "progress.jsonl")
     assert progress[-1]["stage"] == "done" and all({"done", "total", "stage"} <= set(p) for p in progress)
+    # A finished record the code would now make differently (an id does not cover a context turn's
+    # earlier exchange): the record made now is written, not the stored one.
+    lines = partial.read_text().splitlines()
+    stale = json.loads(lines[0])
+    stale["output"] = "written by an older version of the code"
+    partial.write_text("\n".join([json.dumps(stale), *lines[1:]]) + "\n")
+    (tmp_path / "out" / "train.jsonl").unlink()
+    build(cfg, registry)
+    assert (tmp_path / "out" / "train.jsonl").read_bytes() == final
     # Another folder, same seed: the same bytes.
     build(_cfg(tmp_path / "again", alpaca), registry)
     assert (tmp_path / "again" / "out" / "train.jsonl").read_bytes() == final

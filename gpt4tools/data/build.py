@@ -367,7 +367,14 @@ class Builder:
         for i in range(0, len(records), 200):
             writer.write(records[i:i + 200])
             self.progress("write", min(i + 200, len(records)), len(records))
-        final = [writer.done[r["id"]] for r in records]
+        # The records just made are written, not the stored ones: an id does not cover everything a
+        # record holds (the earlier exchange of a context turn), so a stored record of an older run of the
+        # code could differ. Said, because it means the work dir holds records this code would not make.
+        stale = sum(writer.done[r["id"]] != r for r in records)
+        if stale:
+            log.warning("%s: %d finished records in %s differ from the ones made now (an older version of the "
+                        "code?); the new ones are written", split, stale, writer.path)
+        final = records
         self.cfg.out.mkdir(parents=True, exist_ok=True)
         path = self.cfg.out / self.file_name(split)
         data = to_jsonl(final).encode("utf-8")
