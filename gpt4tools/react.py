@@ -177,16 +177,16 @@ def step_grammar(tools: Sequence[tuple[str, Sequence[str]]], images: Sequence[st
         seen.add(name)
         parts = ["image" if k == "image" else "text-last" if i == len(kinds) - 1 else "text-part"
                  for i, k in enumerate(kinds)]
-        calls.append(_gbnf_literal(name + "\n" + ACTION_INPUT + " ") + " " + ' ", " '.join(parts))
-    newline = _gbnf_literal("\n")
-    rules = ["root ::= " + _gbnf_literal(THOUGHT + " ") + (" (call | final)" if calls else " final"),
-             "final ::= " + _gbnf_literal("No\n" + ai_prefix + ": ") + f" line {newline}?"]
+        calls.append(gbnf_literal(name + "\n" + ACTION_INPUT + " ") + " " + ' ", " '.join(parts))
+    newline = gbnf_literal("\n")
+    rules = ["root ::= " + gbnf_literal(THOUGHT + " ") + (" (call | final)" if calls else " final"),
+             "final ::= " + gbnf_literal("No\n" + ai_prefix + ": ") + f" line {newline}?"]
     if calls:
-        rules += ["call ::= " + _gbnf_literal("Yes\n" + ACTION + " ") + f" tool {newline}",
+        rules += ["call ::= " + gbnf_literal("Yes\n" + ACTION + " ") + f" tool {newline}",
                   "tool ::= " + " | ".join(calls)]
     body = " ".join(calls)
     if " image" in body:
-        rules.append("image ::= " + " | ".join(_gbnf_literal(n) for n in names))
+        rules.append("image ::= " + " | ".join(gbnf_literal(n) for n in names))
     if " text-part" in body:
         rules.append("text-part ::= [^\\n, ] [^\\n,]*")  # an argument before another: no comma
     if " text-last" in body:
@@ -195,7 +195,7 @@ def step_grammar(tools: Sequence[tuple[str, Sequence[str]]], images: Sequence[st
     return "\n".join(rules) + "\n"
 
 
-def _gbnf_literal(text: str) -> str:
+def gbnf_literal(text: str) -> str:
     """A GBNF string literal: quotes, backslashes and control characters escaped."""
     out = []
     for ch in text:

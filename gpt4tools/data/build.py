@@ -18,6 +18,7 @@ import logging
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -110,7 +111,6 @@ class Builder:
         self.real: list[ImageContent] | None = None
         self.dropped_sources: Counter = Counter()
         self.count_tokens = self._token_counter()
-        self.near_benchmark = None  # made on first use (LLM teachers only)
 
     def _token_counter(self) -> Callable[[str], int]:
         if self.cfg.tokenizer:
@@ -151,8 +151,8 @@ class Builder:
             raise ValueError(f"the {self.cfg.teacher} teacher needs an LLM (--model/--backend)")
         if self.cfg.teacher in ("template", "paraphrase"):
             teacher = TemplateTeacher(self.cfg.seed)
-            rewriter = (Paraphraser(self.cfg.llm(), self.registry, self._replies(), retries=self.cfg.retries,
-                                    seed=self.cfg.seed, fit=ToolFit(self.specs))
+            rewriter = (Paraphraser(self.teacher_llm, self.registry, self._replies(), retries=self.cfg.retries,
+                                    seed=self.cfg.seed, fit=self.tool_fit)
                         if self.cfg.teacher == "paraphrase" else None)
             for content in stream:
                 wanted = [s for s in tools if not enough(s.name)]
@@ -161,8 +161,8 @@ class Builder:
                 found = teacher.instructions(content, wanted)
                 yield content, self._apart(rewriter.run_on(found, dropped), dropped) if rewriter else found
             return
-        teacher = LLMTeacher(self.cfg.llm(), self.registry, self._replies(), retries=self.cfg.retries,
-                             workers=self.cfg.workers, seed=self.cfg.seed, fit=ToolFit(self.specs))
+        teacher = LLMTeacher(self.teacher_llm, self.registry, self._replies(), retries=self.cfg.retries,
+                             workers=self.cfg.workers, seed=self.cfg.seed, fit=self.tool_fit)
         while True:
             wanted = [s for s in tools if not enough(s.name)]
             batch = list(itertools.islice(stream, 2 * self.cfg.workers))
@@ -171,16 +171,28 @@ class Builder:
             for content, found in zip(batch, teacher.run([(c, wanted) for c in batch], dropped)):
                 yield content, self._apart(found, dropped)
 
+    # Made once per build, on first use: a train build asks for train, then val (it loaded the
+    # model and embedded every tool's words again for the second split).
+    @cached_property
+    def teacher_llm(self):
+        return self.cfg.llm()
+
+    @cached_property
+    def tool_fit(self) -> ToolFit:
+        return ToolFit(self.specs)
+
+    @cached_property
+    def near_benchmark(self):
+        from gpt4tools.data.dialogues import NearDuplicates, benchmark_messages
+
+        return NearDuplicates(benchmark_messages())
+
     def _replies(self) -> ReplyCache:
         return ReplyCache(self.work / "teacher-replies.jsonl")
 
     def _apart(self, found: list[Instruction], dropped: Counter) -> list[Instruction]:
         """An LLM's requests that come near a message of the conversation benchmark are dropped: the
         benchmark's words stay out of training (the template teacher's phrasings predate it)."""
-        if self.near_benchmark is None:
-            from gpt4tools.data.dialogues import NearDuplicates, benchmark_messages
-
-            self.near_benchmark = NearDuplicates(benchmark_messages())
         kept = [i for i in found if not self.near_benchmark(i.text)]
         if len(kept) < len(found):
             dropped["filter: near a conversation-benchmark message (ROUGE-L >= 0.7)"] += len(found) - len(kept)

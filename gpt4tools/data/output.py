@@ -3,8 +3,9 @@ a progress log the app's Data tab tails, and stats.
 
 Resuming: records are appended to `<split>-<settings hash>.partial.jsonl` in batches (write, flush,
 fsync). A kill can only cut the last line; on restart that partial line is truncated
-away and the ids already written are skipped. The final `<name>.jsonl` (and `--json`
-list) is written to a temporary file and renamed into place.
+away and the ids already written are not appended again. The final `<name>.jsonl` (and
+`--json` list), the records as this run made them, is written to a temporary file and
+renamed into place.
 """
 
 from __future__ import annotations

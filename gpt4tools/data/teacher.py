@@ -38,6 +38,7 @@ from gpt4tools.data.filters import ToolFit
 from gpt4tools.data.instructions import IMAGE, Instruction, supports
 from gpt4tools.data.synthetic import counted, rng_for
 from gpt4tools.llm import LLM
+from gpt4tools.react import gbnf_literal
 from gpt4tools.records import append_jsonl, cut_partial_line, read_jsonl
 from gpt4tools.registry import ToolRegistry, UnknownToolError
 from gpt4tools.tool import ToolInputError, ToolSpec
@@ -118,14 +119,10 @@ def write_prompt(content: ImageContent, spec: ToolSpec, examples: Sequence[dict]
     return "\n\n".join(blocks)
 
 
-def _gbnf(text: str) -> str:
-    return json.dumps(text)
-
-
 # One sentence: small instruct models, completing raw text, run on past the request ("... I'm not
 # sure if it's in the foreground..."); ending it at its first . ? or ! (the image name aside) makes the
 # rest of the line forced. A cut-off reply fails the grammar and is dropped as unparsable.
-_SENTENCE = ["sentence ::= piece+ [.?!]?", "piece ::= [^\\n|.?!] | " + json.dumps(IMAGE)]
+_SENTENCE = ["sentence ::= piece+ [.?!]?", "piece ::= [^\\n|.?!] | " + gbnf_literal(IMAGE)]
 
 
 def write_grammar(spec: ToolSpec) -> str:
@@ -135,10 +132,10 @@ def write_grammar(spec: ToolSpec) -> str:
     parts = []
     for i, a in enumerate(spec.args):
         last = i == len(spec.args) - 1
-        parts.append(_gbnf(IMAGE) if a.kind == "image" else ("sentence" if qa else "last") if last else "part")
+        parts.append(gbnf_literal(IMAGE) if a.kind == "image" else ("sentence" if qa else "last") if last else "part")
     rules = [
-        "root ::= \" \" sentence " + _gbnf(" | Input: ") + " " + ' ", " '.join(parts)
-        + (" " + _gbnf(" | Answer: ") + " sentence" if qa else "") + ' "\\n"',
+        "root ::= \" \" sentence " + gbnf_literal(" | Input: ") + " " + ' ", " '.join(parts)
+        + (" " + gbnf_literal(" | Answer: ") + " sentence" if qa else "") + ' "\\n"',
         *_SENTENCE,
         "part ::= [^\\n|, ] [^\\n|,]*",
         "last ::= [^\\n| ] [^\\n|]*",
@@ -201,7 +198,7 @@ def _validate(m: re.Match, content_id: str, registry: ToolRegistry, allowed: Seq
     if _copies(words, spec):
         dropped["teacher: copied the tool description"] += 1
         return None
-    if repeats(words) or any(style.lower() in words.lower() for style in shots()["styles"]):
+    if repeats(words) or leaks_style(words):
         dropped["teacher: repeats itself or the style"] += 1
         return None
     try:
@@ -257,6 +254,11 @@ def repeats(text: str) -> bool:
     return max(Counter(zip(words, words[1:], words[2:])).values(), default=0) >= 3
 
 
+def leaks_style(text: str) -> bool:
+    """The style the prompt asked for, written into the request ("..., terse, no greeting")."""
+    return any(style.lower() in text.lower() for style in shots()["styles"])
+
+
 def _runs_on(arg: str, request: str) -> bool:
     """A text input longer than the request, or one word three times ("savanna elephant savanna ...")."""
     words = _WORD_RE.findall(arg.lower())
@@ -267,12 +269,17 @@ def _copies(text: str, spec: ToolSpec) -> bool:
     """A small teacher often returns the tool's own description as the user's request: 80 % of the
     request's words, and at least six, in the description's order. (A short request such as "what is
     in the photo?" shares most of its few words with any description and is not a copy.)"""
+    n = len(_WORD_RE.findall(text.lower()))
+    return n >= 6 and any(_rouge().score(d, text)["rougeL"].precision >= 0.8
+                          for d in (spec.description, *spec.paraphrases))
+
+
+@lru_cache(maxsize=1)
+def _rouge():
+    """One ROUGE-L scorer for every check here (it is stateless; made once, not per reply)."""
     from rouge_score import rouge_scorer
 
-    scorer = rouge_scorer.RougeScorer(["rougeL"])
-    n = len(_WORD_RE.findall(text.lower()))
-    return n >= 6 and any(scorer.score(d, text)["rougeL"].precision >= 0.8
-                          for d in (spec.description, *spec.paraphrases))
+    return rouge_scorer.RougeScorer(["rougeL"])
 
 
 class ReplyCache:
@@ -425,7 +432,7 @@ class Paraphraser(LLMTeacher):
         if len(text.split()) < 3:
             return "empty or too short"
         if (re.search(r"\b(?:request|rewritten|style)\s*:", text, re.I) or _PLACEHOLDER_RE.search(text)
-                or any(style.lower() in text.lower() for style in shots()["styles"])):
+                or leaks_style(text)):
             return "format text left in"
         if repeats(text):
             return "repeats itself"
@@ -444,6 +451,4 @@ class Paraphraser(LLMTeacher):
 
 
 def _rouge_l(a: str, b: str) -> float:
-    from rouge_score import rouge_scorer
-
-    return rouge_scorer.RougeScorer(["rougeL"]).score(a.lower(), b.lower())["rougeL"].fmeasure
+    return _rouge().score(a.lower(), b.lower())["rougeL"].fmeasure
