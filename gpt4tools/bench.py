@@ -376,9 +376,10 @@ def offered_tools(prompt: str) -> list[str]:
 
 def prompt_grammar(prompt: str) -> str:
     """The step grammar for a benchmark prompt, as the agent would build it in the app: the
-    offered tools (argument kinds from the registry by name; a name it does not know takes one
-    free-text argument), the image names in the prompt, the AI prefix of its format block."""
-    tools = [(name, _arg_kinds(name)) for name in offered_tools(prompt)]
+    offered tools (argument kinds from the registry by name; for a name it does not know, such as an
+    invented tool, from the input sentence of the tool's line, else one free-text argument), the
+    image names in the prompt, the AI prefix of its format block."""
+    tools = [(name, _arg_kinds(name) or _line_kinds(prompt, name)) for name in offered_tools(prompt)]
     images = list(dict.fromkeys(NAME_RE.findall(prompt)))
     m = _AI_PREFIX_RE.search(prompt)
     return react.step_grammar(tools, images, m.group(1) if m else react.AI_PREFIX)
@@ -395,7 +396,17 @@ def _arg_kinds(name: str) -> tuple[str, ...]:
     try:
         return tuple(a.kind for a in _registry().resolve(name).spec.args)
     except UnknownToolError:
+        return ()
+
+
+def _line_kinds(prompt: str, name: str) -> tuple[str, ...]:
+    """Argument kinds from a tool line's generated input sentence ("... representing the image_path
+    and object."; ToolSpec.input_description): image_path is an image, anything else text."""
+    m = re.search(rf"^> {re.escape(name)}: .*representing the ([\w, ]+)\.$", prompt, re.M)
+    if not m:
         return ("text",)
+    names = [n.strip() for n in re.split(r", | and ", m.group(1)) if n.strip()]
+    return tuple("image" if n == "image_path" else "text" for n in names) or ("text",)
 
 
 @functools.lru_cache(maxsize=1)

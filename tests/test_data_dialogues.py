@@ -114,21 +114,27 @@ def test_the_meant_image_is_the_one_called():
             assert d.uploads and d.meant == d.uploads[-1].name and d.meant not in message
             assert recs[0]["instruction"].count(f"New input: {message} (") == 1
             continue
-        assert i < len(uploads) - 1, "a request that means the last upload is not a multi-image sample"
         p = dialogue_phrases()
-        if d.ref == "ordinal":
+        # the last upload is meant only when the message names it (position, content or name)
+        assert i < len(uploads) - 1 or d.ref in ("ordinal", "last", "content", "name"), d.ref
+        if d.ref == "last":
+            assert i == len(uploads) - 1 and any(ph in message for ph in p["refs_last"]), message
+        elif d.ref == "ordinal":
             phrases = p["refs_ordinal"][i] + (p["refs_middle"] if len(uploads) == 3 and i == 1 else [])
             assert any(ph in message for ph in phrases), (message, i)
         elif d.ref in ("before-last", "other"):
             assert i == len(uploads) - 2
         elif d.ref == "content":
-            label = next(lab for lab in d.all_uploads()[i].content.labels() if f"{lab} " in message + " ")
+            label = next(lab for lab in d.all_uploads()[i].content.labels()
+                         if any(t.format(label=lab) in message for t in p["refs_content"]))
             others = [u.content.announcement().lower() for u in d.all_uploads() if u.name != d.meant]
             assert label in d.all_uploads()[i].content.announcement().lower() and not any(label in o for o in others)
         else:
             assert d.ref == "name" and d.meant in message
     refs = Counter(d.ref for d, _ in of_kind("multi-image"))
-    assert {"ordinal", "content", "name", "newest"} <= set(refs), refs
+    assert {"ordinal", "content", "name", "newest", "last"} <= set(refs), refs
+    meant_last = [d for d, _ in of_kind("multi-image") if d.ref != "newest" and d.meant == d.all_uploads()[-1].name]
+    assert meant_last  # the last of several uploads, named, is among the samples
 
 
 def test_repairs_correct_the_call_that_the_agent_refused():

@@ -337,10 +337,13 @@ class DialogueBuilder:
         return [s for s in tools if _slots(content, s, rng) is not None]
 
     def _ref(self, target: int, ups: Sequence[Upload], rng, talked_about_last: bool) -> tuple[str, str]:
-        """(phrase, how) naming upload `target` among `ups`, never the last one."""
+        """(phrase, how) naming upload `target` among `ups` (the last one only by its position,
+        "the second one" of two or "the last pic", its content or its name)."""
         p = dialogue_phrases()
         m = len(ups)
         options = [("ordinal", rng.choice(p["refs_ordinal"][target]))]
+        if target == m - 1:
+            options.append(("last", rng.choice(p["refs_last"])))
         if m == 3 and target == 1:
             options.append(("ordinal", rng.choice(p["refs_middle"])))
         if target == m - 2 and talked_about_last:
@@ -359,9 +362,9 @@ class DialogueBuilder:
         ups = self._uploads(rng, rng.choice((2, 2, 3)))
         if len(ups) < 2:
             return None
-        shape = rng.choice(("earlier", "earlier", "earlier", "newest-again", "newest-op"))
-        if shape == "earlier":
-            return self._earlier_upload(index, ups, rng)
+        shape = rng.choice(("earlier", "earlier", "earlier", "newest-again", "newest-op", "last-named"))
+        if shape in ("earlier", "last-named"):
+            return self._earlier_upload(index, ups, rng, last=shape == "last-named")
         past = self._pasts(ups[:-1], rng)
         newest = ups[-1]
         if past is None:
@@ -383,15 +386,16 @@ class DialogueBuilder:
         return Dialogue("multi-image", index, past, [newest], ep.user, ep.steps, ep.final, newest.content.id,
                         meant=newest.name, ref="newest")
 
-    def _earlier_upload(self, index: int, ups: list[Upload], rng) -> Dialogue | None:
+    def _earlier_upload(self, index: int, ups: list[Upload], rng, last: bool = False) -> Dialogue | None:
         """Some photos uploaded in earlier turns (each with a request), the rest with this message,
-        which means one that is not the last."""
+        which means one that is not the last; or (`last`) means the last one but names it ("describe
+        the 2nd one" of two sent together), so that a position word is read, not guessed."""
         m = len(ups)
-        before = rng.randint(0, m)
+        before = rng.randint(0, m - 1 if last else m)
         past = self._pasts(ups[:before], rng)
         if past is None:
             return None
-        target = rng.randrange(m - 1)
+        target = m - 1 if last else rng.randrange(m - 1)
         ref, how = self._ref(target, ups, rng, talked_about_last=before == m)
         tools = self._supported(ups[target].content, self.image_tools, rng)
         if not tools:
