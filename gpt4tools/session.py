@@ -7,12 +7,13 @@ agent (and so the loaded LLM and tool models) but never each other's folders.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Collection, Iterator
 
 from gpt4tools.agent import Agent, Step
 from gpt4tools.history import Conversation
@@ -112,3 +113,43 @@ def _newest_mtime(folder: Path) -> float:
         except OSError:
             continue
     return newest
+
+
+def cleanup_files(root: Path, max_age_s: float, keep: Collection[str] = (), skip: Collection[str] = ()) -> int:
+    """Delete the files under `root` neither modified nor created (mtime, ctime: a copy keeps its
+    source's old mtime) for `max_age_s`, then the folders left empty and as old. Symlinks are
+    removed as links, never followed; `keep`: paths never deleted; `skip`: folder names not
+    entered. A file that vanishes or cannot be removed is passed over. Returns how many went."""
+    root = Path(os.path.realpath(root))
+    if not root.is_dir():
+        return 0
+    keep = {os.path.realpath(k) for k in keep}
+    cutoff = time.time() - max_age_s
+    gone = 0
+    folders = []
+
+    def old(path: str) -> bool:
+        st = os.lstat(path)
+        return max(st.st_mtime, st.st_ctime) < cutoff
+
+    for folder, subfolders, files in os.walk(root, onerror=lambda e: None):  # never follows links
+        subfolders[:] = [d for d in subfolders if d not in skip]
+        try:  # judged before its files go (deleting them makes it look new)
+            if folder != str(root) and old(folder):
+                folders.append(folder)
+        except OSError:
+            pass
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                if path not in keep and old(path):
+                    os.unlink(path)
+                    gone += 1
+            except OSError:  # gone meanwhile, or not ours to remove: the round goes on
+                continue
+    for folder in reversed(folders):  # deepest first, so a parent can empty in the same round
+        try:
+            os.rmdir(folder)  # only when empty
+        except OSError:
+            continue
+    return gone

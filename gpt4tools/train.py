@@ -378,6 +378,7 @@ def train(cfg: TrainConfig, progress=None, command: str | None = None) -> Path:
     base_path, tokenizer, model = load_base(cfg, str(accelerator.device))
     samples, skipped = load_samples(cfg, tokenizer, accelerator.print)
     run = _prepare(cfg, accelerator, tokenizer, model, samples)
+    _trim_metrics(run)
     run.resolved = _write_run_config(run, base_path, skipped, command)
     run.writer = _tensorboard(run.out) if accelerator.is_main_process else None
     with _stop_on_sigterm(run.stop):
@@ -499,6 +500,25 @@ def _write_run_config(run: _Run, base_path, skipped: dict[str, int], command: st
                 "total_steps": run.total_steps, "processes": run.accelerator.num_processes}
     atomic_write(run.out / "train_config.json", json.dumps(resolved, indent=2))
     return resolved
+
+
+def _trim_metrics(run: _Run) -> None:
+    """Keep in metrics.jsonl only the steps the run starts after: the steps a killed run logged
+    past its last checkpoint are run (and logged) again, and would otherwise appear twice."""
+    path = run.out / "metrics.jsonl"
+    if not run.accelerator.is_main_process or not path.is_file():
+        return
+
+    def step_of(line: str) -> float:
+        try:
+            return json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):  # a line cut by the kill
+            return math.inf
+
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line.rstrip("\n") + "\n" for line in lines if step_of(line) <= run.state["step"]]
+    if kept != lines:
+        atomic_write(path, "".join(kept))
 
 
 def _loop(run: _Run, progress=None) -> None:

@@ -37,14 +37,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_app(root: Path, agent, registry=None, runner=None):
-    """Serve the app on a free 127.0.0.1 port, with everything it writes under `root`; yields a Server."""
+def running_app(root: Path, agent, registry=None, runner=None, limits=None):
+    """Serve the app on a free 127.0.0.1 port, with everything it writes under `root`; yields a Server.
+    `limits`: the app's SessionLimits (default: the app's own)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GPT4TOOLS_RUNS", str(root / "runs"))
         mp.setenv("GRADIO_TEMP_DIR", str(root / "gradio"))
         from gpt4tools.ui import web
 
-        app = web.build_app(agent, registry=registry, runner=runner)
+        app = web.build_app(agent, registry=registry, runner=runner,
+                            **({} if limits is None else {"limits": limits}))
         port = free_port()
         web.launch(app, port=port, prevent_thread_lock=True, quiet=True)
         try:

@@ -22,6 +22,7 @@ from markdown_it import MarkdownIt
 from PIL import Image
 
 from gpt4tools.tool import Arg, Tool, ToolResult, ToolSpec
+from gpt4tools.ui.webchat import SessionLimits
 
 from appserver import ASSETS, running_app
 from fakes import EchoPlanLLM, Invert
@@ -52,7 +53,10 @@ def server(tmp_path_factory):
 
     llm = EchoPlanLLM(plan={"invert": "Invert The Image", "read": "Read Text On Image"})
     agent = Agent(llm, ToolRegistry([Invert(), ReadSign()]))
-    with running_app(tmp_path_factory.mktemp("attacks"), agent) as running:
+    # every REST call without a session id is a new conversation from 127.0.0.1: room for all of
+    # them, so a test added here never meets the per-address limit (test_attacks_flood tests it)
+    limits = SessionLimits(max_sessions=200, per_client=200, max_states=2000)
+    with running_app(tmp_path_factory.mktemp("attacks"), agent, limits=limits) as running:
         yield running
 
 

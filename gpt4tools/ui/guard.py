@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -122,15 +123,60 @@ def is_loopback(host: str) -> bool:
     return host in LOOPBACK_NAMES
 
 
+TEMP_PREFIX = "gpt4tools-gradio-"
+OWNER_FILE = ".gpt4tools-app"  # the pid of the app using a private upload folder
+
+
 def private_temp_dir() -> Path:
     """Gradio's upload cache, readable only by us (0700): a fresh private folder unless
     GRADIO_TEMP_DIR names one. Call before the app is built (examples are cached at build)."""
     if not os.environ.get("GRADIO_TEMP_DIR"):
-        os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="gpt4tools-gradio-")  # mkdtemp: 0700
+        os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix=TEMP_PREFIX)  # mkdtemp: 0700
+        (Path(os.environ["GRADIO_TEMP_DIR"]) / OWNER_FILE).write_text(str(os.getpid()))
     folder = Path(os.environ["GRADIO_TEMP_DIR"])
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
     return folder
+
+
+def cleanup_orphan_temp_dirs(max_age_s: float, parent: Path | None = None) -> int:
+    """Delete the private upload folders (`private_temp_dir`) of apps that are gone, a killed app
+    cannot delete its own: ours (same user), named as we name them, not the current one, whose
+    app process no longer runs (a folder without its owner file counts as gone) and untouched
+    for `max_age_s`. A folder that vanishes or cannot be read is passed over. Returns how many went."""
+    import shutil
+
+    from gpt4tools.session import _newest_mtime
+
+    current = os.path.realpath(os.environ.get("GRADIO_TEMP_DIR") or "/nonexistent")
+    gone = 0
+    for folder in Path(parent or tempfile.gettempdir()).glob(TEMP_PREFIX + "*"):
+        try:
+            if (folder.is_symlink() or not folder.is_dir() or os.path.realpath(folder) == current
+                    or folder.stat().st_uid != os.getuid() or _app_alive(folder / OWNER_FILE)
+                    or time.time() - _newest_mtime(folder) <= max_age_s):
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            gone += 1
+        except OSError:
+            continue
+    return gone
+
+
+def _app_alive(owner_file: Path) -> bool:
+    """Whether the process named in an owner file runs. A reused pid reads as alive: the folder
+    is kept, the safe mistake."""
+    try:
+        pid = int(owner_file.read_text().strip())
+    except (OSError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 @dataclass

@@ -18,8 +18,8 @@ import argparse
 import logging
 import os
 import threading
-import time
 from dataclasses import dataclass
+from typing import Callable, Collection
 
 import gradio as gr
 from starlette.middleware import Middleware
@@ -27,8 +27,24 @@ from starlette.middleware import Middleware
 from gpt4tools.images import ImageLimits
 from gpt4tools.paths import assets_dir
 from gpt4tools.session import cleanup_sessions
-from gpt4tools.ui.guard import HostPolicy, SecurityMiddleware, host_policy, is_loopback, private_temp_dir
-from gpt4tools.ui.webchat import AgentSource, ChatApp, FileGuard, OwnerMiddleware, close_state
+from gpt4tools.ui.guard import (
+    HostPolicy,
+    SecurityMiddleware,
+    cleanup_orphan_temp_dirs,
+    host_policy,
+    is_loopback,
+    private_temp_dir,
+)
+from gpt4tools.ui.webchat import (
+    PRIVATE,
+    AgentSource,
+    ChatApp,
+    FileGuard,
+    OwnerMiddleware,
+    SessionLimits,
+    close_state,
+    hold_conversations,
+)
 
 log = logging.getLogger("gpt4tools.app")
 
@@ -121,17 +137,19 @@ class WebApp:
 
 
 def build_app(agent: AgentSource, *, registry=None, runner=None, jobs: bool = True,
-              examples: list[dict] | None = None, title: str = "GPT4Tools", switcher=None) -> WebApp:
+              examples: list[dict] | None = None, title: str = "GPT4Tools", switcher=None,
+              limits: SessionLimits | None = None) -> WebApp:
     """The whole app, not launched. `agent` is an Agent or a factory (called
     lazily; if it raises, the chat shows why). `registry` (all tools, available or not) feeds
     the Tools tab; `runner` (a `jobs.JobRunner`) the Benchmark, Data and Train tabs, which
     `jobs=False` hides (for a public app). `switcher(model, adapter, backend)` builds another
-    agent: given, the Chat tab may switch the model of every session (ui/modelswitch.py)."""
+    agent: given, the Chat tab may switch the model of every session (ui/modelswitch.py).
+    `limits`: conversations held at once, in all and per client address (SessionLimits)."""
     from gpt4tools.paths import runs_dir
     from gpt4tools.ui import tabs
 
     guard = FileGuard()
-    chat = ChatApp(agent, guard, len(registry) if registry is not None else None)
+    chat = ChatApp(agent, guard, len(registry) if registry is not None else None, limits=limits or SessionLimits())
     train_root = runner.kind_dir("train") if runner is not None else runs_dir() / "train"
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(f"## {title}: chat with images through tools")
@@ -161,20 +179,49 @@ def build_app(agent: AgentSource, *, registry=None, runner=None, jobs: bool = Tr
     return WebApp(demo, chat, guard)
 
 
+def cached_examples(app: WebApp) -> set[str]:
+    """The files gradio keeps in its cache for the layout (the examples' copies)."""
+    return {f for block in list(app.blocks.blocks.values()) for f in list(getattr(block, "keep_in_cache", ()))}
+
+
 # -- serving --------------------------------------------------------------------------------
-def start_cleanup(max_age_s: float = 24 * 3600, every_s: float = 1800) -> threading.Thread:
-    """Delete session folders (and served copies) idle longer than `max_age_s`, now and periodically."""
+def cleanup_round(max_age_s: float, kept: Collection[str] = ()) -> int:
+    """One round of deleting what the app made and no one uses any more, each part on its own (one
+    failing never stops the others): idle session folders and their served copies, files in
+    gradio's upload cache gradio does not know (uploads never sent, left by an earlier app using
+    the same GRADIO_TEMP_DIR; `kept`: the examples' cached copies), and the private upload folders
+    of apps that were killed. Job folders (runs/bench, runs/data, runs/train) and the project's
+    data are never looked at. Returns how many folders and files went."""
+    from gpt4tools.session import cleanup_files
+
+    parts = [lambda: cleanup_sessions(max_age_s), lambda: cleanup_sessions(max_age_s, root=FileGuard.root()),
+             lambda: cleanup_files(FileGuard.root().parent, max_age_s, keep=kept, skip={PRIVATE}),
+             lambda: cleanup_orphan_temp_dirs(max_age_s)]
+    gone = 0
+    for part in parts:
+        try:
+            gone += part()
+        except Exception:  # logged; the next part and the next round still run
+            log.exception("a cleanup step failed")
+    return gone
+
+
+def start_cleanup(max_age_s: float = 24 * 3600, every_s: float = 1800,
+                  kept: Callable[[], Collection[str]] = frozenset, stop: threading.Event | None = None
+                  ) -> threading.Thread:
+    """`cleanup_round` now and every `every_s` until `stop` is set; `kept()` is asked each round."""
+    stop = stop or threading.Event()
 
     def loop():
         while True:
             try:
-                gone = cleanup_sessions(max_age_s)
-                gone += cleanup_sessions(max_age_s, root=FileGuard.root())
+                gone = cleanup_round(max_age_s, kept())
                 if gone:
-                    log.info("removed %d idle session folders", gone)
-            except OSError:
-                log.exception("session cleanup failed")
-            time.sleep(every_s)
+                    log.info("removed %d stale session folders and cached files", gone)
+            except Exception:
+                log.exception("cleanup round failed")
+            if stop.wait(every_s):
+                return
 
     thread = threading.Thread(target=loop, name="session-cleanup", daemon=True)
     thread.start()
@@ -193,12 +240,20 @@ def launch(app: WebApp, host: str = "127.0.0.1", port: int = 7860, share: bool =
     hosts = hosts or host_policy(host, share=share)
     app.blocks.queue(default_concurrency_limit=2, max_size=256)
     middleware = [Middleware(SecurityMiddleware, hosts=hosts), Middleware(OwnerMiddleware, guard=app.guard)]
-    return app.blocks.launch(
+    block = not kwargs.pop("prevent_thread_lock", False)
+    launched = app.blocks.launch(
         server_name=host, server_port=port, share=share, ssr_mode=False, show_error=True,
         max_file_size=ImageLimits().max_bytes, allowed_paths=[str(assets_dir())],  # examples only: public photos
         app_kwargs={"middleware": middleware},
-        footer_links=["api", "settings"], run_history=False, enable_monitoring=False, css=CSS, **kwargs,
+        footer_links=["api", "settings"], run_history=False, enable_monitoring=False, css=CSS,
+        prevent_thread_lock=True, **kwargs,
     )
+    # gradio makes its session records' holder with the server, so the bound goes in after
+    # launch and before this thread blocks (the CLI) or returns (tests)
+    hold_conversations(app.blocks.state_holder, app.chat.sessions.limits.max_states)
+    if block:
+        app.blocks.block_thread()
+    return launched
 
 
 def login(value: str | None) -> tuple[str, str] | None:
@@ -221,6 +276,15 @@ def required_login(value: str | None, public: bool) -> tuple[str, str] | None:
     return auth
 
 
+def session_limits(max_sessions: int | None = None, per_client: int | None = None) -> SessionLimits:
+    """The operator's limits (None: the default). Room for gradio's session records grows with
+    max_sessions, so raising it never leaves held conversations without room."""
+    default = SessionLimits()
+    total = default.max_sessions if max_sessions is None else max_sessions
+    return SessionLimits(max_sessions=total, per_client=default.per_client if per_client is None else per_client,
+                         max_states=max(default.max_states, 2 * total))
+
+
 def main(argv: list[str] | None = None) -> int:
     import sys
 
@@ -240,6 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                     help="a host name the app is reached by, besides loopback and --host (repeatable; "
                          "also GPT4TOOLS_ALLOWED_HOSTS=a,b)")
+    ap.add_argument("--sessions-per-client", type=int, default=os.environ.get("GPT4TOOLS_SESSIONS_PER_CLIENT"),
+                    metavar="N", help=f"conversations one client address may hold at once (default "
+                    f"{SessionLimits.per_client}; also GPT4TOOLS_SESSIONS_PER_CLIENT). Behind a reverse proxy "
+                    "every user has the proxy's address: raise it there")
+    ap.add_argument("--max-sessions", type=int, default=os.environ.get("GPT4TOOLS_MAX_SESSIONS"), metavar="N",
+                    help=f"conversations held at once in all (default {SessionLimits.max_sessions}; "
+                         "also GPT4TOOLS_MAX_SESSIONS)")
     ap.add_argument("--allow-model-switch", action="store_true",
                     help="let the Chat tab switch model, adapter and backend; the switch applies to every session")
     add_model_args(ap)
@@ -247,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("GPT4TOOLS_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
     try:
         auth = required_login(args.auth, public=not is_loopback(args.host) or args.share)
+        limits = session_limits(args.max_sessions, args.sessions_per_client)
         registry = build_registry(args.load)
     except (ValueError, UnknownToolError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -255,9 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     private_temp_dir()  # before build_app: the examples are cached while it builds
     app = build_app(lambda: build_agent(args), registry=registry, runner=JobRunner(),
                     jobs=local if args.jobs is None else args.jobs,
-                    switcher=_switcher(args) if args.allow_model_switch else None)
+                    switcher=_switcher(args) if args.allow_model_switch else None, limits=limits)
     app.chat.holder.load_in_background()  # serve at once; the status line says when it is ready
-    start_cleanup()
+    start_cleanup(kept=lambda: cached_examples(app))
     launch(app, args.host, args.port, args.share, hosts=host_policy(args.host, args.allow_host, args.share),
            auth=auth)
     return 0

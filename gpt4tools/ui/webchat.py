@@ -322,11 +322,22 @@ class UploadQuota:
 class SessionLimits:
     """How many conversations the app holds at once, in all and per client address. A session
     starts with its first message and ends when gradio drops it (tab closed, SESSION_TTL_S idle).
-    Both limits are far below gradio's own LRU of session states (10,000), which would otherwise
-    evict the oldest conversations, other people's included, under a flood of new sessions."""
+
+    `per_client` counts addresses as the server sees them: behind a reverse proxy every user has
+    the proxy's address, so raise it there (--sessions-per-client). `max_states` bounds gradio's
+    own per-session records, which every new session id creates, empty or refused ones too
+    (~80 KB each, as many as 10,000 by default): `hold_conversations` keeps at most this many and
+    evicts the oldest that holds no conversation, never a held one."""
 
     max_sessions: int = 200
     per_client: int = 20
+    max_states: int = 2000
+
+    def __post_init__(self):
+        if min(self.max_sessions, self.per_client) < 1:
+            raise ValueError("session limits must be at least 1")
+        if self.max_states <= self.max_sessions:  # room for every held conversation plus new arrivals
+            raise ValueError(f"max_states ({self.max_states}) must exceed max_sessions ({self.max_sessions})")
 
 
 class SessionCount:
@@ -360,6 +371,36 @@ class SessionCount:
     def __len__(self) -> int:
         with self._lock:
             return sum(self._by_client.values())
+
+
+def hold_conversations(holder, capacity: int) -> None:
+    """Bound gradio's session records (its `StateHolder`) to `capacity`, evicting the oldest that
+    holds no conversation. Gradio's own LRU evicts whatever is oldest, a held conversation
+    included, and without its delete callback (so its place in `SessionCount` and its files would
+    never be freed): a flood of new session ids (each is a record, ~80 KB) could push everyone out."""
+    holder.capacity = capacity
+
+    def holds(record) -> bool:
+        return any(isinstance(v, ChatState) for v in list(getattr(record, "state_data", {}).values()))
+
+    def update(session_id: str) -> None:
+        evicted = []
+        with holder.lock:
+            data = holder.session_data
+            if session_id in data:
+                data.move_to_end(session_id)
+            while len(data) > holder.capacity:
+                victim = next((k for k, r in data.items() if k != session_id and not holds(r)), None)
+                if victim is None:  # only held conversations left (max_states <= max_sessions): the oldest
+                    victim = next(iter(data))
+                evicted.append(data.pop(victim))
+                holder.time_last_used.pop(victim, None)
+        for record in evicted:  # outside the lock: closing deletes files
+            for value in list(record.state_data.values()):
+                if isinstance(value, ChatState):
+                    value.close()
+
+    holder.update = update
 
 
 class ChatState:
