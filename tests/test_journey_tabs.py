@@ -39,7 +39,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 def test_committed_splits_come_first_and_val_is_preselected():
     files = webtabs.annotation_files()
     labels = [label for label, _ in files]
-    assert labels[:4] == list(benchruns.COMMITTED_SPLITS)
+    assert labels[:len(benchruns.COMMITTED_SPLITS)] == list(benchruns.COMMITTED_SPLITS)
     assert benchruns.default_data(files) == str(paths.REPO / "data" / "val.jsonl")
     assert "data/stats.json" not in labels  # a build's counts are no benchmark file
 
@@ -219,6 +219,33 @@ def test_the_eta_comes_from_measured_steps_and_restarts_with_a_resume():
     assert "ETA" not in trainplan.eta_text(lines, running=False)
 
 
+def test_a_stopped_run_says_how_to_go_on_and_stop_waits_for_its_step():
+    lines = [{"step": s, "total": 10, "loss": 1.0, "tokens_per_s": 100.0, "elapsed_s": 30.0 + 10 * s}
+             for s in (1, 2, 3)]
+    stopped = trainplan.eta_text(lines, running=False, state="stopped")
+    assert "**Step 3/10**" in stopped and "press Resume" in stopped and "ETA" not in stopped
+    assert "Resume continues from its last checkpoint" in trainplan.eta_text(lines, running=False, state="failed")
+    assert "Resume" not in trainplan.eta_text(lines, running=False, state="finished")
+    assert "Resume starts it from the beginning" in trainplan.eta_text([], running=False, state="stopped")
+    assert "the log says why" in trainplan.eta_text([], running=False, state="failed")
+    # Stop's wait covers the slowest step measured (the first: 40 s with the warm-up) twice, plus the save
+    assert trainplan.stop_grace_s(lines) == 2 * 40 + 30
+    assert trainplan.stop_grace_s([]) == 120 and trainplan.stop_grace_s([{**lines[0], "elapsed_s": 1e6}]) == 900
+
+
+def test_the_curves_are_drawn_on_the_server_with_each_resume_marked():
+    assert trainplan.curves_figure([]) is None  # before the first logged step
+    lines = [{"step": s, "total": 4, "loss": 2.0 - s / 10, "tokens_per_s": 90.0, "elapsed_s": 5.0 * s}
+             for s in (1, 2)]
+    resumed = [{"step": s, "total": 4, "loss": 2.0 - s / 10, "tokens_per_s": 80.0, "elapsed_s": 5.0 * (s - 2)}
+               for s in (3, 4)]
+    assert [len(start) for start in trainplan.starts(lines + resumed)] == [2, 2]
+    loss, speed = trainplan.curves_figure(lines + resumed).axes
+    assert list(loss.lines[0].get_xdata()) == [1, 2, 3, 4] and list(speed.lines[0].get_ydata()) == [90, 90, 80, 80]
+    assert [line.get_xdata()[0] for line in loss.lines[1:]] == [2.5]  # the dotted line where the resume began
+    assert "resumed" in loss.get_title()
+
+
 def test_finished_adapters_are_listed_with_command_checksum_and_time(runs):
     finished_run(runs, "20250101_done")
     unfinished = runs / "train" / "20250102_killed"
@@ -229,6 +256,10 @@ def test_finished_adapters_are_listed_with_command_checksum_and_time(runs):
     assert row["Adapter"].endswith("20250101_done") and row["Data sha256"] == "cd" * 8 and row["Minutes"] == 2.0
     assert row["Command"].startswith("python -m gpt4tools train") and row["Tokens/s"] == 50
     assert "adapters/default" in set(table["Adapter"]) and not any("killed" in a for a in table["Adapter"])
+    # A resumed run: train_config.json times its last start (120 s), metrics.jsonl has the first one's 60 s.
+    (runs / "train" / "20250101_done" / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "total": 3, "elapsed_s": e}) + "\n" for s, e in ((1, 30.0), (2, 60.0), (3, 40.0))))
+    assert trainplan.adapters_table(runs / "train").iloc[0]["Minutes"] == 3.0
 
 
 # -- Chat: the model switch ----------------------------------------------------------------------

@@ -214,8 +214,10 @@ def _resume_controls(demo: gr.Blocks, runner: JobRunner, kind: str) -> tuple[gr.
 
 
 def _wire_resume(runner: JobRunner, kind: str, controls: tuple, status, start_button: gr.Button, watch, outputs,
-                 show_progress_on) -> None:
-    """Resume starts the chosen run and follows it like Start; either refreshes the list of runs."""
+                 show_progress_on, stopped) -> None:
+    """Resume starts the chosen run and follows it like Start; either refreshes the list of runs, and
+    so does the end of a Stop (`stopped`, its event): the list leaves out the running job, and the run
+    just stopped is the one a user wants to resume, without reloading the page."""
     pick, button = controls
     refresh = lambda: gr.Dropdown(choices=resume_choices(runner, kind))  # noqa: E731
     button.click(lambda run_dir: resume(runner, kind, run_dir), pick, status, concurrency_limit=1,
@@ -223,14 +225,29 @@ def _wire_resume(runner: JobRunner, kind: str, controls: tuple, status, start_bu
         watch, None, outputs, api_visibility="private", show_progress_on=show_progress_on, **WATCH)
     for b in (button, start_button):
         b.click(refresh, None, pick, api_visibility="private")
+    stopped.then(refresh, None, pick, api_visibility="private")
 
 
-def _stop(runner: JobRunner, kind: str) -> str:
+def _stop(runner: JobRunner, kind: str, grace_s: float = 10.0) -> str:
     job = runner.current(kind)
     if job is None:
         return "No job to stop."
-    job.stop()
+    job.stop(grace_s)
     return _status(job.poll())
+
+
+def _stop_training(runner: JobRunner) -> Iterator[str]:
+    """Stop a training run without losing its steps: it saves at the end of the step in progress,
+    which on a CPU can take minutes, so the wait is sized from its measured steps (and said)."""
+    job = runner.current("train")
+    snap = job.poll() if job else None
+    if snap is None or not snap.running:
+        yield _status(snap)
+        return
+    grace = trainplan.stop_grace_s(snap.events)
+    yield (f"⏹️ Stopping: the run saves a checkpoint when its step in progress ends (waiting up to "
+           f"{grace / 60:.1f} min before it is killed)…")
+    yield _stop(runner, "train", grace)
 
 
 # -- Benchmark ------------------------------------------------------------------------------
@@ -507,10 +524,10 @@ def bench_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> tuple
     f["watch_btn"].click(watch, f["data"], outputs, api_visibility="private", show_progress_on=log_box, **WATCH)
     f["data"].change(bench_views, f["data"], views, api_visibility="private")
     demo.load(bench_views, f["data"], views, api_visibility="private")
-    f["stop_btn"].click(lambda: _stop(runner, "bench"), None, status, api_name="bench_stop")
+    stopped = f["stop_btn"].click(lambda: _stop(runner, "bench"), None, status, api_name="bench_stop")
     f["refresh_runs"].click(lambda: gr.Dropdown(choices=bench_runs()), None, f["runs"], api_visibility="private")
     f["runs"].change(compare, f["runs"], [f["cmp_table"], f["cmp_chart"]], api_visibility="private")
-    _wire_resume(runner, "bench", f["resume"], status, f["run_btn"], watch, outputs, log_box)
+    _wire_resume(runner, "bench", f["resume"], status, f["run_btn"], watch, outputs, log_box, stopped)
     demo.load(lambda: _status(runner.current("bench") and runner.current("bench").poll()), None, status,
               api_visibility="private")
     return lambda: gr.Dropdown(choices=annotation_files()), f["data"]
@@ -674,8 +691,8 @@ def data_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
     f["run_btn"].click(start, inputs, status, concurrency_limit=1, api_visibility="private").success(
         watch, None, outputs, api_visibility="private", show_progress_on=log_box, **WATCH)
     f["watch_btn"].click(watch, None, outputs, api_visibility="private", show_progress_on=log_box, **WATCH)
-    f["stop_btn"].click(lambda: _stop(runner, "data"), None, status, api_visibility="private")
-    _wire_resume(runner, "data", resume_controls, status, f["run_btn"], watch, outputs, log_box)
+    stopped = f["stop_btn"].click(lambda: _stop(runner, "data"), None, status, api_visibility="private")
+    _wire_resume(runner, "data", resume_controls, status, f["run_btn"], watch, outputs, log_box, stopped)
     out["folder"].change(data_views, out["folder"], views, api_visibility="private")
     demo.load(data_views, out["folder"], views, api_visibility="private")
     out["record_file"].change(lambda path: (0, show_record(path, 0)), out["record_file"],
@@ -706,15 +723,6 @@ def train_args(base_model: str, data: str, max_steps: float, epochs: float, lr: 
     return args + jobargs.parse_options("train", extra or "", taken)
 
 
-def _metric_frame(snap: Snapshot | None, name: str) -> pd.DataFrame:
-    points = snap.metric(name) if snap else []
-    return pd.DataFrame(points or [], columns=["step", name])
-
-
-def _loss_frame(snap: Snapshot | None) -> pd.DataFrame:
-    return _metric_frame(snap, "loss")
-
-
 def require_files(option: str, args: list[str]) -> None:
     """Every value of `option` in checked `args` must be an existing file (a form may name any path)."""
     if option not in args:
@@ -742,12 +750,19 @@ def train_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
     f = _train_form(demo, runner)
 
     def watch(progress=gr.Progress()):
+        drawn = None  # how many metric lines the curves show: redrawn only when a step was logged
         for snap in _watch(runner, "train", progress):
             running = bool(snap and snap.running)
-            eta = trainplan.eta_text(snap.events, running) if snap else ""
+            eta = trainplan.eta_text(snap.events, running, snap.state) if snap else ""
             table = gr.skip() if running else trainplan.adapters_table(runner.kind_dir("train"))
-            yield (_status(snap), eta, _loss_frame(snap), _metric_frame(snap, "tokens_per_s"),
-                   snap.log_tail if snap else "", table)
+            stopping = running and runner.current("train").stopped  # Stop's own message says how long
+            events = snap.events if snap else []
+            curves = gr.skip() if len(events) == drawn else trainplan.curves_figure(events)
+            drawn = len(events)
+            yield (gr.skip() if stopping else _status(snap), eta, curves, snap.log_tail if snap else "", table)
+
+    def stop():  # a generator function, so that gradio streams its first message
+        yield from _stop_training(runner)
 
     def start(*values):
         with _refused_as_errors():
@@ -760,16 +775,16 @@ def train_tab(demo: gr.Blocks, runner: JobRunner | None, enabled: bool) -> None:
 
     inputs = [f[k] for k in ("base_model", "data", "max_steps", "epochs", "lr", "micro_batch", "grad_accum",
                              "device", "extra")]
-    outputs = [f[k] for k in ("status", "eta", "loss", "speed", "log_box", "adapters")]
+    outputs = [f[k] for k in ("status", "eta", "curves", "log_box", "adapters")]
     status, log_box = f["status"], f["log_box"]
     f["run_btn"].click(start, inputs, [status, f["estimate"]], concurrency_limit=1, api_visibility="private").success(
         watch, None, outputs, api_visibility="private", show_progress_on=log_box, **WATCH)
     f["watch_btn"].click(watch, None, outputs, api_visibility="private", show_progress_on=log_box, **WATCH)
-    f["stop_btn"].click(lambda: _stop(runner, "train"), None, status, api_visibility="private")
+    stopped = f["stop_btn"].click(stop, None, status, api_visibility="private")
     f["estimate_btn"].click(lambda *v: estimate_text(runner, *v), inputs, f["estimate"], api_visibility="private",
                             concurrency_limit=1, concurrency_id=HEAVY)
     demo.load(lambda *v: _quiet(estimate_text, runner, *v), inputs, f["estimate"], api_visibility="private")
-    _wire_resume(runner, "train", f["resume"], status, f["run_btn"], watch, outputs, log_box)
+    _wire_resume(runner, "train", f["resume"], status, f["run_btn"], watch, outputs, log_box, stopped)
 
 
 def _quiet(fn, *args) -> str:
@@ -818,25 +833,24 @@ def _train_form(demo: gr.Blocks, runner: JobRunner) -> dict:
             with gr.Row():
                 micro_batch = gr.Number(defaults.micro_batch_size, precision=0, minimum=1, label="Micro batch")
                 grad_accum = gr.Number(defaults.gradient_accumulation, precision=0, minimum=1,
-                                       label="Gradient accumulation")
+                                       label="Gradient accumulation", elem_id="train_grad_accum")
             extra = gr.Textbox("", label="More options (e.g. --cutoff-len 1024 --lora-r 8)", elem_id="train_extra")
             estimate_btn = gr.Button("Estimate size and time", elem_id="train_estimate_btn")
             with gr.Row():
                 run_btn = gr.Button("Start training", variant="primary", elem_id="train_run")
-                stop_btn = gr.Button("Stop")
-                watch_btn = gr.Button("Watch")
+                stop_btn = gr.Button("Stop", elem_id="train_stop")
+                watch_btn = gr.Button("Watch", elem_id="train_watch")
             resume = _resume_controls(demo, runner, "train")
         with gr.Column(scale=2):
             estimate = gr.Markdown(elem_id="train_estimate")
             status = gr.Markdown(elem_id="train_status")
             eta = gr.Markdown(elem_id="train_eta")
-            with gr.Row():
-                loss = gr.LinePlot(_loss_frame(None), x="step", y="loss", title="Training loss", elem_id="train_loss")
-                speed = gr.LinePlot(_metric_frame(None, "tokens_per_s"), x="step", y="tokens_per_s",
-                                    title="Tokens/s", elem_id="train_speed")
+            curves = gr.Plot(label="Loss and tokens/s per step", show_label=False, elem_id="train_curves")
             log_box = gr.Textbox(label="Log", lines=8, max_lines=8, autoscroll=True, elem_id="train_log")
     with gr.Accordion("Finished adapters (runs/train/*, adapters/*): command, data checksum, time", open=True):
+        # Widths that keep the checksum, the time and the command in view (a run folder's path wraps).
         adapters = gr.Dataframe(trainplan.adapters_table(runner.kind_dir("train")), interactive=False, wrap=True,
-                                elem_id="train_adapters", max_height=300)
+                                elem_id="train_adapters", max_height=300,
+                                column_widths=["20%", "9%", "6%", "5%", "6%", "6%", "10%", "9%", "29%"])
     demo.load(lambda: trainplan.adapters_table(runner.kind_dir("train")), None, adapters, api_visibility="private")
     return dict(locals())
