@@ -8,6 +8,7 @@
 #   bash scripts/eval_default.sh                 # everything (about an hour on 2 cores)
 #   RUNS="val test" bash scripts/eval_default.sh # some of it
 #   RUNS=constrained bash scripts/eval_default.sh  # free vs constrained decoding, same records
+#   RUNS="invented val5" ADAPTER=runs/train/continue4 OUT=runs/bench/continue4 bash scripts/eval_default.sh
 #   ADAPTER=runs/train/mine bash scripts/eval_default.sh
 #   MODEL=smollm2-135m ADAPTER=adapters/smollm2-135m bash scripts/eval_default.sh  # the small fallback
 #
@@ -36,6 +37,11 @@ for run in ${RUNS:-chat val test untuned all}; do
       bench --data data/val.jsonl --adapter none --per-tool 5 --out "$OUT/val5_untuned"
       # the adapter on the same records: --per-tool 5 is the first half of --per-tool 10's draw
       $PY -m gpt4tools score --data data/val.jsonl --per-tool 5 --pred "$OUT/val10_tuned/predictions.jsonl" --out "$OUT/val5_tuned" ;;
+    invented)  # 60 invented tools of 15 capabilities never trained on (issue 19, part 2): picked by description
+      bench --data data/test_invented.jsonl --adapter "$ADAPTER" --out "$OUT/invented_tuned" ;;
+    val5)  # the quick checks of docs/benchmark.md's continuation rounds: 5 per tool, seen and unseen
+      bench --data data/val.jsonl --adapter "$ADAPTER" --per-tool 5 --out "$OUT/val5_free"
+      bench --data data/test_unseen.jsonl --adapter "$ADAPTER" --per-tool 5 --out "$OUT/test5_free" ;;
     all)  # every available tool offered, as with --offer-tools 0
       bench --data data/chat_eval_all.jsonl --adapter "$ADAPTER" --per-tool 5 --out "$OUT/chatall5_tuned" ;;
     constrained)  # free vs grammar-constrained decoding on the same records (seen and unseen tools), back to back
@@ -44,7 +50,7 @@ for run in ${RUNS:-chat val test untuned all}; do
         bench --data data/val.jsonl --adapter "$ADAPTER" --per-tool 5 $flag --out "$OUT/val5_$mode"
         bench --data data/test_unseen.jsonl --adapter "$ADAPTER" --per-tool 5 $flag --out "$OUT/test5_$mode"
       done ;;
-    *) echo "unknown run $run (chat val test untuned all constrained)" >&2; exit 2 ;;
+    *) echo "unknown run $run (chat val test untuned all invented val5 constrained)" >&2; exit 2 ;;
   esac
   echo "$run: $((SECONDS - start)) s wall (model load included)" | tee -a "$OUT/eval_wall.txt"
 done

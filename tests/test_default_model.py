@@ -71,15 +71,18 @@ def test_arithmetic_needs_no_tool():
 def test_bench_chat_slice_runs_and_scores_every_turn(tmp_path):
     """The conversation benchmark end to end with the real default model on a small slice (the
     full set: python -m gpt4tools bench-chat). What the model scores is the benchmark's business;
-    here every turn must be replayed, answered, timed and scored, and the cat turn must work."""
+    here every turn must be replayed, answered, timed and scored, and the cat turn must work (c016,
+    "mask the kitty for me": right with every adapter since the conversation set exists; c001's
+    "can u spot my cat??" is one the current adapter gets wrong, docs/benchmark.md)."""
     out = tmp_path / "chat"
-    cmd = [sys.executable, "-m", "gpt4tools", "bench-chat", "--ids", "c001", "c083", "--out", str(out)]
+    cmd = [sys.executable, "-m", "gpt4tools", "bench-chat", "--ids", "c016", "c083", "--out", str(out)]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-2000:]
     rows = [json.loads(line) for line in (out / "turns.jsonl").read_text().splitlines()]
-    assert [r["conversation"] for r in rows] == ["c001", "c083"]
+    assert [r["conversation"] for r in rows] == ["c016", "c083"]
     assert all(r["turn"]["answer"] and r["turn"]["turn_s"] > 0 for r in rows)
     scores = json.loads((out / "scores.json").read_text())
     assert scores["turns"]["n"] == 2 and scores["latency_s"]["turn_s"]["n"] == 2
     cat = rows[0]
-    assert cat["score"]["tool"] and cat["score"]["image"] and cat["score"]["no_invented_tool"], cat
+    assert cat["score"]["tool"] and cat["score"]["image"] and cat["score"]["args"], cat
+    assert cat["score"]["no_invented_tool"] and cat["score"]["result"], cat

@@ -271,10 +271,11 @@ def test_a_looping_rewrite_or_one_that_repeats_the_style_is_dropped(registry):
 
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed")
 @requires_weights("smollm2-135m")
-def test_a_teacher_build_killed_mid_way_resumes_without_losing_or_asking_twice(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])  # SIGTERM: what the Data tab's Stop sends
+def test_a_teacher_build_killed_mid_way_resumes_without_losing_or_asking_twice(tmp_path, sig):
     """A real `data build --teacher paraphrase` process (the 135M model through llama.cpp) killed with
-    SIGKILL while it asks the model; run again, it finishes from the reply cache and writes what an
-    uninterrupted build writes."""
+    SIGKILL or stopped with SIGTERM while it asks the model; run again, it finishes from the reply
+    cache and writes what an uninterrupted build writes."""
     import os
     import signal
     import subprocess
@@ -299,7 +300,7 @@ def test_a_teacher_build_killed_mid_way_resumes_without_losing_or_asking_twice(t
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the build ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, getattr(signal, sig))
     proc.wait()
     asked = len(replies.read_bytes().splitlines())
     assert not (tmp_path / "a" / "out" / "train.jsonl").exists()
