@@ -10,6 +10,8 @@ Stages, each in its own module:
 - samples.py: episodes (tool chains, observations, final answers) -> records;
 - dialogues.py: conversation-shaped records (several images, follow-ups on results, repairs,
   failed calls, unavailable tools), rendered as the served agent renders its prompts;
+- invented.py: tools that exist only in prompts (invented_train.json, and invented_eval.json for the
+  held-out data/test_invented.jsonl), so the model learns to choose by description;
 - output.py / build.py / cli.py: resumable writing, stats, progress, splits, CLI.
 """
 
