@@ -13,7 +13,7 @@ import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import Collection, Iterator
+from typing import Callable, Collection, Iterable, Iterator
 
 from gpt4tools.agent import Agent, Step
 from gpt4tools.history import Conversation
@@ -92,13 +92,22 @@ def cleanup_sessions(max_age_s: float = 24 * 3600, root: Path | None = None) -> 
     root = root or sessions_dir()
     if not root.is_dir():
         return 0
+    return remove_idle_folders(root.iterdir(), max_age_s, spare=lambda d: not d.is_dir())
+
+
+def remove_idle_folders(folders: Iterable[Path], max_age_s: float,
+                        spare: Callable[[Path], bool] = lambda d: False) -> int:
+    """Delete each of `folders` that nothing in has touched for `max_age_s`, unless `spare(folder)`.
+    A folder or file that vanishes or cannot be read mid-scan (a session closing) is passed over,
+    so one never stops the round. Returns how many went."""
     gone = 0
     now = time.time()
-    for d in root.iterdir():
-        try:  # a file or folder that vanishes mid-scan (a session closing) must not stop the round
-            if d.is_dir() and now - _newest_mtime(d) > max_age_s:
-                shutil.rmtree(d, ignore_errors=True)
-                gone += 1
+    for d in folders:
+        try:
+            if spare(d) or now - _newest_mtime(d) <= max_age_s:
+                continue
+            shutil.rmtree(d, ignore_errors=True)
+            gone += 1
         except OSError:
             continue
     return gone

@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -144,23 +143,15 @@ def cleanup_orphan_temp_dirs(max_age_s: float, parent: Path | None = None) -> in
     cannot delete its own: ours (same user), named as we name them, not the current one, whose
     app process no longer runs (a folder without its owner file counts as gone) and untouched
     for `max_age_s`. A folder that vanishes or cannot be read is passed over. Returns how many went."""
-    import shutil
-
-    from gpt4tools.session import _newest_mtime
+    from gpt4tools.session import remove_idle_folders
 
     current = os.path.realpath(os.environ.get("GRADIO_TEMP_DIR") or "/nonexistent")
-    gone = 0
-    for folder in Path(parent or tempfile.gettempdir()).glob(TEMP_PREFIX + "*"):
-        try:
-            if (folder.is_symlink() or not folder.is_dir() or os.path.realpath(folder) == current
-                    or folder.stat().st_uid != os.getuid() or _app_alive(folder / OWNER_FILE)
-                    or time.time() - _newest_mtime(folder) <= max_age_s):
-                continue
-            shutil.rmtree(folder, ignore_errors=True)
-            gone += 1
-        except OSError:
-            continue
-    return gone
+
+    def spare(folder: Path) -> bool:
+        return (folder.is_symlink() or not folder.is_dir() or os.path.realpath(folder) == current
+                or folder.stat().st_uid != os.getuid() or _app_alive(folder / OWNER_FILE))
+
+    return remove_idle_folders(Path(parent or tempfile.gettempdir()).glob(TEMP_PREFIX + "*"), max_age_s, spare)
 
 
 def _app_alive(owner_file: Path) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from gpt4tools import paths
+from gpt4tools.records import parse_lines
 
 # Characters per trained token, measured: adapters/default's 791 sequences of data/train.jsonl held
 # 2.70 M characters and trained 609,720 tokens (Qwen2.5 tokenizer). The builder assumes 3; this is ours.
@@ -165,15 +166,7 @@ def read_metrics(folder: Path) -> list[dict]:
         text = (folder / "metrics.jsonl").read_text(encoding="utf-8")
     except OSError:
         return []
-    lines = []
-    for line in text.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            lines.append(event)
-    return lines
+    return [event for event in parse_lines(text).values() if isinstance(event, dict)]
 
 
 def training_seconds(folder: Path, last_start_s: float | None) -> float | None:
