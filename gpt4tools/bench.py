@@ -64,6 +64,7 @@ from gpt4tools.llm.gguf import GGUF_FORMS
 from gpt4tools.prompt import record_prompt
 from gpt4tools.records import atomic_write, cut_partial_line, read_jsonl, to_jsonl
 from gpt4tools.report import summary_line, write_report
+from gpt4tools.tool import ToolSpec
 
 log = logging.getLogger(__name__)
 
@@ -400,13 +401,9 @@ def _arg_kinds(name: str) -> tuple[str, ...]:
 
 
 def _line_kinds(prompt: str, name: str) -> tuple[str, ...]:
-    """Argument kinds from a tool line's generated input sentence ("... representing the image_path
-    and object."; ToolSpec.input_description): image_path is an image, anything else text."""
-    m = re.search(rf"^> {re.escape(name)}: .*representing the ([\w, ]+)\.$", prompt, re.M)
-    if not m:
-        return ("text",)
-    names = [n.strip() for n in re.split(r", | and ", m.group(1)) if n.strip()]
-    return tuple("image" if n == "image_path" else "text" for n in names) or ("text",)
+    """Argument kinds from the tool's line in the prompt (its generated input sentence), else one text."""
+    m = re.search(rf"^> {re.escape(name)}: .*$", prompt, re.M)
+    return (ToolSpec.input_kinds(m.group(0)) if m else None) or ("text",)
 
 
 @functools.lru_cache(maxsize=1)

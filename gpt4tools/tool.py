@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 ArgKind = Literal["image", "text"]
 _NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
+_INPUT_NAMES_RE = re.compile(r"representing the ([\w, ]+)\.$")  # the end of `input_description`
 
 
 class ToolInputError(ValueError):
@@ -68,6 +70,17 @@ class ToolSpec:
         listed = ", ".join(names[:-1]) + " and " + names[-1]
         return (f"The input to this tool should be a comma separated string of {_NUMBER_WORDS[len(names)]}, "
                 f"representing the {listed}.")
+
+    @staticmethod
+    def input_kinds(line: str) -> tuple[ArgKind, ...] | None:
+        """The argument kinds a tool line's input sentence (`input_description`) names: image_path
+        an image, any other name text; None for a line without one (read back from a prompt for a
+        tool that is not in the registry, such as an invented one)."""
+        m = _INPUT_NAMES_RE.search(line)
+        if not m:
+            return None
+        names = [n.strip() for n in re.split(r", | and ", m.group(1)) if n.strip()]
+        return tuple("image" if n == "image_path" else "text" for n in names) or None
 
     def prompt_line(self, description: str | None = None) -> str:
         return f"> {self.name}: {description or self.description} {self.input_description()}"

@@ -12,6 +12,7 @@ from gpt4tools import react
 from gpt4tools.data import invented
 from gpt4tools.data.dialogues import NearDuplicates
 from gpt4tools.records import read_jsonl
+from gpt4tools.tool import ToolSpec
 
 REPO = Path(__file__).resolve().parent.parent
 EVAL_SPLIT = REPO / "data" / "test_invented.jsonl"
@@ -116,3 +117,10 @@ def test_the_benchmark_grammar_reads_an_invented_tools_arguments_from_its_line()
     spec = next(s for c in invented.capabilities("eval") for s in c.tools() if s.name == record["tool"])
     assert record["tool"] in offered_tools(record["instruction"])
     assert _line_kinds(record["instruction"], record["tool"]) == tuple(a.kind for a in spec.args)
+    # the sentence the tool line ends with reads back as the contract it was written from, for every tool
+    for c in (*invented.capabilities("train"), *invented.capabilities("eval")):
+        for s in c.tools():
+            assert ToolSpec.input_kinds(s.prompt_line()) == tuple(a.kind for a in s.args)
+    for s in invented.real_tools("eval"):
+        assert ToolSpec.input_kinds(s.prompt_line()) == tuple(a.kind for a in s.args), s.name
+    assert ToolSpec.input_kinds("> Foo: does things") is None

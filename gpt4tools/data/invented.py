@@ -124,12 +124,10 @@ def _capability(d: dict, split: str, where: str) -> Capability:
 
 @lru_cache(maxsize=None)
 def capabilities(split: str) -> tuple[Capability, ...]:
-    """The capabilities of one split ("train" or "eval"), validated; names unique across both
-    files and distinct from every real tool's name and alias."""
+    """The capabilities of one split ("train" or "eval"), each validated (their names: `check_names`)."""
     path = FILES[split]
-    caps = tuple(_capability(d, split, f"{path.name}[{i}]")
+    return tuple(_capability(d, split, f"{path.name}[{i}]")
                  for i, d in enumerate(json.loads(path.read_text(encoding="utf-8"))["capabilities"]))
-    return caps
 
 
 @lru_cache(maxsize=1)
