@@ -190,6 +190,7 @@ class Agent:
         offered = self.offered(message)  # retrieval sees the human's words only
         user_input = self.template.new_input(message, uploads if self.config.name_uploads else ())
         scratchpad, retries, calls, made, failure = "", 0, [], [], None
+        observed: list[str] = []  # what the tools said this turn, in order
         for _ in range(self.config.max_steps + self.config.max_retries + 1):
             completion = ""
             grammar = self.step_grammar(offered, store)  # per step: a tool may have made an image
@@ -204,23 +205,30 @@ class Agent:
             elif isinstance(decision, react.FinalAnswer):
                 named = _image_names(decision.text)
                 missing = [n for n in named if not store.exists(n)]
+                # presented as this request's result though no tool made it: the human's upload, or
+                # (when this turn's tools ran and made no image) an image of an earlier turn
                 posed = ([] if missing or made or not CLAIM.search(decision.text)
-                         else [n for n in named if store.is_upload(n)])
+                         else [n for n in named if store.is_upload(n) or (calls and not ADMITS.search(decision.text))])
                 if not missing and not posed:
-                    text = _honest(decision.text, failure, made)
+                    text = _completed(_honest(decision.text, failure, made), observed)
                     conversation.add_exchange(user_input, text)
                     yield Final(text, _results(text, store), len(calls), time.perf_counter() - t0)
                     return
                 if missing:
                     problem = (f"{', '.join(missing)} does not exist. Only mention files that exist: "
                                f"{', '.join(store.names()[-5:]) or 'none'}.")
-                else:  # the human's own photo presented as the result ("The dog is ready: <upload>")
+                elif all(store.is_upload(n) for n in posed):  # "The dog is ready: <upload>"
                     problem = (f"{', '.join(posed)} is the human's upload, not a result: no tool made an image "
                                f"for this request. Say what the tools found, or that it did not work.")
+                else:  # "The line map is ready: <an earlier turn's result>" after a text-only tool
+                    problem = (f"No tool made an image in this turn, so {', '.join(posed)} is not its result. "
+                               f"Tell the human what the tools found: {observed[-1]}")
                 if retries >= self.config.max_retries:  # give up correcting: strip the names
                     honest = _honest(decision.text, failure, made)
                     if honest != decision.text:  # the last call failed: say what failed
                         text = honest
+                    elif posed and not missing and not all(store.is_upload(n) for n in posed):
+                        text = f"{calls[-1].tool} found: {observed[-1]}"  # what this turn's tool said
                     elif not made and CLAIM.search(decision.text):  # not "X is ready: (no such file)"
                         text = NOTHING_MADE
                     else:
@@ -244,6 +252,7 @@ class Agent:
             yield Action(decision.tool, decision.tool_input)
             obs_text, ok, image = self.observe(decision, store)
             failure = None if ok else (decision.tool, obs_text)
+            observed.append(obs_text)
             yield ObservationStep(decision.tool, obs_text, ok)
             if image:
                 made.append(image)
@@ -305,6 +314,19 @@ def _honest(text: str, failure: tuple[str, str] | None, made: list[str]) -> str:
     tool, observation = failure
     reason = observation.removeprefix("Error:").strip().rstrip(".")
     return f"Sorry, that did not work: {tool} failed ({reason})."
+
+
+# An answer that only announces what follows ("The result:", "Here is what I found:"): the
+# model stopped before copying the observation (its one-line answer meets the observation's line).
+LEAD_IN = re.compile(r"^[^\n]{0,60}:$")
+
+
+def _completed(text: str, observed: list[str]) -> str:
+    """The answer, or where it is only a lead-in after a tool spoke, the lead-in with the tool's
+    own words: what it introduced, never anything a tool did not say."""
+    if not observed or not LEAD_IN.match(text.strip()):
+        return text
+    return f"{text.strip()} {observed[-1].strip()}"
 
 
 def _takes_grammar(llm: LLM) -> bool:

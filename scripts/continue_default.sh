@@ -9,6 +9,7 @@
 #     bash scripts/continue_default.sh          # a further round, with extra general questions answered
 #                                               # without a tool (against needless refusals)
 #   EXTRA="runs/data/para/train.jsonl" ...      # more training files (e.g. LLM-teacher records), mixed in
+#   KINDS="multi-image follow-up" ...           # only these dialogue kinds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -19,10 +20,12 @@ DIALOGUES=${DIALOGUES:-300}
 REPLAY=${REPLAY:-300}
 NEGATIVES=${NEGATIVES:-0}
 EXTRA=${EXTRA:-}
+KINDS=${KINDS:-}  # dialogue kinds to draw in turn (gpt4tools/data/dialogues.py KINDS); empty: the first five
 mkdir -p runs/data
-DLG=runs/data/dialogues_train_s${SEED}_n${DIALOGUES}.jsonl
+DLG=runs/data/dialogues_train_s${SEED}_n${DIALOGUES}${KINDS:+_$(echo $KINDS | tr ' ' '-')}.jsonl
 RPL=runs/data/replay_train_s${SEED}_n${REPLAY}_neg${NEGATIVES}.jsonl
-[ -s "$DLG" ] || $PY -m gpt4tools.data.dialogues --records "$DIALOGUES" --seed "$SEED" --split train --out "$DLG"
+[ -s "$DLG" ] || $PY -m gpt4tools.data.dialogues --records "$DIALOGUES" --seed "$SEED" --split train \
+  --kinds ${KINDS:-multi-image follow-up repair failure unavailable} --out "$DLG"
 [ -s "$RPL" ] || $PY - "$REPLAY" "$NEGATIVES" "$SEED" "$RPL" <<'PY'
 import json, random, sys
 # whole episodes of data/train.jsonl in a seeded order, until REPLAY records; then NEGATIVES more

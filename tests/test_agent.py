@@ -127,6 +127,37 @@ def test_a_failed_call_is_never_answered_as_a_success(store, upload):
     assert steps[-1].text == "Inverted."
 
 
+def test_an_answer_that_only_announces_the_result_gets_the_tools_words(store, upload):
+    name = upload("chelsea.jpg")
+    steps, _, _ = run([call("Ask", f"{name}, how big?"), final("The result:")], "how big is it", store)
+    assert steps[-1].text == "The result: The image is 451x300 pixels."
+    # a whole answer, or no tool this turn: the model's words stay
+    steps, _, _ = run([call("Ask", f"{name}, how big?"), final("It is 451 by 300.")], "how big is it", store)
+    assert steps[-1].text == "It is 451 by 300."
+    steps, _, _ = run([final("Here is a list:")], "list things", store)
+    assert steps[-1].text == "Here is a list:"
+
+
+def test_an_earlier_result_is_not_presented_as_this_turns_result(store, upload):
+    name = upload("chelsea.jpg")
+    conv = Conversation(T)
+    steps, _, conv = run([call("Invert The Image", name), final("Inverted.")], "invert it", store, conv)
+    old = steps[2].name
+    # a text-only tool ran this turn; the answer presents the last turn's image as if just made
+    stale = final(f"The inverted photo is ready: {old}")
+    steps, llm, _ = run([call("Ask", f"{name}, how big?"), stale, final("It is 451x300 pixels.")],
+                        "how big is it", store, conv)
+    assert isinstance(steps[2], Error) and "No tool made an image in this turn" in steps[2].message
+    assert "The image is 451x300 pixels." in llm.prompts[2]  # told what the tool found
+    assert steps[-1].text == "It is 451x300 pixels." and steps[-1].images == []
+    # it insists: the tool's words, not the old image
+    steps, _, _ = run([call("Ask", f"{name}, how big?")] + [stale] * 3, "how big is it", store, conv)
+    assert steps[-1].text == "Ask found: The image is 451x300 pixels." and steps[-1].images == []
+    # no tool this turn ("show me that again"): naming an earlier result stays allowed
+    steps, _, _ = run([final(f"Here it is again: {old}")], "show it again", store, conv)
+    assert steps[-1].text == f"Here it is again: {old}" and steps[-1].images == [old]
+
+
 def test_the_uploads_of_a_message_are_named_in_it(store, upload):
     first, second = upload("chelsea.jpg"), upload("chelsea.jpg")
     conv = Conversation(T)

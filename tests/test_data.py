@@ -623,3 +623,30 @@ def test_retrieved_share_offers_what_the_agent_would(tmp_path, registry, alpaca)
         picks = [[s.name for s in retriever.select(user, k)] for k in range(2, 6)]
         as_agent += r["tools_offered"] in picks
     assert as_agent > 0.6 * len(recs)  # the rest: the retriever missed a needed tool, which took a place
+
+
+# -- argument style (REFERENCE.md §1b) ------------------------------------------------------------
+ARTICLE = re.compile(r"^(a|an|the|this|that|my|your)\b", re.I)
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test_unseen"])
+def test_object_arguments_are_the_short_phrase_of_the_request(split):
+    """An object argument is the phrase of the request that names the thing: in the message as
+    written, without an article, a few words at most ("Crop the dog on the sofa" -> dog)."""
+    from gpt4tools.registry import build_registry
+
+    specs = {s.name: s for s in build_registry().specs()}
+    checked = 0
+    for line in (Path(__file__).resolve().parents[1] / "data" / f"{split}.jsonl").open(encoding="utf-8"):
+        r = json.loads(line)
+        call = react.parse(r["output"])
+        if not isinstance(call, react.ToolCall) or call.tool not in specs:
+            continue
+        spec = specs[call.tool]
+        message = r["instruction"].rsplit("New input:", 1)[-1].split("\n", 1)[0].lower()
+        for arg, value in zip(spec.args, spec.split_input(call.tool_input)):
+            if arg.name == "object":
+                assert value.lower() in message and not ARTICLE.match(value), (r["id"], value, message)
+                assert len(value.split()) <= 4, (r["id"], value)
+                checked += 1
+    assert checked >= 50

@@ -23,6 +23,7 @@ from gpt4tools.data.dialogues import (
     DialogueBuilder,
     benchmark_messages,
     dialogue_phrases,
+    loose_phrases,
 )
 from gpt4tools.history import Conversation
 from gpt4tools.images import NAME_RE, ImageStore
@@ -135,6 +136,24 @@ def test_the_meant_image_is_the_one_called():
     assert {"ordinal", "content", "name", "newest", "last"} <= set(refs), refs
     meant_last = [d for d, _ in of_kind("multi-image") if d.ref != "newest" and d.meant == d.all_uploads()[-1].name]
     assert meant_last  # the last of several uploads, named, is among the samples
+
+
+def test_going_back_to_the_original_calls_the_upload_not_the_newer_results():
+    p = dialogue_phrases()
+    for d, recs in of_kind("original"):
+        upload = d.all_uploads()[-1]
+        assert d.meant == upload.name and image_arg(first_call(d, recs)) == d.meant
+        assert d.past[-1].results and d.images()[-1] != d.meant  # a result is newer than the photo meant
+        if len(d.all_uploads()) > 1:  # "my photo" could be either: only "the original" or its content
+            assert not any(ph in d.message for ph in p["refs_sent"]), d.message
+
+
+def test_loose_requests_do_not_name_the_one_photo_they_mean():
+    loose = loose_phrases()["ops"]
+    for d, recs in of_kind("loose"):
+        (upload,) = d.all_uploads()
+        assert d.meant == upload.name and image_arg(first_call(d, recs)) == d.meant
+        assert upload.name not in d.message and first_call(d, recs).tool in loose
 
 
 def test_repairs_correct_the_call_that_the_agent_refused():

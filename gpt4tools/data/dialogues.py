@@ -16,6 +16,10 @@ not there. This module writes records of five kinds (the record schema of gpt4to
 - "failure": a call whose observation is an error (a crash, missing weights) or finds nothing
   ("No cat found ..."), then an answer that says what failed and names no image.
 - "unavailable": a request no offered tool can serve, answered without a call.
+- "original": tools already made results from an upload, and the request goes back to the upload
+  ("now the edges of the original"): the newest image is a result, but the upload is meant.
+- "loose": one photo and a request in everyday wording that does not name it ("can u box the dog
+  lol"), from phrasings_loose.json (written apart from the conversation benchmark).
 
 Prompts are rendered the way the served agent renders them (agent.py, session.py): each upload
 announced in the history (`Conversation.add_image`), earlier exchanges stored with the message
@@ -65,11 +69,12 @@ from gpt4tools.records import read_jsonl, to_jsonl
 from gpt4tools.registry import ToolRegistry, UnknownToolError
 from gpt4tools.tool import Availability, Tool, ToolSpec
 
-KINDS = ("multi-image", "follow-up", "repair", "failure", "unavailable")
+KINDS = ("multi-image", "follow-up", "repair", "failure", "unavailable", "original", "loose")
 TEACHER = "dialogue"  # who wrote the user messages: this module's rules and phrasings
 BENCHMARK = REPO / "data" / "conversations.jsonl"
 ROUGE_THRESHOLD = 0.7
 _PHRASES = Path(__file__).resolve().parent / "phrasings_dialogue.json"
+_LOOSE = Path(__file__).resolve().parent / "phrasings_loose.json"
 
 # Tools by role (exact names; the catalog and phrasings.json use the same ones).
 DESCRIBE = "Get Photo Description"
@@ -83,6 +88,12 @@ FINDS_OBJECTS = ("Detect the Give Object", "Segment the given object", "Remove S
 @lru_cache(maxsize=1)
 def dialogue_phrases() -> dict:
     return json.loads(_PHRASES.read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=1)
+def loose_phrases() -> dict:
+    """Requests in everyday wording per tool, without naming the image (the "loose" kind)."""
+    return json.loads(_LOOSE.read_text(encoding="utf-8"))
 
 
 # -- a dialogue: plain data ------------------------------------------------------------------------
@@ -302,13 +313,15 @@ class DialogueBuilder:
         return ups if len({u.name for u in ups}) == k else ups[:1]
 
     def _request(self, spec: ToolSpec, content: ImageContent, image: str, ref: str, rng,
-                 lead: str = "") -> tuple[Episode, dict] | None:
-        """A request for `spec` that names the image as `ref`, and the episode that serves it on `image`."""
+                 lead: str = "", ops: dict | None = None) -> tuple[Episode, dict] | None:
+        """A request for `spec` that names the image as `ref`, and the episode that serves it on `image`.
+        `ops`: the requests per tool to draw from (phrasings_dialogue.json's by default)."""
         slots = _slots(content, spec, rng)
         if slots is None:
             return None
         args = tuple(a.format(**slots) for a in phrasings()[spec.name]["args"])
-        text = lead + rng.choice(dialogue_phrases()["ops"][spec.name]).format(ref=ref, **slots)
+        ops = dialogue_phrases()["ops"] if ops is None else ops
+        text = lead + rng.choice(ops[spec.name]).format(ref=ref, **slots)
         text = casual(text, rng, keep=[image, ref, *(a for a in args if a != IMAGE)])  # names and arguments stay exact
         ins = Instruction(content.id, spec.name, text, args, TEACHER, slots.get("answer"))
         return episode(ins, content, self.by_name, self.seed, image=image), slots
@@ -456,6 +469,52 @@ class DialogueBuilder:
         return Dialogue("single", index, past, [upload] if with_message else [], ep.user, ep.steps, ep.final,
                         upload.content.id, meant=upload.name, ref="newest" if with_message else "only")
 
+    def original(self, index: int, rng) -> Dialogue | None:
+        """Tools already made results from the upload; the request goes back to the upload itself
+        ("now the pose of the original"): a result is the newest image, but not the one meant."""
+        ups = self._uploads(rng, rng.choice((1, 1, 2)))
+        past = self._pasts(ups[:-1], rng)
+        upload = ups[-1]
+        if past is None:
+            return None
+        for k in range(rng.choice((1, 1, 2))):  # one or two tools on it, each leaving a result
+            turn = self._past(upload, rng)
+            if turn is None or not turn.results:
+                return None
+            past.append(replace(turn, uploads=[upload] if k == 0 else []))
+        p = dialogue_phrases()
+        options = [rng.choice(p["refs_original"])] * 2
+        if len(ups) == 1:  # "my photo" is the upload only when there is one
+            options.append(rng.choice(p["refs_sent"]))
+        label = distinct_label(ups, len(ups) - 1) if len(ups) > 1 else None
+        if label:
+            options.append(rng.choice(p["refs_content"]).format(label=label))
+        ref = rng.choice(options)
+        done = {t.tool for t in past[-2:]}
+        tools = [s for s in self._supported(upload.content, self.image_tools, rng) if s.name not in done]
+        made = self._request(rng.choice(tools), upload.content, upload.name, ref, rng,
+                             rng.choice(p["lead_follow"])) if tools else None
+        if made is None:
+            return None
+        ep = made[0]
+        return Dialogue("original", index, past, [], ep.user, ep.steps, ep.final, upload.content.id,
+                        meant=upload.name, ref="original")
+
+    def loose(self, index: int, rng) -> Dialogue | None:
+        """A request in everyday wording (phrasings_loose.json) that does not name the image: the
+        photo sent with it, or the only one sent just before."""
+        ops = loose_phrases()["ops"]
+        (upload,) = self._uploads(rng, 1)
+        tools = [s for s in self._supported(upload.content, self.pool, rng) if s.name in ops and s.needs_image]
+        made = self._request(rng.choice(tools), upload.content, upload.name, "", rng, ops=ops) if tools else None
+        if made is None:
+            return None
+        ep = made[0]
+        with_message = rng.random() < 0.7
+        past = [] if with_message else [PastTurn([upload], *self._greeting(rng))]
+        return Dialogue("loose", index, past, [upload] if with_message else [], ep.user, ep.steps, ep.final,
+                        upload.content.id, meant=upload.name, ref="newest" if with_message else "only")
+
     @staticmethod
     def _greeting(rng) -> tuple[str, str]:
         """An upload sent before the request, with a message that asks for nothing yet."""
@@ -565,7 +624,8 @@ class DialogueBuilder:
     def dialogue(self, kind: str, index: int) -> Dialogue | None:
         rng = rng_for("dialogue", self.seed, self.split, kind, index)
         make = {"multi-image": self.multi_image, "follow-up": self.follow_up, "repair": self.repair,
-                "failure": self.failure, "unavailable": self.unavailable}[kind]
+                "failure": self.failure, "unavailable": self.unavailable, "original": self.original,
+                "loose": self.loose}[kind]
         return make(index, rng)
 
     def offer(self, d: Dialogue, rng) -> list[ToolSpec]:
