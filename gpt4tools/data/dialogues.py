@@ -470,26 +470,28 @@ class DialogueBuilder:
                         upload.content.id, meant=upload.name, ref="newest" if with_message else "only")
 
     def original(self, index: int, rng) -> Dialogue | None:
-        """Tools already made results from the upload; the request goes back to the upload itself
-        ("now the pose of the original"): a result is the newest image, but not the one meant."""
+        """Tools already made results from an upload; the request goes back to the upload itself
+        ("now the pose of the original"; of two uploads "the first photo" or its content): the
+        newest image is a result or the other upload, never the one meant."""
         ups = self._uploads(rng, rng.choice((1, 1, 2)))
-        past = self._pasts(ups[:-1], rng)
-        upload = ups[-1]
-        if past is None:
-            return None
-        for k in range(rng.choice((1, 1, 2))):  # one or two tools on it, each leaving a result
-            turn = self._past(upload, rng)
-            if turn is None or not turn.results:
-                return None
-            past.append(replace(turn, uploads=[upload] if k == 0 else []))
+        target = rng.randrange(len(ups))
+        past: list[PastTurn] = []
+        for i, upload in enumerate(ups):
+            for k in range(rng.choice((1, 1, 2)) if i == target else 1):  # each leaving a result
+                turn = self._past(upload, rng)
+                if turn is None or (i == target and not turn.results):
+                    return None
+                past.append(replace(turn, uploads=[upload] if k == 0 else []))
         p = dialogue_phrases()
-        options = [rng.choice(p["refs_original"])] * 2
         if len(ups) == 1:  # "my photo" is the upload only when there is one
-            options.append(rng.choice(p["refs_sent"]))
-        label = distinct_label(ups, len(ups) - 1) if len(ups) > 1 else None
-        if label:
-            options.append(rng.choice(p["refs_content"]).format(label=label))
+            options = [rng.choice(p["refs_original"])] * 2 + [rng.choice(p["refs_sent"])]
+        else:
+            options = [rng.choice(p["refs_ordinal"][target])]
+            label = distinct_label(ups, target)
+            if label:
+                options.append(rng.choice(p["refs_content"]).format(label=label))
         ref = rng.choice(options)
+        upload = ups[target]
         done = {t.tool for t in past[-2:]}
         tools = [s for s in self._supported(upload.content, self.image_tools, rng) if s.name not in done]
         made = self._request(rng.choice(tools), upload.content, upload.name, ref, rng,
