@@ -21,14 +21,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence, Union
 
-from gpt4tools import react
+from gpt4tools import react, references
 from gpt4tools.history import Conversation
 from gpt4tools.images import NAME_RE, ImageStore
 from gpt4tools.llm import LLM
 from gpt4tools.prompt import PromptTemplate
 from gpt4tools.registry import ToolRegistry, UnknownToolError
 from gpt4tools.retrieval import ToolRetriever
-from gpt4tools.tool import INPUT_ERRORS, ToolSpec
+from gpt4tools.tool import INPUT_ERRORS, ToolSpec, result_saved
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +150,13 @@ class Agent:
         history = conversation.render(max(budget, 0), self.llm.count_tokens)
         return self.template.render(specs, history, user_input, scratchpad)
 
-    def step_grammar(self, offered: Sequence[ToolSpec], store: ImageStore) -> str | None:
+    def step_grammar(self, offered: Sequence[ToolSpec], store: ImageStore, meant: str | None = None) -> str | None:
         """The grammar this step decodes under, or None (unconstrained): the offered tools,
-        the images that exist in the session now, the template's AI prefix."""
+        the images that exist in the session now (or only `meant`, the one the message named),
+        the template's AI prefix."""
         if not self.config.constrained:
             return None
-        return step_grammar(offered, store.names(), self.template.ai_prefix)
+        return step_grammar(offered, [meant] if meant else store.names(), self.template.ai_prefix)
 
     def _stream(self, prompt: str, grammar: str | None) -> Iterator[str]:
         kw = dict(stop=react.STOP, max_new_tokens=self.config.max_new_tokens)
@@ -190,10 +191,13 @@ class Agent:
         offered = self.offered(message)  # retrieval sees the human's words only
         user_input = self.template.new_input(message, uploads if self.config.name_uploads else ())
         scratchpad, retries, calls, made, failure = "", 0, [], [], None
+        # "describe the 2nd one": the upload named by position, for the first call's image argument
+        meant = references.meant_upload(message, uploads, [n for n in store.names() if store.is_upload(n)])
         observed: list[str] = []  # what the tools said this turn, in order
         for _ in range(self.config.max_steps + self.config.max_retries + 1):
             completion = ""
-            grammar = self.step_grammar(offered, store)  # per step: a tool may have made an image
+            # per step: a tool may have made an image, and the first call may be held to `meant`
+            grammar = self.step_grammar(offered, store, None if calls else meant)
             for piece in self._stream(self.prompt(conversation, user_input, scratchpad, offered), grammar):
                 completion += piece
                 yield Thought(completion)
@@ -210,7 +214,7 @@ class Agent:
                 posed = ([] if missing or made or not CLAIM.search(decision.text)
                          else [n for n in named if store.is_upload(n) or (calls and not ADMITS.search(decision.text))])
                 if not missing and not posed:
-                    text = _completed(_honest(decision.text, failure, made), observed)
+                    text = _completed(_honest(decision.text, failure, made), observed, made)
                     conversation.add_exchange(user_input, text)
                     yield Final(text, _results(text, store), len(calls), time.perf_counter() - t0)
                     return
@@ -321,12 +325,34 @@ def _honest(text: str, failure: tuple[str, str] | None, made: list[str]) -> str:
 LEAD_IN = re.compile(r"^[^\n]{0,60}:$")
 
 
-def _completed(text: str, observed: list[str]) -> str:
-    """The answer, or where it is only a lead-in after a tool spoke, the lead-in with the tool's
-    own words: what it introduced, never anything a tool did not say."""
-    if not observed or not LEAD_IN.match(text.strip()):
+# The phrases with which the training answers hand over a tool's words ("Here is what I found: ...").
+HANDOVER = re.compile(r"^(?:here is what i found|here's what i found|here is the result|the result)$", re.I)
+BOX_LINE = re.compile(r"^(.+?) \[\d+, \d+, \d+, \d+\]$")  # tool.format_boxes' lines
+
+
+def _completed(text: str, observed: list[str], made: list[str]) -> str:
+    """The answer, completed with the tool's own words where the model stopped short of them:
+    only what a tool said is added, never anything else.
+    - only a lead-in ("The result:"): the lead-in and the last observation;
+    - a hand-over with the end of a multi-line observation ("Here is what I found: [37, 167, 243, 190]",
+      the last box of a page the OCR read): the whole observation;
+    - this turn's image presented without the boxes the tool found on it ("Here is the result:
+      image/x.png" after Detect Face): the boxes and their count ("how many faces?")."""
+    if not observed:
         return text
-    return f"{text.strip()} {observed[-1].strip()}"
+    answer, last = text.strip(), observed[-1].strip()
+    if LEAD_IN.match(answer):
+        return f"{answer} {last}"
+    head, colon, tail = answer.partition(":")
+    tail = tail.strip().rstrip(".")
+    if colon and HANDOVER.match(head.strip()) and "\n" in last and tail and tail != last and last.endswith(tail):
+        return f"{head.strip()}: {last}"
+    lines = last.splitlines()
+    boxes = [line for line in lines[1:] if BOX_LINE.match(line)]
+    if made and made[-1] in answer and lines[0] == result_saved(made[-1]) and boxes \
+            and not any(line in answer for line in boxes):
+        return f"{answer}\n{len(boxes)} found:\n" + "\n".join(boxes)
+    return text
 
 
 def _takes_grammar(llm: LLM) -> bool:

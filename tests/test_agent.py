@@ -1,5 +1,7 @@
 """Every branch of the loop, with a scripted LLM and small real tools."""
 
+import re
+
 import pytest
 
 from gpt4tools import react
@@ -19,6 +21,7 @@ from gpt4tools.history import Conversation
 from gpt4tools.llm import ScriptedLLM, StopStream
 from gpt4tools.prompt import PromptTemplate
 from gpt4tools.registry import ToolRegistry
+from gpt4tools.tool import Arg, Tool, ToolResult, ToolSpec, format_boxes
 
 from fakes import Ask, Crash, Invert, Missing
 
@@ -136,6 +139,57 @@ def test_an_answer_that_only_announces_the_result_gets_the_tools_words(store, up
     assert steps[-1].text == "It is 451 by 300."
     steps, _, _ = run([final("Here is a list:")], "list things", store)
     assert steps[-1].text == "Here is a list:"
+
+
+class ReadPage(Tool):  # a multi-line observation, like the OCR's lines of a page
+    spec = ToolSpec(name="Read Page", description="useful to read text.", args=(Arg("image_path", "image"),),
+                    output="text", slug="read")
+
+    def run(self, store, image_path):
+        return ToolResult(text="Heading [3, 9, 296, 36]\nlast line of the page [37, 167, 243, 190]")
+
+
+class BoxFaces(Tool):  # an image and boxes, like Detect Face
+    spec = ToolSpec(name="Box Faces", description="useful to find faces.", args=(Arg("image_path", "image"),),
+                    output="image", slug="faces")
+
+    def run(self, store, image_path):
+        return ToolResult(image=image_path, text=format_boxes([("face", (1, 2, 30, 40)), ("face", (50, 2, 80, 40))]))
+
+
+class NamesItsResult(ScriptedLLM):
+    """Writes "{made}" as the image the last observation in the prompt saved."""
+
+    def generate(self, prompt, **kw):
+        made = re.findall(r"Result saved as (image/\S+)", prompt)
+        self.completions[0] = self.completions[0].replace("{made}", made[-1] if made else "")
+        return super().generate(prompt, **kw)
+
+
+def test_an_answer_that_copies_part_of_the_tools_words_gets_all_of_them(store, upload):
+    name = upload("chelsea.jpg")
+    tools = (ReadPage(), BoxFaces())
+    page = "Heading [3, 9, 296, 36]\nlast line of the page [37, 167, 243, 190]"
+    # the hand-over with only the end of a multi-line observation (the model copied the last box)
+    steps, _, _ = run([call("Read Page", name), final("Here is what I found: [37, 167, 243, 190]")],
+                      "read it", store, tools=tools)
+    assert steps[-1].text == f"Here is what I found: {page}"
+    # an answer of its own that quotes a line, or the whole observation: as written
+    for answer in ("The heading says: Heading", f"Here is what I found: {page}"):
+        steps, _, _ = run([call("Read Page", name), final(answer)], "read it", store, tools=tools)
+        assert steps[-1].text == answer
+
+    def answer(text):
+        agent = Agent(NamesItsResult([call("Box Faces", name), final(text)]), ToolRegistry(tools), T)
+        steps = [s for s in agent.run("how many faces", Conversation(T), store) if not isinstance(s, Thought)]
+        return steps[-1].text, steps[2].name
+
+    # the image without what the tool found on it: the boxes and their count
+    text, made = answer("Here is the result: {made}")
+    assert text == f"Here is the result: {made}\n2 found:\nface [1, 2, 30, 40]\nface [50, 2, 80, 40]"
+    # boxes already given: as written
+    text, made = answer("Here is the result: {made} face [1, 2, 30, 40] and face [50, 2, 80, 40]")
+    assert text == f"Here is the result: {made} face [1, 2, 30, 40] and face [50, 2, 80, 40]"
 
 
 def test_an_earlier_result_is_not_presented_as_this_turns_result(store, upload):

@@ -87,6 +87,9 @@ def sibling_group(label: str) -> str | None:
 
 
 _NOT_PLURALS = {"glasses", "sunglasses", "eyeglasses"}  # spectacles, not several wine glasses
+# "crop her out", "remove me": a query that is only a personal pronoun means a person. Only when
+# alone: in "her dog" the pronoun is a possessive and the object is the dog.
+_PERSON_PRONOUNS = {"her", "him", "me", "myself", "herself", "himself", "she", "he", "us"}
 
 
 def _singular(word: str) -> str:
@@ -116,6 +119,8 @@ def coco_labels_for(query: str, names: Collection[str]) -> list[str]:
     """
     table = _canonical_table(names)
     raw = re.findall(r"[a-z]+", query.lower())
+    if len(raw) == 1 and raw[0] in _PERSON_PRONOUNS and "person" in table:
+        return [table["person"]]
     folded = [_singular(w) for w in raw]
     found: list[str] = []
     i = 0
