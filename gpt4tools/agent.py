@@ -263,7 +263,7 @@ class Agent:
                 yield ImageStep(image, str(store.resolve(image)))
             scratchpad += react.render_step(decision, obs_text)
 
-        text = self._fallback_answer(calls, scratchpad, store)
+        text = _fallback_answer(calls, made, observed)
         conversation.add_exchange(user_input, text)
         yield Final(text, _results(text, store), len(calls), time.perf_counter() - t0)
 
@@ -293,12 +293,15 @@ class Agent:
             log.exception("tool %s crashed on %r", tool.spec.name, call.tool_input)
             return f"Error: {tool.spec.name} failed ({type(e).__name__}: {e})", False, None
 
-    def _fallback_answer(self, calls: list, scratchpad: str, store: ImageStore) -> str:
-        """When the model never gave a usable answer: report what the tools produced."""
-        made = [n for n in _image_names(scratchpad) if store.exists(n)]
-        if made:
-            return f"I could not finish in {len(calls)} steps. The last result is {made[-1]}."
-        return "Sorry, I could not work out how to do that. Could you rephrase the request?"
+
+def _fallback_answer(calls: list, made: list[str], observed: list[str]) -> str:
+    """When the model never gave a usable answer: what this turn's tools produced or said. Only
+    images they made: an image the scratchpad names may be the human's upload, not a result."""
+    if made:
+        return f"I could not finish in {len(calls)} steps. The last result is {made[-1]}."
+    if calls:
+        return f"I could not finish that. {calls[-1].tool} said: {observed[-1]}"
+    return "Sorry, I could not work out how to do that. Could you rephrase the request?"
 
 
 # Words with which an answer presents an image as the outcome of the request.

@@ -192,6 +192,18 @@ def test_an_answer_that_copies_part_of_the_tools_words_gets_all_of_them(store, u
     assert text == f"Here is the result: {made} face [1, 2, 30, 40] and face [50, 2, 80, 40]"
 
 
+def test_when_the_model_never_answers_the_turn_ends_with_what_the_tools_did(store, upload):
+    name = upload("chelsea.jpg")
+    # a text tool on the upload, then nothing readable: what the tool said, never the upload as a result
+    steps, _, _ = run([call("Ask", f"{name}, how big?"), "gibberish", "gibberish"], "how big", store, max_retries=1)
+    assert steps[-1].text == "I could not finish that. Ask said: The image is 451x300 pixels."
+    assert name not in steps[-1].text and steps[-1].images == []
+    # an image made, then nothing readable: that image
+    steps, _, _ = run([call("Invert The Image", name), "gibberish", "gibberish"], "invert", store, max_retries=1)
+    made = steps[2].name
+    assert steps[-1].text.endswith(f"The last result is {made}.") and steps[-1].images == [made]
+
+
 def test_an_earlier_result_is_not_presented_as_this_turns_result(store, upload):
     name = upload("chelsea.jpg")
     conv = Conversation(T)
