@@ -4,8 +4,10 @@
 # 140 'loose' records (everyday requests that do not name the photo), 80 'original' records (a
 # request that goes back to the upload after tools made results) and 110 invented-tool records.
 #
-#   bash scripts/continue5.sh        # ~37 min on 2 cores; resumable (checkpoints every 10 steps)
+#   bash scripts/continue5.sh        # 26-37 min on 2 cores; resumable (checkpoints every 10 steps)
 #
+# The committed adapter is this script's second run, on another CPU than the first (which was lost):
+# not bit-identical to it, but both score the same on val5, test5 and the invented split.
 # The dialogue records are written by the data code of commit 834c674, the one the adapter was
 # trained with: its 'original' kind always meant the newest upload, which the next commit changed
 # (either of two uploads). Writing them with today's code would train a different adapter.
