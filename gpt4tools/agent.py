@@ -340,7 +340,9 @@ def _completed(text: str, observed: list[str], made: list[str]) -> str:
     - a hand-over with the end of a multi-line observation ("Here is what I found: [37, 167, 243, 190]",
       the last box of a page the OCR read): the whole observation;
     - this turn's image presented without the boxes the tool found on it ("Here is the result:
-      image/x.png" after Detect Face): the boxes and their count ("how many faces?")."""
+      image/x.png" after Detect Face), not even naming what they are: the boxes and their count
+      ("how many faces?"). An answer that says what was found ("I found two faces") is left as is,
+      as the training answers are."""
     if not observed:
         return text
     answer, last = text.strip(), observed[-1].strip()
@@ -352,8 +354,10 @@ def _completed(text: str, observed: list[str], made: list[str]) -> str:
         return f"{head.strip()}: {last}"
     lines = last.splitlines()
     boxes = [line for line in lines[1:] if BOX_LINE.match(line)]
+    own_words = NAME_RE.sub("", answer).lower()  # without file names ("..._face_...png" names no face)
+    labels = {BOX_LINE.match(line).group(1).lower() for line in boxes}
     if made and made[-1] in answer and lines[0] == result_saved(made[-1]) and boxes \
-            and not any(line in answer for line in boxes):
+            and not any(re.search(rf"\b{re.escape(label)}", own_words) for label in labels):
         return f"{answer}\n{len(boxes)} found:\n" + "\n".join(boxes)
     return text
 

@@ -187,9 +187,11 @@ def test_an_answer_that_copies_part_of_the_tools_words_gets_all_of_them(store, u
     # the image without what the tool found on it: the boxes and their count
     text, made = answer("Here is the result: {made}")
     assert text == f"Here is the result: {made}\n2 found:\nface [1, 2, 30, 40]\nface [50, 2, 80, 40]"
-    # boxes already given: as written
+    # what was found already said, with or without the boxes: as written
     text, made = answer("Here is the result: {made} face [1, 2, 30, 40] and face [50, 2, 80, 40]")
     assert text == f"Here is the result: {made} face [1, 2, 30, 40] and face [50, 2, 80, 40]"
+    text, made = answer("I created {made}, which shows two faces marked with boxes.")
+    assert text == f"I created {made}, which shows two faces marked with boxes."
 
 
 def test_when_the_model_never_answers_the_turn_ends_with_what_the_tools_did(store, upload):
