@@ -464,10 +464,7 @@ class DialogueBuilder:
         made = self._request(rng.choice(tools), upload.content, upload.name, ref, rng) if tools else None
         if made is None:
             return None
-        ep = made[0]
-        past = [] if with_message else [PastTurn([upload], *self._greeting(rng))]
-        return Dialogue("single", index, past, [upload] if with_message else [], ep.user, ep.steps, ep.final,
-                        upload.content.id, meant=upload.name, ref="newest" if with_message else "only")
+        return self._sent_alone("single", index, upload, made[0], with_message, rng)
 
     def original(self, index: int, rng) -> Dialogue | None:
         """Tools already made results from an upload; the request goes back to the upload itself
@@ -511,10 +508,14 @@ class DialogueBuilder:
         made = self._request(rng.choice(tools), upload.content, upload.name, "", rng, ops=ops) if tools else None
         if made is None:
             return None
-        ep = made[0]
-        with_message = rng.random() < 0.7
+        return self._sent_alone("loose", index, upload, made[0], rng.random() < 0.7, rng)
+
+    def _sent_alone(self, kind: str, index: int, upload: Upload, ep: Episode, with_message: bool,
+                    rng) -> Dialogue:
+        """The dialogue of a request about one upload, sent with the message or, with a greeting
+        that asks for nothing yet, just before it."""
         past = [] if with_message else [PastTurn([upload], *self._greeting(rng))]
-        return Dialogue("loose", index, past, [upload] if with_message else [], ep.user, ep.steps, ep.final,
+        return Dialogue(kind, index, past, [upload] if with_message else [], ep.user, ep.steps, ep.final,
                         upload.content.id, meant=upload.name, ref="newest" if with_message else "only")
 
     @staticmethod
