@@ -218,10 +218,11 @@ class Agent:
                     conversation.add_exchange(user_input, text)
                     yield Final(text, _results(text, store), len(calls), time.perf_counter() - t0)
                     return
+                stale = [n for n in posed if not store.is_upload(n)]  # earlier turns' results, not uploads
                 if missing:
                     problem = (f"{', '.join(missing)} does not exist. Only mention files that exist: "
                                f"{', '.join(store.names()[-5:]) or 'none'}.")
-                elif all(store.is_upload(n) for n in posed):  # "The dog is ready: <upload>"
+                elif not stale:  # "The dog is ready: <upload>"
                     problem = (f"{', '.join(posed)} is the human's upload, not a result: no tool made an image "
                                f"for this request. Say what the tools found, or that it did not work.")
                 else:  # "The line map is ready: <an earlier turn's result>" after a text-only tool
@@ -231,7 +232,7 @@ class Agent:
                     honest = _honest(decision.text, failure, made)
                     if honest != decision.text:  # the last call failed: say what failed
                         text = honest
-                    elif posed and not missing and not all(store.is_upload(n) for n in posed):
+                    elif stale:  # (missing names leave nothing posed)
                         text = f"{calls[-1].tool} found: {observed[-1]}"  # what this turn's tool said
                     elif not made and CLAIM.search(decision.text):  # not "X is ready: (no such file)"
                         text = NOTHING_MADE
@@ -353,9 +354,9 @@ def _completed(text: str, observed: list[str], made: list[str]) -> str:
     if colon and HANDOVER.match(head.strip()) and "\n" in last and tail and tail != last and last.endswith(tail):
         return f"{head.strip()}: {last}"
     lines = last.splitlines()
-    boxes = [line for line in lines[1:] if BOX_LINE.match(line)]
+    found = [m for m in map(BOX_LINE.match, lines[1:]) if m]
+    boxes, labels = [m.group(0) for m in found], {m.group(1).lower() for m in found}
     own_words = NAME_RE.sub("", answer).lower()  # without file names ("..._face_...png" names no face)
-    labels = {BOX_LINE.match(line).group(1).lower() for line in boxes}
     if made and made[-1] in answer and lines[0] == result_saved(made[-1]) and boxes \
             and not any(re.search(rf"\b{re.escape(label)}", own_words) for label in labels):
         return f"{answer}\n{len(boxes)} found:\n" + "\n".join(boxes)
