@@ -17,13 +17,14 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence, Union
 
 from gpt4tools import react, references
 from gpt4tools.history import Conversation
-from gpt4tools.images import NAME_RE, ImageStore
+from gpt4tools.images import NAME_RE, ImageStore, original_upload
 from gpt4tools.llm import LLM
 from gpt4tools.prompt import PromptTemplate
 from gpt4tools.registry import ToolRegistry, UnknownToolError
@@ -97,6 +98,9 @@ class AgentConfig:
     # Name the images uploaded with a message in it ("and this one? (image/ab12.png)"), so that
     # "this" resolves to the newest upload rather than to whatever the history mentions last.
     name_uploads: bool = True
+    # Between turns, encode the next prompt up to the human's message in the background (backends
+    # with `warm`: llama.cpp), so that a turn's first step reads only the message and what follows.
+    prepare_next: bool = True
 
 
 def step_grammar(specs: Sequence[ToolSpec], images: Sequence[str], ai_prefix: str = react.AI_PREFIX) -> str:
@@ -115,6 +119,7 @@ class Agent:
         self.retriever = retriever  # made on first use (it loads a sentence encoder)
         self.grammar_ok = _takes_grammar(llm)  # False once the backend turned a grammar down
         self._warned = False
+        self._preparing: threading.Thread | None = None
 
     def offered(self, user_input: str) -> list[ToolSpec]:
         """The tools this turn's prompt lists (fixed for the turn, so each step's prompt
@@ -141,6 +146,23 @@ class Agent:
         warm = getattr(self.llm, "warm", None)
         if self.config.offer_tools <= 0 and warm is not None:
             warm(self.prompt(Conversation(self.template), ""))
+
+    def prepare(self, conversation: Conversation) -> None:
+        """Start encoding the next turn's prompt, up to where the human's message goes, in the
+        background: called when a turn ends and when an upload is announced, so the keys/values of
+        the history (the last answer, the new image's announcement) are ready before the human
+        has typed. Only where every tool is offered (the head does not depend on the message) and
+        the backend keeps what it encoded (`warm`). A turn that starts meanwhile waits for the
+        backend's lock, as it would for another session's turn."""
+        warm = getattr(self.llm, "warm", None)
+        if warm is None or not self.config.prepare_next or self.config.offer_tools > 0:
+            return
+        if self._preparing is not None and self._preparing.is_alive():
+            self._preparing.join()  # one at a time: this one then starts from what that one encoded
+        text = self.prompt(conversation, _MESSAGE_GOES_HERE)
+        head = text[: text.index(_MESSAGE_GOES_HERE)]
+        self._preparing = threading.Thread(target=_warm_quietly, args=(warm, head), daemon=True)
+        self._preparing.start()
 
     def prompt(self, conversation: Conversation, user_input: str, scratchpad: str = "",
                offered: list[ToolSpec] | None = None) -> str:
@@ -182,6 +204,11 @@ class Agent:
     def run(self, user_input: str, conversation: Conversation, store: ImageStore,
             uploads: Sequence[str] = ()) -> Iterator[Step]:
         """One turn. `uploads`: the images the human uploaded with this message (newest last)."""
+        yield from self._turn(user_input, conversation, store, uploads)
+        self.prepare(conversation)
+
+    def _turn(self, user_input: str, conversation: Conversation, store: ImageStore,
+              uploads: Sequence[str]) -> Iterator[Step]:
         t0 = time.perf_counter()
         message = (user_input or "").strip()
         refusal = self._refuse(message)
@@ -191,8 +218,25 @@ class Agent:
         offered = self.offered(message)  # retrieval sees the human's words only
         user_input = self.template.new_input(message, uploads if self.config.name_uploads else ())
         scratchpad, retries, calls, made, failure = "", 0, [], [], None
-        # "describe the 2nd one": the upload named by position, for the first call's image argument
-        meant = references.meant_upload(message, uploads, [n for n in store.names() if store.is_upload(n)])
+        # "describe the 2nd one", "go back to the cat one": the image the message means, for the first
+        # call's image argument; or an answer at once ("do the same for dog.png": there is no dog.png)
+        meaning = references.resolve(
+            message, uploads, [n for n in store.names() if store.is_upload(n)], store.names(),
+            originals={v: k for k, v in store.uploaded_as.items()}, notes=conversation.notes(),
+            last_used=conversation.last_used())
+        # "what can u do?": the tools' own names, not a small model's guess
+        at_once = meaning.answer or (self.capabilities() if CAPABILITIES.search(message) else None)
+        if at_once:
+            conversation.add_exchange(user_input, at_once)
+            yield Final(at_once, [], 0, time.perf_counter() - t0)
+            return
+        meant = meaning.image
+
+        def remember(text: str) -> None:  # the turn's exchange, with the upload its first call worked on
+            inputs = [m.group(0) for m in (NAME_RE.search(c.tool_input) for c in calls) if m]
+            used = original_upload(inputs[0]) if inputs else None
+            conversation.add_exchange(user_input, text, used if used and store.exists(used) else None)
+
         observed: list[str] = []  # what the tools said this turn, in order
         for _ in range(self.config.max_steps + self.config.max_retries + 1):
             completion = ""
@@ -215,7 +259,7 @@ class Agent:
                          else [n for n in named if store.is_upload(n) or (calls and not ADMITS.search(decision.text))])
                 if not missing and not posed:
                     text = _completed(_honest(decision.text, failure, made), observed, made)
-                    conversation.add_exchange(user_input, text)
+                    remember(text)
                     yield Final(text, _results(text, store), len(calls), time.perf_counter() - t0)
                     return
                 stale = [n for n in posed if not store.is_upload(n)]  # earlier turns' results, not uploads
@@ -238,7 +282,7 @@ class Agent:
                         text = NOTHING_MADE
                     else:
                         text = _strip_names(decision.text, missing + posed)
-                    conversation.add_exchange(user_input, text)
+                    remember(text)
                     yield Final(text, _results(text, store), len(calls), time.perf_counter() - t0)
                     return
             elif len(calls) >= self.config.max_steps:
@@ -265,7 +309,7 @@ class Agent:
             scratchpad += react.render_step(decision, obs_text)
 
         text = _fallback_answer(calls, made, observed)
-        conversation.add_exchange(user_input, text)
+        remember(text)
         yield Final(text, _results(text, store), len(calls), time.perf_counter() - t0)
 
     # -- helpers -------------------------------------------------------------------------
@@ -276,6 +320,17 @@ class Agent:
             return (f"Your message is {len(user_input):,} characters long; the limit is "
                     f"{self.config.max_input_chars:,}. Please shorten it.")
         return None
+
+    def capabilities(self) -> str:
+        """What this agent can do, from the tools it offers (the registry's own names)."""
+        specs = self.tools.specs()
+        on_photos = [s.name for s in specs if s.needs_image]
+        from_words = [s.name for s in specs if not s.needs_image]
+        text = (f"I work on your photos with these tools: {', '.join(on_photos)}. Upload a photo (the image button, "
+                "or drag it into the chat) and tell me what to do with it.")
+        if from_words:
+            text += f" Without a photo I can use: {', '.join(from_words)}."
+        return text + " Questions that need no tool I answer myself."
 
     def observe(self, call: react.ToolCall, store: ImageStore) -> tuple[str, bool, str | None]:
         """Run one call as the loop does: (observation text, ok, image made). The model's mistakes
@@ -295,6 +350,17 @@ class Agent:
             return f"Error: {tool.spec.name} failed ({type(e).__name__}: {e})", False, None
 
 
+_MESSAGE_GOES_HERE = "\x00"  # where the next human message will go in a prepared prompt
+
+
+def _warm_quietly(warm, head: str) -> None:
+    """Encode `head` (a speed-up only: a failure is logged, and the next turn encodes it itself)."""
+    try:
+        warm(head)
+    except Exception:
+        log.exception("preparing the next turn's prompt failed")
+
+
 def _fallback_answer(calls: list, made: list[str], observed: list[str]) -> str:
     """When the model never gave a usable answer: what this turn's tools produced or said. Only
     images they made: an image the scratchpad names may be the human's upload, not a result."""
@@ -305,6 +371,9 @@ def _fallback_answer(calls: list, made: list[str], observed: list[str]) -> str:
     return "Sorry, I could not work out how to do that. Could you rephrase the request?"
 
 
+# "what can u do?", "ok whatever. what CAN you do then": the whole question, not "what can you do about the blur"
+CAPABILITIES = re.compile(r"\bwhat\s+(?:else\s+)?(?:can|could)\s+(?:u|you|ya)\s+(?:do|help with)"
+                          r"(?:\s+(?:then|now|here|exactly|for me|anyway))?\s*[?!.]*\s*$", re.I)
 # Words with which an answer presents an image as the outcome of the request.
 CLAIM = re.compile(r"\b(ready|saved|here (?:is|it is)|here's|done|result|created|generated|made|produced|"
                    r"edited|marked|masked|removed|replaced)\b", re.I)

@@ -109,9 +109,12 @@ class TurnRecord:
     tool_s: float = 0.0  # of turn_s, the time tools ran (from each Action to its Observation)
 
 
-def run_turn(session: Session, user: str, uploads: Sequence[Path], known_tool: Callable[[str], bool]) -> TurnRecord:
-    """Upload, send, and record every step with its time."""
+def run_turn(session: Session, user: str, uploads: Sequence[Path], known_tool: Callable[[str], bool],
+             typing_s: float = 0.0) -> TurnRecord:
+    """Upload, wait `typing_s` (the human typing: what the agent does between turns gets that
+    long, as in a real chat; 0 sends at once), send, and record every step with its time."""
     names = [session.add_image(p) for p in uploads]
+    time.sleep(typing_s)
     record = TurnRecord(user, names)
     t0 = acted = time.perf_counter()
     for step in session.send(user):
@@ -261,8 +264,8 @@ def markdown(summary: dict) -> str:
 
 
 # -- running -------------------------------------------------------------------------------------
-def run_conversation(agent: A.Agent, conv: dict, photos: Path) -> list[dict]:
-    """Replay one conversation in a fresh session; one scored row per turn."""
+def run_conversation(agent: A.Agent, conv: dict, photos: Path, typing_s: float = 0.0) -> list[dict]:
+    """Replay one conversation in a fresh session; one scored row per turn (`typing_s`: run_turn)."""
     def canonical(name: str) -> str | None:
         try:
             return agent.tools.resolve(name).spec.name
@@ -279,7 +282,7 @@ def run_conversation(agent: A.Agent, conv: dict, photos: Path) -> list[dict]:
         session = Session(agent, root=Path(root) / "session", rng=random.Random(conv["id"]))
         for i, turn in enumerate(conv["turns"]):
             files = [make_photo(ref, photos) for ref in turn.get("uploads") or []]
-            record = run_turn(session, turn["user"], files, lambda n: canonical(n) is not None)
+            record = run_turn(session, turn["user"], files, lambda n: canonical(n) is not None, typing_s)
             uploads += record.uploads
             meant = resolve_image(turn["expect"].get("image"), uploads, results)
             score = score_turn(turn["expect"], asdict(record), meant, canonical, text_args)

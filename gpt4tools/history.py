@@ -14,6 +14,7 @@ class Turn:
     role: str  # "human" or "ai"
     text: str
     image: str | None = None  # set on the human turn that announces an image
+    used: str | None = None  # on the human turn of an exchange: the upload its first tool call worked on
 
 
 @dataclass
@@ -25,8 +26,23 @@ class Conversation:
         human, ai = self.template.image_announcement(name, description)
         self.turns += [Turn("human", human, image=name), Turn("ai", ai, image=name)]
 
-    def add_exchange(self, user: str, answer: str) -> None:
-        self.turns += [Turn("human", user), Turn("ai", answer)]
+    def add_exchange(self, user: str, answer: str, used: str | None = None) -> None:
+        self.turns += [Turn("human", user, used=used), Turn("ai", answer)]
+
+    def last_used(self) -> str | None:
+        """The upload the latest turn that called a tool on an image worked on."""
+        return next((t.used for t in reversed(self.turns) if t.used), None)
+
+    def notes(self) -> dict[str, str]:
+        """Each announced upload -> what the conversation said of it: its announcement (with
+        the description) and the human messages that came with it (they name it)."""
+        out = {t.image: t.text for t in self.turns if t.image and t.role == "human"}
+        for t in self.turns:
+            if t.role == "human" and not t.image:
+                for name in out:
+                    if name in t.text:
+                        out[name] += "\n" + t.text
+        return out
 
     def clear(self) -> None:
         self.turns.clear()

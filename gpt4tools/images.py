@@ -63,6 +63,11 @@ def chained_name(source: str | None, op: str, rng: random.Random | None = None) 
     return f"{IMAGE_DIR}/{new_id}_{op}_{prev}_{orig}.png"
 
 
+def original_upload(name: str) -> str:
+    """The upload a (chained) name comes from: the last id of the chain (see `chained_name`)."""
+    return f"{IMAGE_DIR}/{Path(name).stem.split('_')[-1]}.png"
+
+
 def open_image(path: str | os.PathLike, limits: ImageLimits = ImageLimits()) -> Image.Image:
     """Open, fully decode and return an RGB copy of an image file, or raise ImageError."""
     path = Path(path)
@@ -105,6 +110,7 @@ class ImageStore:
         self.root = Path(root).resolve()
         self.limits = limits
         self.rng = rng
+        self.uploaded_as: dict[str, str] = {}  # upload name -> the file name it came under, where known
         (self.root / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
 
     # -- names -> files -------------------------------------------------------------
@@ -180,6 +186,8 @@ class ImageStore:
             if not (self.root / name).exists():
                 break
         self._save(img, name)
+        if not isinstance(src, Image.Image):  # "read vacation.jpg" may name it so (gpt4tools.references)
+            self.uploaded_as[name] = Path(src).name
         return name
 
     def result_name(self, source: str | None, op: str) -> str:
@@ -212,5 +220,6 @@ class ImageStore:
         os.replace(tmp, dst)
 
     def clear(self) -> None:
+        self.uploaded_as.clear()
         shutil.rmtree(self.root / IMAGE_DIR, ignore_errors=True)
         (self.root / IMAGE_DIR).mkdir(parents=True, exist_ok=True)

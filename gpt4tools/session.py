@@ -44,6 +44,7 @@ class Session:
         name = self.store.add_upload(src)
         self.conversation.add_image(name, self.describe(name))
         self.new_uploads.append(name)
+        self.agent.prepare(self.conversation)  # encode the announcement while the human types
         self.last_used = time.time()
         return name
 

@@ -19,8 +19,14 @@ Configurations (`--configs`, the first is the reference), a decoding loop and th
                grammar's forced tokens checked in one pass), the 5 closest tools
 - library-all: llama-cpp-python's loop, every available tool in a fixed order (a prompt head that
                every turn and session shares, so its keys/values are reused)
-- after:       our loop with drafts, every tool in a fixed order: what the app does now
+- after:       our loop with drafts, every tool in a fixed order, nothing encoded between turns
+- prepared:    as after, and between turns (and after each upload) the next prompt is encoded up to
+               the human's message in the background (Agent.prepare): what the app does now
 - greedy-all:  our loop one token per pass, every tool (the drafts' own share)
+
+`--typing S` waits S seconds before each message (the human typing; not counted in any figure), so
+that what an agent does between turns has time to run, as in a real chat. The default 0 sends each
+message as soon as the last turn ended.
 
 The first conversation is replayed once per configuration before timing (loads the tools and
 warms the contexts) and left out of the figures.
@@ -44,12 +50,13 @@ from benchlib import cpu_model  # noqa: E402  scripts/benchlib.py (this folder i
 from gpt4tools import agent as A  # noqa: E402
 from gpt4tools import chatbench  # noqa: E402
 
-CONFIGS = {  # name: (decoding, tools offered per turn; 0 = every available tool, in a fixed order)
-    "before": ("library", 5),  # the app before the change: llama-cpp-python's loop, the 5 closest tools
-    "lookup-5": ("lookup", 5),
-    "library-all": ("library", 0),
-    "after": ("lookup", 0),  # the app now (AgentConfig's and LlamaCppLM's defaults)
-    "greedy-all": ("greedy", 0),
+CONFIGS = {  # name: (decoding, tools offered per turn (0 = every available tool, in a fixed order), prepare)
+    "before": ("library", 5, False),  # llama-cpp-python's loop, the 5 closest tools
+    "lookup-5": ("lookup", 5, False),
+    "library-all": ("library", 0, False),
+    "after": ("lookup", 0, False),
+    "prepared": ("lookup", 0, True),  # the app now (AgentConfig's and LlamaCppLM's defaults)
+    "greedy-all": ("greedy", 0, False),
 }
 KEYS = ("first_token_s", "first_action_s", "turn_s", "turn_without_tools_s")
 
@@ -62,9 +69,10 @@ def build_agents(names: list[str], threads: int | None) -> dict[str, A.Agent]:
     tools = build_registry().available()
     agents = {}
     for name in names:
-        decoding, offer = CONFIGS[name]
+        decoding, offer, prepare = CONFIGS[name]
         llm = load_llm("default", backend="llamacpp", decoding=decoding, n_threads=threads)
-        agents[name] = A.Agent(llm, tools, template_for(llm.adapter), A.AgentConfig(offer_tools=offer))
+        agents[name] = A.Agent(llm, tools, template_for(llm.adapter),
+                               A.AgentConfig(offer_tools=offer, prepare_next=prepare))
         agents[name].warm_up()
     return agents
 
@@ -106,7 +114,8 @@ def summarize(rows: dict[str, list[dict]], reference: str) -> dict:
 
 def markdown(summary: dict, meta: dict) -> str:
     lines = [f"{meta['turns']} turns of {meta['conversations']} conversations, {meta['machine']}, "
-             f"{meta['threads']} threads, llama-cpp-python {meta['llama_cpp']}; `{meta['command']}`", "",
+             f"{meta['threads']} threads, llama-cpp-python {meta['llama_cpp']}, {meta.get('typing_s', 0)} s of typing "
+             f"before each message; `{meta['command']}`", "",
              "| config | first token | first Action | whole turn | turn without tools | one-tool turn without tools "
              "| turn success | same output as " + meta["reference"] + " |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -126,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", default="before,lookup-5,library-all,after",
                     help=f"comma-separated, of {', '.join(CONFIGS)}")
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: every core)")
+    ap.add_argument("--typing", type=float, default=0.0, help="seconds the human types before each message")
     ap.add_argument("--out", default=None, help="folder for turns.jsonl, summary.json, summary.md")
     args = ap.parse_args(argv)
     names = args.configs.split(",")
@@ -140,10 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-turns-") as photos:
         for name in names:
-            chatbench.run_conversation(agents[name], warm, Path(photos))
+            chatbench.run_conversation(agents[name], warm, Path(photos), args.typing)
         for i, conv in enumerate(timed):
             for name in (names if i % 2 == 0 else names[::-1]):
-                got = chatbench.run_conversation(agents[name], conv, Path(photos))
+                got = chatbench.run_conversation(agents[name], conv, Path(photos), args.typing)
                 rows[name] += got
                 with (out / "turns.jsonl").open("a", encoding="utf-8") as f:
                     f.writelines(json.dumps({"config": name, **r}) + "\n" for r in got)
@@ -151,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     import llama_cpp
 
     meta = {"machine": cpu_model(), "threads": args.threads or "all", "llama_cpp": llama_cpp.__version__,
+            "typing_s": args.typing,
             "reference": names[0], "conversations": len(timed), "turns": len(rows[names[0]]),
             "command": "python scripts/bench_turns.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     summary = summarize(rows, names[0])

@@ -321,7 +321,7 @@ def test_by_default_every_turn_and_session_shares_the_prompt_head(store, upload)
     agent = Agent(llm, tools, T)
     assert agent.config.offer_tools == 0 and agent.retriever is None
     list(agent.run(f"invert the colours of {name}", conv, store))
-    list(agent.run("thanks, and what can you do?", conv, store))
+    list(agent.run("thanks, and is it still a cat?", conv, store))
     first, second = llm.prompts[0], llm.prompts[2]
     shared = first[: first.index(react.NEW_INPUT)].rstrip()
     assert second.startswith(shared) and len(shared) > 0.8 * len(first)
@@ -404,8 +404,7 @@ def test_a_session_survives_bad_input_and_keeps_everything(tmp_path):
     from gpt4tools.paths import assets_dir
     from gpt4tools.session import Session
 
-    script = [call("Invert The Image", "image/zzzzzzzz.png"), final("Sorry, that file does not exist."),
-              final("Please upload an image first."),
+    script = [final("Please upload an image first."),
               call("Invert The Image", "IMAGE2"), final("Inverted."),
               call("Crash", "now"), final("It is done.")]
     llm = ScriptedLLM(script)
@@ -416,9 +415,11 @@ def test_a_session_survives_bad_input_and_keeps_everything(tmp_path):
         assert isinstance(steps[-1], Final)
         return steps
 
+    # a file or a photo named before any upload: answered at once (gpt4tools.references), no model call
     steps = turn("invert image/zzzzzzzz.png")
-    assert "does not exist" in steps[1].text and not steps[1].ok
-    assert turn("invert my photo")[-1].text == "Please upload an image first."
+    assert len(steps) == 1 and "image/zzzzzzzz.png" in steps[0].text and "upload" in steps[0].text
+    assert "upload one" in turn("invert my photo")[-1].text and not llm.prompts
+    assert turn("invert it")[-1].text == "Please upload an image first."  # nothing to point at: the model answers
     first, second = session.add_image(assets_dir() / "chelsea.jpg"), session.add_image(assets_dir() / "rocket.jpg")
     llm.completions[0] = call("Invert The Image", second)
     steps = turn("invert the second one")
@@ -427,6 +428,57 @@ def test_a_session_survives_bad_input_and_keeps_everything(tmp_path):
     steps = turn("crash it")
     assert "ZeroDivisionError" in steps[1].text and steps[-1].text.startswith("Sorry, that did not work: Crash")
     humans = [t.text for t in session.conversation.turns if t.role == "human" and t.image is None]
-    assert humans == ["invert image/zzzzzzzz.png", "invert my photo", f"invert the second one ({first}, {second})",
-                      "crash it"]
+    assert humans == ["invert image/zzzzzzzz.png", "invert my photo", "invert it",
+                      f"invert the second one ({first}, {second})", "crash it"]
     assert session.store.exists(first) and session.store.exists(second)
+
+
+class _WarmLLM(ScriptedLLM):
+    """A scripted backend that keeps what it was asked to encode ahead (as llama.cpp's warm does)."""
+
+    def __init__(self, completions):
+        super().__init__(completions)
+        self.warmed: list[str] = []
+
+    def warm(self, prompt: str) -> None:
+        self.warmed.append(prompt)
+
+
+def test_the_next_turns_prompt_head_is_encoded_between_turns(tmp_path):
+    from gpt4tools.paths import assets_dir
+    from gpt4tools.session import Session
+
+    llm = _WarmLLM([call("Invert The Image", "IMAGE"), final("Inverted."), final("Hi.")])
+    agent = Agent(llm, ToolRegistry((Invert(),)), T)
+    session = Session(agent, root=tmp_path / "s")
+    name = session.add_image(assets_dir() / "chelsea.jpg")  # the announcement is encoded while the human types
+    agent._preparing.join()
+    assert llm.warmed[-1].endswith("New input: ") and name in llm.warmed[-1]
+    llm.completions[0] = call("Invert The Image", name)
+    list(session.send("invert it"))
+    assert llm.prompts[0].startswith(llm.warmed[0])  # the first step reads on from the encoded head
+    agent._preparing.join()
+    head = llm.warmed[-1]  # after the turn: the history with its exchange, up to the next message
+    assert "Inverted." in head and head.endswith("New input: ")
+    list(session.send("hello"))
+    assert llm.prompts[-1].startswith(head)
+    agent.config.prepare_next = False
+    before = len(llm.warmed)
+    session.add_image(assets_dir() / "rocket.jpg")
+    assert len(llm.warmed) == before
+
+
+@pytest.mark.parametrize("message", ["what can u do?", "ok whatever. what CAN you do then"])
+def test_what_can_you_do_is_answered_from_the_tools_offered(store, message):
+    llm = ScriptedLLM([])  # the model is not asked
+    agent = Agent(llm, ToolRegistry((Invert(), Ask())), T)
+    conversation = Conversation(T)
+    steps = list(agent.run(message, conversation, store))
+    assert isinstance(steps[-1], Final) and "Invert The Image" in steps[-1].text and "photo" in steps[-1].text
+    assert not llm.prompts and conversation.turns[-1].text == steps[-1].text
+
+
+def test_what_can_you_do_about_something_goes_to_the_model(store):
+    llm = ScriptedLLM([final("Upload it and I will upscale it.")])
+    steps = list(Agent(llm, ToolRegistry((Invert(),)), T).run("what can you do about the blur", Conversation(T), store))
+    assert steps[-1].text == "Upload it and I will upscale it." and len(llm.prompts) == 1

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gpt4tools.references import meant_upload
+from gpt4tools.references import Meaning, meant_upload, resolve
 
 A, B, C = "image/aaaaaaaa.png", "image/bbbbbbbb.png", "image/cccccccc.png"
 
@@ -36,12 +36,80 @@ def test_without_two_uploads_in_the_message_a_position_counts_the_conversations_
         ("crop the first one of the cats", [], [A, B]),  # the first cat
         ("the last one", [], [A, B]),  # alone, "last" may be the last result
         ("the first photo", [A], [A]),  # one photo: nothing to choose
-        ("the third photo", [], [A, B]),  # there is no third
+        ("the third one", [], [A, B]),  # there is no third ("one" may be a person: no answer either)
         ("", [], [A, B]),
     ],
 )
 def test_anything_less_clear_names_no_upload(message, now, uploads):
     assert meant_upload(message, now, uploads) is None
+
+
+NOTES = {A: "Please take this image, image/aaaaaaaa.png. What it shows, briefly: the object detector found 1 dog\n"
+             "heres my kitty, where is she (image/aaaaaaaa.png)",
+         B: "Please take this image, image/bbbbbbbb.png. What it shows, briefly: the object detector found 1 cup\n"
+            "and this is my breakfast. crop the plate (image/bbbbbbbb.png)"}
+
+
+@pytest.mark.parametrize(
+    "message, meant",
+    [
+        ("go back to the cat one and make it sharper", A),  # "kitty" in the message it came with
+        ("upscale the coffee pic", B),  # the detector found a cup: coffee is a cup
+        ("now the breakfast photo", B),
+        ("the one with the mug", B),
+        ("the dog one", A),  # in its description
+        ("the horse one", None),  # neither
+        ("the photo one", None),  # no content word
+        ("make it sharper", None),
+    ],
+)
+def test_an_upload_named_by_what_the_conversation_said_of_it(message, meant):
+    assert resolve(message, [], [A, B], [A, B], notes=NOTES) == Meaning(image=meant)
+
+
+def test_content_that_fits_two_uploads_names_none():
+    notes = {A: "a person", B: "a person and a dog"}
+    assert resolve("the person one", [], [A, B], [A, B], notes=notes).image is None
+    assert resolve("the dog one", [], [A, B], [A, B], notes=notes).image == B
+
+
+def test_the_other_upload_is_the_one_the_last_turn_did_not_work_on():
+    assert resolve("sketch of the other", [], [A, B], [A, B], last_used=A).image == B
+    assert resolve("and who's in the other one", [], [A, B], [A, B], last_used=B).image == A
+    assert resolve("the other", [], [A, B], [A, B]).image is None  # which one was worked on is unknown
+    assert resolve("the other", [], [A, B, C], [A, B, C], last_used=A).image is None  # three: which other?
+    assert resolve("remove the other dog in it", [], [A, B], [A, B], last_used=A).image is None
+
+
+def test_the_original_is_the_upload_the_last_turn_worked_on():
+    assert resolve("ok now remove her from the original photo", [], [A], [A, "image/x1_seg_a_aaaaaaaa.png"]).image == A
+    assert resolve("and the straight lines of the original", [], [A, B], [A, B], last_used=A).image == A
+    assert resolve("the original", [], [A, B], [A, B]).image is None  # which one's results: unknown
+    assert resolve("upscale it to the original size", [], [A], [A]).image is None
+
+
+def test_a_file_name_resolves_to_the_upload_it_came_under_or_gets_an_answer():
+    originals = {"vacation.jpg": A}
+    assert resolve("read the text in vacation.jpg", [A], [A], [A], originals=originals).image == A
+    assert resolve("read the text in Vacation.JPG", [A], [A], [A], originals=originals).image == A
+    assert resolve(f"describe {B}", [], [A, B], [A, B]).image == B  # a name of this session
+    missing = resolve("now do the same for dog.png", [], [A], [A], originals=originals)
+    assert missing.image is None and "dog.png" in missing.answer and A in missing.answer
+    empty = resolve("whats in IMG_2041.jpg", [], [], [])
+    assert "IMG_2041.jpg" in empty.answer and "upload" in empty.answer
+
+
+def test_a_position_past_the_uploads_gets_an_answer():
+    answer = resolve("whos in the third photo", [A], [A], [A]).answer
+    assert "third" in answer and "only one photo" in answer and A in answer
+    assert resolve("whos in the third one", [A], [A], [A]) == Meaning()  # "one": maybe a person
+
+
+def test_a_photo_pointed_at_before_any_upload_gets_an_answer():
+    assert "upload" in resolve("whats in the picture", [], [], []).answer
+    assert resolve("why is the sky blue", [], [], []) == Meaning()
+    assert resolve("make a picture of a castle", [], [], []) == Meaning()  # not pointing at one
+    assert resolve("whats in the picture", [A], [A], [A]) == Meaning()  # there is one
 
 
 def test_the_agent_holds_the_first_call_to_the_upload_named(store, upload):
@@ -71,3 +139,29 @@ def test_the_agent_holds_the_first_call_to_the_upload_named(store, upload):
     list(Agent(llm, ToolRegistry([Invert()]), PromptTemplate.load()).run(
         "invert it", Conversation(PromptTemplate.load()), store, [first, second]))
     assert first in llm.grammars[0] and second in llm.grammars[0]
+
+
+def test_the_agent_answers_at_once_where_no_image_can_serve_and_resolves_the_other(store, upload):
+    from gpt4tools import react
+    from gpt4tools.agent import Agent, Final
+    from gpt4tools.history import Conversation
+    from gpt4tools.llm import ScriptedLLM
+    from gpt4tools.prompt import PromptTemplate
+    from gpt4tools.registry import ToolRegistry
+
+    from fakes import Invert
+
+    first, second = upload("chelsea.jpg"), upload("astronaut.jpg")
+    conversation = Conversation(PromptTemplate.load())
+    llm = ScriptedLLM([react.render_call(react.ToolCall("Invert The Image", first)),
+                       react.render_final(react.FinalAnswer("done")),
+                       react.render_final(react.FinalAnswer("ok"))])
+    agent = Agent(llm, ToolRegistry([Invert()]), PromptTemplate.load())
+    list(agent.run("invert the rocket one", conversation, store, [first, second]))  # no rule: the model picks
+    assert conversation.last_used() == first
+    # the upload's own file name, and a name nobody uploaded: answered without the model
+    steps = list(agent.run("now do the same for dog.png", conversation, store))
+    assert isinstance(steps[-1], Final) and "dog.png" in steps[-1].text and len(llm.prompts) == 2
+    list(agent.run("sketch of the other", conversation, store))
+    assert [line for line in llm.grammars[-1].splitlines() if line.startswith("image ::=")] == [f'image ::= "{second}"']
+    assert store.uploaded_as[first] == "chelsea.jpg"

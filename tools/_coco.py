@@ -80,6 +80,9 @@ SIBLINGS: dict[str, frozenset[str]] = {
     "vehicles": frozenset({"car", "truck", "bus"}),
 }
 
+# The classes people have other words for (the keys above): a text's COCO classes by synonym.
+COCO_NAMES: tuple[str, ...] = tuple(_SYNONYMS)
+
 
 def sibling_group(label: str) -> str | None:
     """The name of the confusable group a COCO label belongs to ("animals"), if any."""
@@ -92,7 +95,8 @@ _NOT_PLURALS = {"glasses", "sunglasses", "eyeglasses"}  # spectacles, not severa
 _PERSON_PRONOUNS = {"her", "him", "me", "myself", "herself", "himself", "she", "he", "us"}
 
 
-def _singular(word: str) -> str:
+def singular(word: str) -> str:
+    """The singular of an English plural ("kitties" -> "kitty"), the word itself otherwise."""
     for suffix, repl in (("ies", "y"), ("ches", "ch"), ("shes", "sh"), ("sses", "ss"), ("xes", "x"), ("s", "")):
         if word.endswith(suffix) and len(word) > len(suffix) + 2:
             return word[: -len(suffix)] + repl
@@ -121,7 +125,7 @@ def coco_labels_for(query: str, names: Collection[str]) -> list[str]:
     raw = re.findall(r"[a-z]+", query.lower())
     if len(raw) == 1 and raw[0] in _PERSON_PRONOUNS and "person" in table:
         return [table["person"]]
-    folded = [_singular(w) for w in raw]
+    folded = [singular(w) for w in raw]
     found: list[str] = []
     i = 0
     while i < len(raw):
