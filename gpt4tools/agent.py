@@ -401,6 +401,7 @@ LEAD_IN = re.compile(r"^[^\n]{0,60}:$")
 # The phrases with which the training answers hand over a tool's words ("Here is what I found: ...").
 HANDOVER = re.compile(r"^(?:here is what i found|here's what i found|here is the result|the result)$", re.I)
 BOX_LINE = re.compile(r"^(.+?) \[\d+, \d+, \d+, \d+\]$")  # tool.format_boxes' lines
+BARE_BOX = re.compile(r"\[\d+, \d+, \d+, \d+\]")  # a box's coordinates without what is in it
 
 
 def _completed(text: str, observed: list[str], made: list[str]) -> str:
@@ -408,7 +409,8 @@ def _completed(text: str, observed: list[str], made: list[str]) -> str:
     only what a tool said is added, never anything else.
     - only a lead-in ("The result:"): the lead-in and the last observation;
     - a hand-over with the end of a multi-line observation ("Here is what I found: [37, 167, 243, 190]",
-      the last box of a page the OCR read): the whole observation;
+      the last box of a page the OCR read), or with a box's coordinates alone (any box, or a mix of
+      two: they say nothing of what is in it): the whole observation;
     - this turn's image presented without the boxes the tool found on it ("Here is the result:
       image/x.png" after Detect Face), not even naming what they are: the boxes and their count
       ("how many faces?"). An answer that says what was found ("I found two faces") is left as is,
@@ -420,7 +422,8 @@ def _completed(text: str, observed: list[str], made: list[str]) -> str:
         return f"{answer} {last}"
     head, colon, tail = answer.partition(":")
     tail = tail.strip().rstrip(".")
-    if colon and HANDOVER.match(head.strip()) and "\n" in last and tail and tail != last and last.endswith(tail):
+    if colon and HANDOVER.match(head.strip()) and "\n" in last and tail and tail != last \
+            and (last.endswith(tail) or BARE_BOX.fullmatch(tail)):
         return f"{head.strip()}: {last}"
     lines = last.splitlines()
     found = [m for m in map(BOX_LINE.match, lines[1:]) if m]

@@ -4,7 +4,8 @@ The model alone gets these wrong where several photos exist (it takes the newest
 last result), and none of them is a judgement: once the words say which, the agent decodes the
 first call's image argument under that one name (gpt4tools.agent). What the rules read:
 
-- a position: "describe the 2nd one", "now the first photo", "crop the person from the first pic";
+- a position: "describe the 2nd one", "now the first photo", "crop the person from the first pic",
+  "now the first";
 - an image name the session has ("image/ab12.png"), or the file name a photo was uploaded under
   ("read vacation.jpg");
 - "the original photo": the upload the last turn's results came from (or the only upload);
@@ -35,6 +36,8 @@ _PHOTO = r"(?:photo|pic|picture|image|img|upload|shot|snap|selfie|screenshot)s?\
 # a position, then a word for a photo; "one" only when no "of ..." follows ("the first one of the cats")
 _REFERENCE = re.compile(r"\b(?P<pos>" + "|".join(_POSITIONS) + r")\s+(?:(?P<photo>" + _PHOTO + r")|one\b(?!\s+of\b))",
                         re.I)
+# "now the first", "and the 2nd?": a position that ends the message stands for a photo
+_TRAILING = re.compile(r"\bthe\s+(?P<pos>" + "|".join(_POSITIONS) + r")\s*[?!.]*\s*$", re.I)
 _ANY_POSITION = re.compile(r"\b(" + "|".join(_POSITIONS) + r")\b", re.I)
 # a file name as people type it: "vacation.jpg", "IMG_2041.JPG", "image/ab12.png"
 _FILE = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w-]+\.(?:jpe?g|png|gif|webp|bmp|tiff?|heic))\b", re.I)
@@ -138,7 +141,7 @@ def _by_position(message: str, uploads_now: Sequence[str], uploads: Sequence[str
     that there is no such photo. None: no single position is named.
     """
     refs = list(_REFERENCE.finditer(message))
-    positions = {m.group("pos").lower() for m in refs}
+    positions = {m.group("pos").lower() for m in [*refs, *_TRAILING.finditer(message)]}
     mentioned = {w.lower() for w in _ANY_POSITION.findall(message)}
     if len(positions) != 1 or len(mentioned) > 1:  # none, or "the first and the second photo"
         return None

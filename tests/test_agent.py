@@ -174,6 +174,11 @@ def test_an_answer_that_copies_part_of_the_tools_words_gets_all_of_them(store, u
     steps, _, _ = run([call("Read Page", name), final("Here is what I found: [37, 167, 243, 190]")],
                       "read it", store, tools=tools)
     assert steps[-1].text == f"Here is what I found: {page}"
+    # ... or a box alone, not the last one, or two boxes mixed: coordinates say nothing of what is there
+    for box in ("[3, 9, 296, 36]", "[3, 167, 243, 36]"):
+        steps, _, _ = run([call("Read Page", name), final(f"Here is what I found: {box}")], "read it", store,
+                          tools=tools)
+        assert steps[-1].text == f"Here is what I found: {page}"
     # an answer of its own that quotes a line, or the whole observation: as written
     for answer in ("The heading says: Heading", f"Here is what I found: {page}"):
         steps, _, _ = run([call("Read Page", name), final(answer)], "read it", store, tools=tools)

@@ -25,6 +25,10 @@ def test_without_two_uploads_in_the_message_a_position_counts_the_conversations_
     assert meant_upload("now crop the person from the first pic", [], [A, B, C]) == A
     assert meant_upload("and the 3rd image?", [C], [A, B, C]) == C
     assert meant_upload("upscale the 2nd upload", [], [A, B]) == B
+    assert meant_upload("now the first", [], [A, B]) == A
+    assert meant_upload("and the second?", [], [A, B]) == B
+    assert meant_upload("now the first", [], [A]) is None  # one photo: nothing to choose
+    assert meant_upload("the first is blurry, fix the second", [], [A, B]) is None  # two positions
 
 
 @pytest.mark.parametrize(
