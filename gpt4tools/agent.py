@@ -223,7 +223,7 @@ class Agent:
         meaning = references.resolve(
             message, uploads, [n for n in store.names() if store.is_upload(n)], store.names(),
             originals={v: k for k, v in store.uploaded_as.items()}, notes=conversation.notes(),
-            last_used=conversation.last_used())
+            last_used=conversation.last_used(), last_tool=conversation.last_tool())
         # "what can u do?": the tools' own names, not a small model's guess
         at_once = meaning.answer or (self.capabilities() if CAPABILITIES.search(message) else None)
         if at_once:
@@ -231,17 +231,20 @@ class Agent:
             yield Final(at_once, [], 0, time.perf_counter() - t0)
             return
         meant = meaning.image
+        # "same for this": the first call may only be the tool the last turn called (if still offered)
+        again = [s for s in offered if s.name == meaning.tool]
 
         def remember(text: str) -> None:  # the turn's exchange, with the upload its first call worked on
             inputs = [m.group(0) for m in (NAME_RE.search(c.tool_input) for c in calls) if m]
             used = original_upload(inputs[0]) if inputs else None
-            conversation.add_exchange(user_input, text, used if used and store.exists(used) else None)
+            tool = self._canonical(calls[0].tool) if calls else None
+            conversation.add_exchange(user_input, text, used if used and store.exists(used) else None, tool)
 
         observed: list[str] = []  # what the tools said this turn, in order
         for _ in range(self.config.max_steps + self.config.max_retries + 1):
             completion = ""
             # per step: a tool may have made an image, and the first call may be held to `meant`
-            grammar = self.step_grammar(offered, store, None if calls else meant)
+            grammar = self.step_grammar(offered, store) if calls else self.step_grammar(again or offered, store, meant)
             for piece in self._stream(self.prompt(conversation, user_input, scratchpad, offered), grammar):
                 completion += piece
                 yield Thought(completion)
@@ -320,6 +323,12 @@ class Agent:
             return (f"Your message is {len(user_input):,} characters long; the limit is "
                     f"{self.config.max_input_chars:,}. Please shorten it.")
         return None
+
+    def _canonical(self, name: str) -> str | None:
+        try:
+            return self.tools.resolve(name).spec.name
+        except UnknownToolError:
+            return None
 
     def capabilities(self) -> str:
         """What this agent can do, from the tools it offers (the registry's own names)."""

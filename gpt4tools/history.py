@@ -15,6 +15,7 @@ class Turn:
     text: str
     image: str | None = None  # set on the human turn that announces an image
     used: str | None = None  # on the human turn of an exchange: the upload its first tool call worked on
+    tool: str | None = None  # ... and the tool of that call ("same for this" asks for it again)
 
 
 @dataclass
@@ -26,8 +27,13 @@ class Conversation:
         human, ai = self.template.image_announcement(name, description)
         self.turns += [Turn("human", human, image=name), Turn("ai", ai, image=name)]
 
-    def add_exchange(self, user: str, answer: str, used: str | None = None) -> None:
-        self.turns += [Turn("human", user, used=used), Turn("ai", answer)]
+    def add_exchange(self, user: str, answer: str, used: str | None = None, tool: str | None = None) -> None:
+        self.turns += [Turn("human", user, used=used, tool=tool), Turn("ai", answer)]
+
+    def last_tool(self) -> str | None:
+        """The tool the latest exchange called first (None when it called none)."""
+        latest = next((t for t in reversed(self.turns) if t.role == "human" and not t.image), None)
+        return latest.tool if latest else None
 
     def last_used(self) -> str | None:
         """The upload the latest turn that called a tool on an image worked on."""

@@ -10,6 +10,8 @@ first call's image argument under that one name (gpt4tools.agent). What the rule
   ("read vacation.jpg");
 - "the original photo": the upload the last turn's results came from (or the only upload);
 - "the other one", where two uploads exist and the last turn worked on one of them;
+- "same for this", "and this one?", "does it work on this photo too" sent with a new photo: the
+  tool the last turn called, on that photo;
 - what an upload shows, in the words the conversation used for it ("go back to the cat one"): its
   description and the messages it came with, with the COCO vocabulary's synonyms ("the coffee
   pic" is the one where a cup was found). Only when exactly one upload fits.
@@ -59,25 +61,37 @@ _NOT_CONTENT = {"other", "same", "new", "old", "original", "edited", "result", "
 _WORD = re.compile(r"[a-z]+")
 
 
+# A photo sent with a message that asks for what the last turn did, naming no operation of its own.
+_REPEAT = re.compile(
+    r"^(?:(?:and|oh and|ok and|ok|now|what about|how about)\s+)?(?:this|this one|that one|these|here)"
+    r"(?:\s+(?:too|also|as well))?\s*[?!.]*$"
+    r"|\bsame\s+(?:thing\s+)?(?:for|with|on|to)\s+(?:this|these|it)\b"
+    r"|\b(?:does|will|would|can|could)\s+(?:it|that|this)\s+work\s+(?:on|with|for)\s+(?:this|these)\b"
+    r"|\bdo\s+(?:the\s+same|that|it)\s+(?:again\s+)?(?:for|with|on|to)\s+(?:this|these)\b",
+    re.I)
+
+
 @dataclass(frozen=True)
 class Meaning:
     """What the rules make of a message: the image it means (for the first call's image
-    argument), or the answer to give at once because no image can serve it. Both None: the
-    model decides."""
+    argument) and the tool it asks for again, or the answer to give at once because no image
+    can serve it. All None: the model decides."""
 
     image: str | None = None
     answer: str | None = None
+    tool: str | None = None
 
 
 def resolve(message: str, uploads_now: Sequence[str], uploads: Sequence[str], images: Sequence[str] = (),
             *, originals: Mapping[str, str] | None = None, notes: Mapping[str, str] | None = None,
-            last_used: str | None = None) -> Meaning:
+            last_used: str | None = None, last_tool: str | None = None) -> Meaning:
     """What `message` means.
 
     `uploads_now`: the uploads sent with this message; `uploads`: all of the conversation's, oldest
     first; `images`: every image of the conversation (uploads and results); `originals`: the file
     name each upload came under -> its name here; `notes`: upload -> what the conversation said of
-    it (its description, the messages it came with); `last_used`: the upload the last turn worked on.
+    it (its description, the messages it came with); `last_used`: the upload the last turn worked on;
+    `last_tool`: the tool the last turn called first.
     """
     message = message or ""
     named = _named_file(message, uploads, images, originals or {})
@@ -86,6 +100,8 @@ def resolve(message: str, uploads_now: Sequence[str], uploads: Sequence[str], im
     by_position = _by_position(message, uploads_now, uploads)
     if by_position is not None:
         return by_position
+    if len(uploads_now) == 1 and last_tool and _REPEAT.search(message.strip()):
+        return Meaning(image=uploads_now[0], tool=last_tool)
     if not images and _POINTED.search(message):
         return Meaning(answer="I don't see a photo in our conversation yet. Please upload one (the image "
                               "button, or drag it into the chat), then ask again.")

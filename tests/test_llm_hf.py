@@ -69,6 +69,24 @@ def test_prefix_cache_skips_the_shared_prompt_and_changes_nothing(llm):
     assert fresh[0].cached_tokens == 0
 
 
+def test_warm_encodes_a_prompt_head_that_the_next_prompt_reuses(llm):
+    """Agent.prepare's call between turns: the head is encoded ahead, the next prompt encodes only
+    its own tail, and writes what a fresh encoding writes."""
+    head = "Human: Here is a photo of my garden.\nAI: Received.\nHuman:"
+    prompt = head + " What colour are roses usually?\nAI:"
+    saved, llm.prefix = llm.prefix, None
+    try:
+        fresh = llm.generate(prompt, stop=react.STOP, max_new_tokens=16)
+        llm.warm(head)  # no prefix cache: nothing to do, no error
+    finally:
+        llm.prefix = saved
+    llm.warm(PROMPTS[0])  # something else first: warm replaces it
+    llm.warm(head)
+    assert llm.prefix.ids == llm.tokenizer(head).input_ids
+    got = llm.generate(prompt, stop=react.STOP, max_new_tokens=16)
+    assert got.cached_tokens >= llm.count_tokens(head) - 1 and got.text == fresh.text
+
+
 # -- grammars (llguidance) ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tuned():

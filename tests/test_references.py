@@ -85,6 +85,23 @@ def test_the_other_upload_is_the_one_the_last_turn_did_not_work_on():
     assert resolve("remove the other dog in it", [], [A, B], [A, B], last_used=A).image is None
 
 
+@pytest.mark.parametrize("message", ["same for this", "and this one?", "oh and this", "now same thing on this",
+                                     "hm does it work on this old photo too", "do the same for this one"])
+def test_a_new_photo_with_same_for_this_asks_for_the_last_tool_again(message):
+    assert resolve(message, [B], [A, B], [A, B], last_tool="Pose Detection On Image") == \
+        Meaning(image=B, tool="Pose Detection On Image")
+
+
+@pytest.mark.parametrize("message, now, last_tool", [
+    ("same for this", [], "Pose Detection On Image"),  # no new photo: "this" may be a result
+    ("and this one?", [B], None),  # the last turn called no tool
+    ("and this one?", [A, B], "Detect Face"),  # two new photos: which one?
+    ("now segment this one", [B], "Detect Face"),  # names an operation of its own
+])
+def test_no_repeat_without_one_new_photo_and_a_last_tool(message, now, last_tool):
+    assert resolve(message, now, [A, B], [A, B], last_tool=last_tool).tool is None
+
+
 def test_the_original_is_the_upload_the_last_turn_worked_on():
     assert resolve("ok now remove her from the original photo", [], [A], [A, "image/x1_seg_a_aaaaaaaa.png"]).image == A
     assert resolve("and the straight lines of the original", [], [A, B], [A, B], last_used=A).image == A
@@ -168,4 +185,29 @@ def test_the_agent_answers_at_once_where_no_image_can_serve_and_resolves_the_oth
     assert isinstance(steps[-1], Final) and "dog.png" in steps[-1].text and len(llm.prompts) == 2
     list(agent.run("sketch of the other", conversation, store))
     assert [line for line in llm.grammars[-1].splitlines() if line.startswith("image ::=")] == [f'image ::= "{second}"']
+    assert conversation.last_tool() is None  # that turn called no tool
     assert store.uploaded_as[first] == "chelsea.jpg"
+
+
+def test_the_agent_holds_same_for_this_to_the_last_tool_and_the_new_photo(store, upload):
+    from gpt4tools import react
+    from gpt4tools.agent import Agent
+    from gpt4tools.history import Conversation
+    from gpt4tools.llm import ScriptedLLM
+    from gpt4tools.prompt import PromptTemplate
+    from gpt4tools.registry import ToolRegistry
+
+    from fakes import Ask, Invert
+
+    first = upload("chelsea.jpg")
+    conversation = Conversation(PromptTemplate.load())
+    llm = ScriptedLLM([react.render_call(react.ToolCall("Invert The Image", first)),
+                       react.render_final(react.FinalAnswer("done")),
+                       react.render_final(react.FinalAnswer("ok"))])
+    agent = Agent(llm, ToolRegistry([Invert(), Ask()]), PromptTemplate.load())
+    list(agent.run("invert it", conversation, store, [first]))
+    assert conversation.last_tool() == "Invert The Image"
+    second = upload("astronaut.jpg")
+    list(agent.run("same for this", conversation, store, [second]))
+    grammar = llm.grammars[-1]
+    assert "Invert The Image" in grammar and Ask.spec.name not in grammar and first not in grammar

@@ -33,9 +33,9 @@ class PrefixCache:
         self.ids: list[int] = []  # the tokens whose keys/values `cache` holds
         self.cache = None
 
-    def take(self, ids: list[int]):
+    def take(self, ids: list[int], leave: int = 1):
         """A cache holding a prefix of `ids` (cropped to it), or None: start afresh.
-        At least one token is always left to encode, as generate needs one."""
+        At least `leave` tokens are left to encode (generate needs one; warm none)."""
         cache, self.cache = self.cache, None  # generate mutates it: never hand it out twice
         if cache is None:
             return None
@@ -44,7 +44,7 @@ class PrefixCache:
             if a != b:
                 break
             n += 1
-        n = min(n, len(ids) - 1)
+        n = min(n, len(ids) - leave)
         held = cache.get_seq_length()
         if n < self.min_reuse or held < n or not _croppable(cache):
             return None
@@ -162,6 +162,22 @@ class HFCausalLM:
             # The cache now holds the prompt and all generated tokens but the last.
             self.prefix.keep(out[0].tolist(), cache)
         return out, reused
+
+    def warm(self, prompt: str) -> None:
+        """Encode `prompt` into the prefix cache now (the agent's next prompt head, between turns),
+        so a prompt that begins with it encodes only what follows. Without a prefix cache: nothing."""
+        if self.prefix is None:
+            return
+        from transformers import DynamicCache
+
+        ids = self._inputs(prompt)["input_ids"]
+        with self._lock, _no_grad():
+            cache = self.prefix.take(ids[0].tolist(), leave=0)
+            done = cache.get_seq_length() if cache is not None else 0
+            cache = cache if cache is not None else DynamicCache(config=self.model.config)
+            if done < ids.shape[1]:
+                self.model(input_ids=ids[:, done:], past_key_values=cache, use_cache=True, logits_to_keep=1)
+            self.prefix.keep(ids[0].tolist(), cache)
 
     def generate(self, prompt: str, *, stop: Sequence[str] = (), max_new_tokens: int = 256,
                  grammar: str | None = None) -> Generation:
