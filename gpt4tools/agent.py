@@ -223,7 +223,8 @@ class Agent:
         meaning = references.resolve(
             message, uploads, [n for n in store.names() if store.is_upload(n)], store.names(),
             originals={v: k for k, v in store.uploaded_as.items()}, notes=conversation.notes(),
-            last_used=conversation.last_used(), last_tool=conversation.last_tool())
+            last_used=conversation.last_used(), last_tool=conversation.last_tool(),
+            makes_images=any(s.output == "image" and not s.needs_image for s in offered))
         # "what can u do?": the tools' own names, not a small model's guess
         at_once = meaning.answer or (self.capabilities() if CAPABILITIES.search(message) else None)
         if at_once:

@@ -84,14 +84,15 @@ class Meaning:
 
 def resolve(message: str, uploads_now: Sequence[str], uploads: Sequence[str], images: Sequence[str] = (),
             *, originals: Mapping[str, str] | None = None, notes: Mapping[str, str] | None = None,
-            last_used: str | None = None, last_tool: str | None = None) -> Meaning:
+            last_used: str | None = None, last_tool: str | None = None, makes_images: bool = False) -> Meaning:
     """What `message` means.
 
     `uploads_now`: the uploads sent with this message; `uploads`: all of the conversation's, oldest
     first; `images`: every image of the conversation (uploads and results); `originals`: the file
     name each upload came under -> its name here; `notes`: upload -> what the conversation said of
     it (its description, the messages it came with); `last_used`: the upload the last turn worked on;
-    `last_tool`: the tool the last turn called first.
+    `last_tool`: the tool the last turn called first; `makes_images`: a tool that makes images from
+    words alone is offered (then "draw the picture of a cat" with no upload is a request, not a mistake).
     """
     message = message or ""
     named = _named_file(message, uploads, images, originals or {})
@@ -102,7 +103,7 @@ def resolve(message: str, uploads_now: Sequence[str], uploads: Sequence[str], im
         return by_position
     if len(uploads_now) == 1 and last_tool and _REPEAT.search(message.strip()):
         return Meaning(image=uploads_now[0], tool=last_tool)
-    if not images and _POINTED.search(message):
+    if not images and not makes_images and _POINTED.search(message):
         return Meaning(answer="I don't see a photo in our conversation yet. Please upload one (the image "
                               "button, or drag it into the chat), then ask again.")
     if _ORIGINAL.search(message) and uploads:

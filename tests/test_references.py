@@ -131,6 +131,8 @@ def test_a_photo_pointed_at_before_any_upload_gets_an_answer():
     assert resolve("why is the sky blue", [], [], []) == Meaning()
     assert resolve("make a picture of a castle", [], [], []) == Meaning()  # not pointing at one
     assert resolve("whats in the picture", [A], [A], [A]) == Meaning()  # there is one
+    # where a tool makes images from words, "the picture" may be one to make
+    assert resolve("draw the picture of a cat", [], [], [], makes_images=True) == Meaning()
 
 
 def test_the_agent_holds_the_first_call_to_the_upload_named(store, upload):
