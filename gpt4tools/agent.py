@@ -103,10 +103,11 @@ class AgentConfig:
     prepare_next: bool = True
 
 
-def step_grammar(specs: Sequence[ToolSpec], images: Sequence[str], ai_prefix: str = react.AI_PREFIX) -> str:
+def step_grammar(specs: Sequence[ToolSpec], images: Sequence[str], ai_prefix: str = react.AI_PREFIX,
+                 must_call: bool = False) -> str:
     """The grammar of one step for these tools (their argument kinds from the tool contract)
     and these image names: the one place the contract meets react's grammar."""
-    return react.step_grammar([(s.name, [a.kind for a in s.args]) for s in specs], images, ai_prefix)
+    return react.step_grammar([(s.name, [a.kind for a in s.args]) for s in specs], images, ai_prefix, must_call)
 
 
 class Agent:
@@ -172,13 +173,14 @@ class Agent:
         history = conversation.render(max(budget, 0), self.llm.count_tokens)
         return self.template.render(specs, history, user_input, scratchpad)
 
-    def step_grammar(self, offered: Sequence[ToolSpec], store: ImageStore, meant: str | None = None) -> str | None:
+    def step_grammar(self, offered: Sequence[ToolSpec], store: ImageStore, meant: str | None = None,
+                     must_call: bool = False) -> str | None:
         """The grammar this step decodes under, or None (unconstrained): the offered tools,
         the images that exist in the session now (or only `meant`, the one the message named),
-        the template's AI prefix."""
+        the template's AI prefix; `must_call`: a call, not an answer ("same for this")."""
         if not self.config.constrained:
             return None
-        return step_grammar(offered, [meant] if meant else store.names(), self.template.ai_prefix)
+        return step_grammar(offered, [meant] if meant else store.names(), self.template.ai_prefix, must_call)
 
     def _stream(self, prompt: str, grammar: str | None) -> Iterator[str]:
         kw = dict(stop=react.STOP, max_new_tokens=self.config.max_new_tokens)
@@ -232,7 +234,7 @@ class Agent:
             yield Final(at_once, [], 0, time.perf_counter() - t0)
             return
         meant = meaning.image
-        # "same for this": the first call may only be the tool the last turn called (if still offered)
+        # "same for this": the first step must call the tool the last turn called (if still offered)
         again = [s for s in offered if s.name == meaning.tool]
 
         def remember(text: str) -> None:  # the turn's exchange, with the upload its first call worked on
@@ -245,7 +247,8 @@ class Agent:
         for _ in range(self.config.max_steps + self.config.max_retries + 1):
             completion = ""
             # per step: a tool may have made an image, and the first call may be held to `meant`
-            grammar = self.step_grammar(offered, store) if calls else self.step_grammar(again or offered, store, meant)
+            grammar = self.step_grammar(offered, store) if calls else \
+                self.step_grammar(again or offered, store, meant, must_call=bool(again))
             for piece in self._stream(self.prompt(conversation, user_input, scratchpad, offered), grammar):
                 completion += piece
                 yield Thought(completion)

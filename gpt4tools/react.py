@@ -151,7 +151,7 @@ def _cut_runaway(text: str) -> str:
 
 # -- the grammar of one step -------------------------------------------------------------
 def step_grammar(tools: Sequence[tuple[str, Sequence[str]]], images: Sequence[str],
-                 ai_prefix: str = AI_PREFIX) -> str:
+                 ai_prefix: str = AI_PREFIX, must_call: bool = False) -> str:
     """One step the model may write, as a GBNF grammar (llama.cpp's format; xgrammar and
     llguidance read it too). The completion continues the prompt's scratchpad at a line start:
 
@@ -163,7 +163,8 @@ def step_grammar(tools: Sequence[tuple[str, Sequence[str]]], images: Sequence[st
     Arguments are joined by ", "; an image argument is one of `images`; a text argument is
     non-empty text on one line, without "," unless it is the last (the last takes the rest, as
     ToolSpec.split_input reads it). A tool whose image argument cannot be filled (no `images`)
-    is left out; with no tool left, only "No" can follow the Thought.
+    is left out; with no tool left, only "No" can follow the Thought. `must_call`: only "Yes" and a
+    call may follow it (where a tool is left).
     """
     names = list(dict.fromkeys(images))
     calls: list[str] = []
@@ -179,7 +180,8 @@ def step_grammar(tools: Sequence[tuple[str, Sequence[str]]], images: Sequence[st
                  for i, k in enumerate(kinds)]
         calls.append(gbnf_literal(name + "\n" + ACTION_INPUT + " ") + " " + ' ", " '.join(parts))
     newline = gbnf_literal("\n")
-    rules = ["root ::= " + gbnf_literal(THOUGHT + " ") + (" (call | final)" if calls else " final"),
+    branches = " call" if calls and must_call else " (call | final)" if calls else " final"
+    rules = ["root ::= " + gbnf_literal(THOUGHT + " ") + branches,
              "final ::= " + gbnf_literal("No\n" + ai_prefix + ": ") + f" line {newline}?"]
     if calls:
         rules += ["call ::= " + gbnf_literal("Yes\n" + ACTION + " ") + f" tool {newline}",

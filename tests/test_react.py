@@ -187,6 +187,14 @@ def test_grammar_without_images_offers_only_tools_it_can_fill(accepts):
         react.step_grammar([("Bad", ["text", "image"])], IMAGES)
 
 
+def test_grammar_that_must_call_takes_no_answer(accepts):
+    g = react.step_grammar(TOOLS, IMAGES, must_call=True)
+    assert accepts(g, step("Edge Detection On Image", IMAGES[0]))
+    assert not accepts(g, react.render_final(FinalAnswer("I cannot do that.")))
+    # with no tool that can be filled, an answer is still the only way out
+    assert accepts(react.step_grammar(TOOLS[:1], [], must_call=True), react.render_final(FinalAnswer("Upload one.")))
+
+
 def test_grammar_escapes_names(accepts):
     odd = 'Say "Hi" \\ to Ünïcode\ttab'
     g = react.step_grammar([(odd, ["text"])], ['image/a"b.png'])

@@ -213,3 +213,4 @@ def test_the_agent_holds_same_for_this_to_the_last_tool_and_the_new_photo(store,
     list(agent.run("same for this", conversation, store, [second]))
     grammar = llm.grammars[-1]
     assert "Invert The Image" in grammar and Ask.spec.name not in grammar and first not in grammar
+    assert grammar.splitlines()[0].endswith(" call")  # a call, not an answer that it cannot be done
