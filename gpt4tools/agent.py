@@ -99,7 +99,7 @@ class AgentConfig:
     # "this" resolves to the newest upload rather than to whatever the history mentions last.
     name_uploads: bool = True
     # Between turns, encode the next prompt up to the human's message in the background (backends
-    # with `warm`: llama.cpp), so that a turn's first step reads only the message and what follows.
+    # with `warm`: llama.cpp, transformers), so that a turn's first step reads only the message and what follows.
     prepare_next: bool = True
 
 

@@ -120,12 +120,6 @@ def resolve(message: str, uploads_now: Sequence[str], uploads: Sequence[str], im
     return Meaning(image=_by_content(message, uploads, notes or {}))
 
 
-def meant_upload(message: str, uploads_now: Sequence[str], uploads: Sequence[str]) -> str | None:
-    """The upload `message` names by position, or None (see `_by_position`)."""
-    found = _by_position(message, uploads_now, uploads)
-    return found.image if found is not None else None
-
-
 def _named_file(message: str, uploads: Sequence[str], images: Sequence[str],
                 originals: Mapping[str, str]) -> Meaning | None:
     """A file named in the message: one of the session's images, an upload's own file name, or

@@ -2,9 +2,14 @@
 
 import pytest
 
-from gpt4tools.references import Meaning, meant_upload, resolve
+from gpt4tools.references import Meaning, resolve
 
 A, B, C = "image/aaaaaaaa.png", "image/bbbbbbbb.png", "image/cccccccc.png"
+
+
+def meant_upload(message, uploads_now, uploads):
+    """The upload the rules take `message` to mean, with these uploads and nothing else said."""
+    return resolve(message, uploads_now, uploads, uploads).image
 
 
 @pytest.mark.parametrize(
