@@ -99,8 +99,10 @@ class AgentConfig:
     # "this" resolves to the newest upload rather than to whatever the history mentions last.
     name_uploads: bool = True
     # Between turns, encode the next prompt up to the human's message in the background (backends
-    # with `warm`: llama.cpp, transformers), so that a turn's first step reads only the message and what follows.
-    prepare_next: bool = True
+    # with `warm`: llama.cpp, transformers), so that a turn's first step reads only the message and what
+    # follows: first token 1.07 -> 0.49 s (docs/benchmark.md). Off by default: one fresh-clone test run
+    # of bench-chat with it on ended in a segmentation fault (rc -11) that was not reproduced or explained.
+    prepare_next: bool = False
 
 
 def step_grammar(specs: Sequence[ToolSpec], images: Sequence[str], ai_prefix: str = react.AI_PREFIX,
@@ -162,7 +164,9 @@ class Agent:
             self._preparing.join()  # one at a time: this one then starts from what that one encoded
         text = self.prompt(conversation, _MESSAGE_GOES_HERE)
         head = text[: text.index(_MESSAGE_GOES_HERE)]
-        self._preparing = threading.Thread(target=_warm_quietly, args=(warm, head), daemon=True)
+        # Not a daemon: at exit the interpreter waits for it (about a second) instead of freeing the
+        # model under a decode still running in C, which crashed a process that ended right after a turn.
+        self._preparing = threading.Thread(target=_warm_quietly, args=(warm, head), daemon=False)
         self._preparing.start()
 
     def prompt(self, conversation: Conversation, user_input: str, scratchpad: str = "",

@@ -454,7 +454,7 @@ def test_the_next_turns_prompt_head_is_encoded_between_turns(tmp_path):
     from gpt4tools.session import Session
 
     llm = _WarmLLM([call("Invert The Image", "IMAGE"), final("Inverted."), final("Hi.")])
-    agent = Agent(llm, ToolRegistry((Invert(),)), T)
+    agent = Agent(llm, ToolRegistry((Invert(),)), T, AgentConfig(prepare_next=True))
     session = Session(agent, root=tmp_path / "s")
     name = session.add_image(assets_dir() / "chelsea.jpg")  # the announcement is encoded while the human types
     agent._preparing.join()
