@@ -226,8 +226,9 @@ class Agent:
         scratchpad, retries, calls, made, failure = "", 0, [], [], None
         # "describe the 2nd one", "go back to the cat one": the image the message means, for the first
         # call's image argument; or an answer at once ("do the same for dog.png": there is no dog.png)
+        images = store.names()
         meaning = references.resolve(
-            message, uploads, [n for n in store.names() if store.is_upload(n)], store.names(),
+            message, uploads, [n for n in images if store.is_upload(n)], images,
             originals={v: k for k, v in store.uploaded_as.items()}, notes=conversation.notes(),
             last_used=conversation.last_used(), last_tool=conversation.last_tool(),
             makes_images=any(s.output == "image" and not s.needs_image for s in offered))
@@ -244,7 +245,7 @@ class Agent:
         def remember(text: str) -> None:  # the turn's exchange, with the upload its first call worked on
             inputs = [m.group(0) for m in (NAME_RE.search(c.tool_input) for c in calls) if m]
             used = original_upload(inputs[0]) if inputs else None
-            tool = self._canonical(calls[0].tool) if calls else None
+            tool = self.tools.canonical(calls[0].tool) if calls else None
             conversation.add_exchange(user_input, text, used if used and store.exists(used) else None, tool)
 
         observed: list[str] = []  # what the tools said this turn, in order
@@ -331,12 +332,6 @@ class Agent:
             return (f"Your message is {len(user_input):,} characters long; the limit is "
                     f"{self.config.max_input_chars:,}. Please shorten it.")
         return None
-
-    def _canonical(self, name: str) -> str | None:
-        try:
-            return self.tools.resolve(name).spec.name
-        except UnknownToolError:
-            return None
 
     def capabilities(self) -> str:
         """What this agent can do, from the tools it offers (the registry's own names)."""

@@ -266,12 +266,6 @@ def markdown(summary: dict) -> str:
 # -- running -------------------------------------------------------------------------------------
 def run_conversation(agent: A.Agent, conv: dict, photos: Path, typing_s: float = 0.0) -> list[dict]:
     """Replay one conversation in a fresh session; one scored row per turn (`typing_s`: run_turn)."""
-    def canonical(name: str) -> str | None:
-        try:
-            return agent.tools.resolve(name).spec.name
-        except KeyError:
-            return None
-
     def text_args(name: str) -> int:
         return sum(a.kind != "image" for a in agent.tools.resolve(name).spec.args)
 
@@ -282,10 +276,11 @@ def run_conversation(agent: A.Agent, conv: dict, photos: Path, typing_s: float =
         session = Session(agent, root=Path(root) / "session", rng=random.Random(conv["id"]))
         for i, turn in enumerate(conv["turns"]):
             files = [make_photo(ref, photos) for ref in turn.get("uploads") or []]
-            record = run_turn(session, turn["user"], files, lambda n: canonical(n) is not None, typing_s)
+            record = run_turn(session, turn["user"], files, lambda n: agent.tools.canonical(n) is not None,
+                              typing_s)
             uploads += record.uploads
             meant = resolve_image(turn["expect"].get("image"), uploads, results)
-            score = score_turn(turn["expect"], asdict(record), meant, canonical, text_args)
+            score = score_turn(turn["expect"], asdict(record), meant, agent.tools.canonical, text_args)
             results += record.results
             rows.append({"conversation": conv["id"], "category": conv.get("category", ""), "index": i,
                          "expect": turn["expect"], "meant_image": meant, "turn": asdict(record), "score": score})

@@ -56,12 +56,14 @@ class ToolRegistry(Mapping[str, Tool]):
 
     def resolve(self, name: str) -> Tool:
         """Exact name first, then aliases and normalised spelling (model and teacher output)."""
-        if name in self._tools:
-            return self._tools[name]
-        key = self._lookup.get(_norm(name))
+        key = self.canonical(name)
         if key is None:
             raise UnknownToolError(name, self._tools)
         return self._tools[key]
+
+    def canonical(self, name: str) -> str | None:
+        """The registry's own name for a tool name as written (`resolve`'s spellings), or None."""
+        return name if name in self._tools else self._lookup.get(_norm(name))
 
     def specs(self) -> list[ToolSpec]:
         return [t.spec for t in self._tools.values()]

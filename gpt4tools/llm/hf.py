@@ -52,6 +52,13 @@ class PrefixCache:
             cache.crop(n - held)  # a negative count: drop the tokens after the shared prefix
         return cache
 
+    def start(self, ids: list[int], config, leave: int = 1) -> tuple:
+        """(a cache to encode `ids` into, how many of them it already holds): `take`'s, else a new one."""
+        from transformers import DynamicCache
+
+        cache = self.take(ids, leave)
+        return (cache, cache.get_seq_length()) if cache is not None else (DynamicCache(config=config), 0)
+
     def keep(self, ids: list[int], cache) -> None:
         """After generating: `cache` holds keys/values for the first get_seq_length() of `ids`."""
         if cache is not None and cache.get_seq_length() <= len(ids):
@@ -66,16 +73,16 @@ def _pack_head_input(model):
     contiguous, yet its matmul turns it into a bmm that copies the whole (vocab x hidden) weight
     first: 0.6 s per prompt for Qwen2.5-0.5B, more than the other 24 layers' matmuls together
     (scripts/bench_prefill.py). Copying the one row instead costs microseconds."""
+    import torch
+
     head = model.get_output_embeddings()
     if head is None:
         return None
-    return head.register_forward_pre_hook(lambda _module, args: (args[0].clone(memory_format=_contiguous()), *args[1:]))
 
+    def packed(_module, args):
+        return (args[0].clone(memory_format=torch.contiguous_format), *args[1:])
 
-def _contiguous():
-    import torch
-
-    return torch.contiguous_format
+    return head.register_forward_pre_hook(packed)
 
 
 def _croppable(cache) -> bool:
@@ -150,13 +157,8 @@ class HFCausalLM:
     def _cached_generate(self, inputs: dict, **kw) -> tuple:
         """model.generate for one prompt, reusing the KV cache of a shared prefix; returns
         (output ids, prompt tokens that came from the cache). Call with the lock held."""
-        from transformers import DynamicCache
-
         ids = inputs["input_ids"][0].tolist()
-        cache = self.prefix.take(ids) if self.prefix else None
-        reused = cache.get_seq_length() if cache is not None else 0
-        if self.prefix is not None and cache is None:
-            cache = DynamicCache(config=self.model.config)
+        cache, reused = self.prefix.start(ids, self.model.config) if self.prefix is not None else (None, 0)
         out = self.model.generate(**inputs, cache=cache, **kw)
         if self.prefix is not None:
             # The cache now holds the prompt and all generated tokens but the last.
@@ -168,13 +170,9 @@ class HFCausalLM:
         so a prompt that begins with it encodes only what follows. Without a prefix cache: nothing."""
         if self.prefix is None:
             return
-        from transformers import DynamicCache
-
         ids = self._inputs(prompt)["input_ids"]
         with self._lock, _no_grad():
-            cache = self.prefix.take(ids[0].tolist(), leave=0)
-            done = cache.get_seq_length() if cache is not None else 0
-            cache = cache if cache is not None else DynamicCache(config=self.model.config)
+            cache, done = self.prefix.start(ids[0].tolist(), self.model.config, leave=0)
             if done < ids.shape[1]:
                 self.model(input_ids=ids[:, done:], past_key_values=cache, use_cache=True, logits_to_keep=1)
             self.prefix.keep(ids[0].tolist(), cache)
