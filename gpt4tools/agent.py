@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence, Union
 
-from gpt4tools import react, references
+from gpt4tools import react, references, unserved
 from gpt4tools.history import Conversation
 from gpt4tools.images import NAME_RE, ImageStore, original_upload
 from gpt4tools.llm import LLM
@@ -100,9 +100,10 @@ class AgentConfig:
     name_uploads: bool = True
     # Between turns, encode the next prompt up to the human's message in the background (backends
     # with `warm`: llama.cpp, transformers), so that a turn's first step reads only the message and what
-    # follows: first token 1.07 -> 0.49 s (docs/benchmark.md). Off by default: one fresh-clone test run
-    # of bench-chat with it on ended in a segmentation fault (rc -11) that was not reproduced or explained.
-    prepare_next: bool = False
+    # follows: first token 1.07 -> 0.49 s (docs/benchmark.md). Its thread is not a daemon: as a daemon,
+    # a process that ended right after a turn crashed in 2 of 6 runs (the interpreter finalised under a
+    # decode still in native code), and in 0 of 8 as it is (scripts/stress_prepare_exit.py).
+    prepare_next: bool = True
 
 
 def step_grammar(specs: Sequence[ToolSpec], images: Sequence[str], ai_prefix: str = react.AI_PREFIX,
@@ -114,9 +115,11 @@ def step_grammar(specs: Sequence[ToolSpec], images: Sequence[str], ai_prefix: st
 
 class Agent:
     def __init__(self, llm: LLM, tools: ToolRegistry, template: PromptTemplate | None = None,
-                 config: AgentConfig | None = None, retriever: ToolRetriever | None = None):
+                 config: AgentConfig | None = None, retriever: ToolRetriever | None = None,
+                 unavailable: Sequence[tuple[ToolSpec, str]] = ()):
         self.llm = llm
         self.tools = tools  # the tools the model may use: available ones
+        self.unavailable = list(unavailable)  # the others, with why: "swap the cat for a dog" gets that answer
         self.template = template or PromptTemplate.load()
         self.config = config or AgentConfig()
         self.retriever = retriever  # made on first use (it loads a sentence encoder)
@@ -231,9 +234,12 @@ class Agent:
             message, uploads, [n for n in images if store.is_upload(n)], images,
             originals={v: k for k, v in store.uploaded_as.items()}, notes=conversation.notes(),
             last_used=conversation.last_used(), last_tool=conversation.last_tool(),
+            last_photo=conversation.last_photo(),
             makes_images=any(s.output == "image" and not s.needs_image for s in offered))
-        # "what can u do?": the tools' own names, not a small model's guess
-        at_once = meaning.answer or (self.capabilities() if CAPABILITIES.search(message) else None)
+        # "what can u do?": the tools' own names, not a small model's guess; "swap the cat for a dog"
+        # without inpainting weights: why not, not the nearest tool's output
+        at_once = (meaning.answer or (self.capabilities() if CAPABILITIES.search(message) else None)
+                   or unserved.answer(message, offered, self.unavailable, bool(images)))
         if at_once:
             conversation.add_exchange(user_input, at_once)
             yield Final(at_once, [], 0, time.perf_counter() - t0)
@@ -246,9 +252,12 @@ class Agent:
             inputs = [m.group(0) for m in (NAME_RE.search(c.tool_input) for c in calls) if m]
             used = original_upload(inputs[0]) if inputs else None
             tool = self.tools.canonical(calls[0].tool) if calls else None
-            conversation.add_exchange(user_input, text, used if used and store.exists(used) else None, tool)
+            conversation.add_exchange(user_input, text, used if used and store.exists(used) else None, tool,
+                                      photos[-1] if photos else None)
 
         observed: list[str] = []  # what the tools said this turn, in order
+        photos: list[str] = []  # the images this turn's edits and generations made (not maps or annotations)
+        corrections: list[str] = []  # what the loop told the model about its unusable steps
         for _ in range(self.config.max_steps + self.config.max_retries + 1):
             completion = ""
             # per step: a tool may have made an image, and the first call may be held to `meant`
@@ -262,7 +271,16 @@ class Agent:
             problem = None
             if isinstance(decision, react.ParseError):
                 problem = decision.message
+            elif isinstance(decision, react.FinalAnswer) and _echoes(decision.text, corrections):
+                # "AI: You just ran exactly this. Use its observation...": our words to it are no answer
+                text = _fallback_answer(calls, made, observed)
+                remember(text)
+                yield Final(text, _results(text, store), len(calls), time.perf_counter() - t0)
+                return
             elif isinstance(decision, react.FinalAnswer):
+                misspelt = [n for n in _image_names(decision.text) if not store.exists(n)]
+                if misspelt and made:  # "Here is the result: image/<a name it garbled>": it means this turn's result
+                    decision = react.FinalAnswer(_replace_names(decision.text, misspelt, made[-1]))
                 named = _image_names(decision.text)
                 missing = [n for n in named if not store.exists(n)]
                 # presented as this request's result though no tool made it: the human's upload, or
@@ -270,7 +288,7 @@ class Agent:
                 posed = ([] if missing or made or not CLAIM.search(decision.text)
                          else [n for n in named if store.is_upload(n) or (calls and not ADMITS.search(decision.text))])
                 if not missing and not posed:
-                    text = _completed(_honest(decision.text, failure, made), observed, made)
+                    text = _completed(_honest(decision.text, failure, made), observed, made, message)
                     remember(text)
                     yield Final(text, _results(text, store), len(calls), time.perf_counter() - t0)
                     return
@@ -302,6 +320,7 @@ class Agent:
             elif calls and calls[-1] == decision:
                 problem = "You just ran exactly this. Use its observation, or answer the human now."
             if problem is not None:
+                corrections.append(problem)
                 retries += 1
                 yield Error(problem)
                 if retries > self.config.max_retries:
@@ -317,6 +336,8 @@ class Agent:
             yield ObservationStep(decision.tool, obs_text, ok)
             if image:
                 made.append(image)
+                if self._makes_photo(decision.tool):
+                    photos.append(image)
                 yield ImageStep(image, str(store.resolve(image)))
             scratchpad += react.render_step(decision, obs_text)
 
@@ -332,6 +353,10 @@ class Agent:
             return (f"Your message is {len(user_input):,} characters long; the limit is "
                     f"{self.config.max_input_chars:,}. Please shorten it.")
         return None
+
+    def _makes_photo(self, name: str) -> bool:
+        key = self.tools.canonical(name)
+        return key is not None and self.tools[key].spec.photo_out
 
     def capabilities(self) -> str:
         """What this agent can do, from the tools it offers (the registry's own names)."""
@@ -371,6 +396,13 @@ def _warm_quietly(warm, head: str) -> None:
         warm(head)
     except Exception:
         log.exception("preparing the next turn's prompt failed")
+
+
+def _echoes(answer: str, corrections: list[str]) -> bool:
+    """Whether an answer repeats one of the loop's corrections instead of answering the human."""
+    said = re.sub(r"\s+", " ", answer).strip().lower()
+    # a short answer ("Done.") may well be part of a correction by chance: only sentences count
+    return len(said) >= 20 and any(said in c.lower() or c.lower() in said for c in corrections)
 
 
 def _fallback_answer(calls: list, made: list[str], observed: list[str]) -> str:
@@ -413,10 +445,13 @@ LEAD_IN = re.compile(r"^[^\n]{0,60}:$")
 # The phrases with which the training answers hand over a tool's words ("Here is what I found: ...").
 HANDOVER = re.compile(r"^(?:here is what i found|here's what i found|here is the result|the result)$", re.I)
 BOX_LINE = re.compile(r"^(.+?) \[\d+, \d+, \d+, \d+\]$")  # tool.format_boxes' lines
+HOW_MANY = re.compile(r"\bhow\s+many\b|\bcount\b|\bnumber\s+of\b", re.I)
+NUMBER = re.compile(r"\d|\b(?:no|none|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
+                    r"dozens?|several)\b", re.I)
 BARE_BOX = re.compile(r"\[\d+, \d+, \d+, \d+\]")  # a box's coordinates without what is in it
 
 
-def _completed(text: str, observed: list[str], made: list[str]) -> str:
+def _completed(text: str, observed: list[str], made: list[str], message: str = "") -> str:
     """The answer, completed with the tool's own words where the model stopped short of them:
     only what a tool said is added, never anything else.
     - only a lead-in ("The result:"): the lead-in and the last observation;
@@ -426,7 +461,8 @@ def _completed(text: str, observed: list[str], made: list[str]) -> str:
     - this turn's image presented without the boxes the tool found on it ("Here is the result:
       image/x.png" after Detect Face), not even naming what they are: the boxes and their count
       ("how many faces?"). An answer that says what was found ("I found two faces") is left as is,
-      as the training answers are."""
+      as the training answers are, unless the human asked how many and it gives no number ("I found
+      a person."): then the boxes and their count too."""
     if not observed:
         return text
     answer, last = text.strip(), observed[-1].strip()
@@ -441,8 +477,10 @@ def _completed(text: str, observed: list[str], made: list[str]) -> str:
     found = [m for m in map(BOX_LINE.match, lines[1:]) if m]
     boxes, labels = [m.group(0) for m in found], {m.group(1).lower() for m in found}
     own_words = NAME_RE.sub("", answer).lower()  # without file names ("..._face_...png" names no face)
-    if made and made[-1] in answer and lines[0] == result_saved(made[-1]) and boxes \
-            and not any(re.search(rf"\b{re.escape(label)}", own_words) for label in labels):
+    named = any(re.search(rf"\b{re.escape(label)}", own_words) for label in labels)
+    uncounted = HOW_MANY.search(message) and not NUMBER.search(BARE_BOX.sub("", own_words)) \
+        and not BARE_BOX.search(own_words)  # boxes listed: they are the count
+    if made and made[-1] in answer and lines[0] == result_saved(made[-1]) and boxes and (not named or uncounted):
         return f"{answer}\n{len(boxes)} found:\n" + "\n".join(boxes)
     return text
 
@@ -467,6 +505,10 @@ def _image_names(text: str) -> list[str]:
 
 
 def _strip_names(text: str, names: list[str]) -> str:
+    return _replace_names(text, names, "(no such file)")
+
+
+def _replace_names(text: str, names: list[str], by: str) -> str:
     for n in names:
-        text = text.replace(n, "(no such file)")
+        text = text.replace(n, by)
     return re.sub(r"\s+", " ", text).strip()

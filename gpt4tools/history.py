@@ -16,6 +16,7 @@ class Turn:
     image: str | None = None  # set on the human turn that announces an image
     used: str | None = None  # on the human turn of an exchange: the upload its first tool call worked on
     tool: str | None = None  # ... and the tool of that call ("same for this" asks for it again)
+    photo: str | None = None  # ... and the photo it made last (an edit, a new picture): "now sketch it" means it
 
 
 @dataclass
@@ -27,13 +28,26 @@ class Conversation:
         human, ai = self.template.image_announcement(name, description)
         self.turns += [Turn("human", human, image=name), Turn("ai", ai, image=name)]
 
-    def add_exchange(self, user: str, answer: str, used: str | None = None, tool: str | None = None) -> None:
-        self.turns += [Turn("human", user, used=used, tool=tool), Turn("ai", answer)]
+    def add_exchange(self, user: str, answer: str, used: str | None = None, tool: str | None = None,
+                     photo: str | None = None) -> None:
+        self.turns += [Turn("human", user, used=used, tool=tool, photo=photo), Turn("ai", answer)]
 
     def last_tool(self) -> str | None:
         """The tool the latest exchange called first (None when it called none)."""
         latest = next((t for t in reversed(self.turns) if t.role == "human" and not t.image), None)
         return latest.tool if latest else None
+
+    def last_photo(self) -> str | None:
+        """The photo the latest exchange that called a tool made (an edit, a new picture), unless an
+        upload was announced since: what "now sketch it" works on. None: no such photo."""
+        for t in reversed(self.turns):
+            if t.role != "human":
+                continue
+            if t.image:
+                return None
+            if t.tool:
+                return t.photo
+        return None
 
     def last_used(self) -> str | None:
         """The upload the latest turn that called a tool on an image worked on."""

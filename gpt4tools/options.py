@@ -50,9 +50,10 @@ def build_agent(args: argparse.Namespace) -> A.Agent:
     llm = load_llm(args.model, adapter=args.adapter, backend=args.backend, device=args.device, gguf=args.gguf,
                    decoding=getattr(args, "decoding", DECODINGS[0]), **extra)
     template = template_for(getattr(llm, "adapter", None))
-    tools = build_registry(args.load).available()
+    registry = build_registry(args.load)
+    tools = registry.available()
     config = A.AgentConfig(offer_tools=args.offer_tools, constrained=getattr(args, "constrained", True),
                            name_uploads=getattr(args, "name_uploads", True))
-    agent = A.Agent(llm, tools, template, config)
+    agent = A.Agent(llm, tools, template, config, unavailable=registry.unavailable())
     agent.warm_up()
     return agent

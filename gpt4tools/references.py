@@ -14,7 +14,11 @@ first call's image argument under that one name (gpt4tools.agent). What the rule
   tool the last turn called, on that photo;
 - what an upload shows, in the words the conversation used for it ("go back to the cat one"): its
   description and the messages it came with, with the COCO vocabulary's synonyms ("the coffee
-  pic" is the one where a cup was found). Only when exactly one upload fits.
+  pic" is the one where a cup was found). Only when exactly one upload fits;
+- a reference and nothing more ("now the first", "what about the other one?"): the last turn's
+  tool again, on that photo;
+- after an edit (a crop, a removal, an upscale: `ToolSpec.photo_out`), a message with no upload and
+  no reference of its own ("now sketch it", "upscale"): the edited photo, as the image editors do.
 
 And requests no image can serve, answered at once instead of handed to a model that would guess:
 a file name this conversation does not have ("do the same for dog.png"), a position past the
@@ -57,7 +61,8 @@ _CONTENT = re.compile(
 # words in "the X one" that say nothing of what the photo shows
 _NOT_CONTENT = {"other", "same", "new", "old", "original", "edited", "result", "final", "previous", "next",
                 "whole", "full", "entire", "second", "third", "first", "last", "latest", "newest", "this",
-                "that", "my", "your", "one", "uploaded", "real", "actual", "big", "small", "right", "left"}
+                "that", "my", "your", "one", "uploaded", "real", "actual", "big", "small", "right", "left",
+                "upscaled", "cropped", "sharpened", "enlarged", "bigger", "fixed", "cleaned", "sharper"}
 _WORD = re.compile(r"[a-z]+")
 
 
@@ -84,18 +89,35 @@ class Meaning:
 
 def resolve(message: str, uploads_now: Sequence[str], uploads: Sequence[str], images: Sequence[str] = (),
             *, originals: Mapping[str, str] | None = None, notes: Mapping[str, str] | None = None,
-            last_used: str | None = None, last_tool: str | None = None, makes_images: bool = False) -> Meaning:
+            last_used: str | None = None, last_tool: str | None = None, last_photo: str | None = None,
+            makes_images: bool = False) -> Meaning:
     """What `message` means.
 
     `uploads_now`: the uploads sent with this message; `uploads`: all of the conversation's, oldest
     first; `images`: every image of the conversation (uploads and results); `originals`: the file
     name each upload came under -> its name here; `notes`: upload -> what the conversation said of
     it (its description, the messages it came with); `last_used`: the upload the last turn worked on;
-    `last_tool`: the tool the last turn called first; `makes_images`: a tool that makes images from
-    words alone is offered (then "draw the picture of a cat" with no upload is a request, not a mistake).
+    `last_tool`: the tool the last turn called first; `last_photo`: the photo the last turn's edit made
+    (a crop, a removal, an upscale: not a map or an annotation); `makes_images`: a tool that makes images
+    from words alone is offered (then "draw the picture of a cat" with no upload is a request, not a mistake).
     """
     message = message or ""
-    named = _named_file(message, uploads, images, originals or {})
+    meaning = _resolve(message, uploads_now, uploads, images, originals or {}, notes or {}, last_used, last_tool,
+                       makes_images)
+    if meaning.image and not meaning.tool and last_tool and _only_reference(message):
+        # "now the first", "what about the other one?": the last turn's request, on that photo
+        return Meaning(image=meaning.image, tool=last_tool)
+    if meaning == Meaning() and not uploads_now and last_photo in images and not _content_words(message):
+        # after "crop the cat", "now sketch it" and "upscale" mean the crop: the edit is the photo now
+        # (not "and from the sign pic too": a photo named by what it shows, which the model may know)
+        return Meaning(image=last_photo)
+    return meaning
+
+
+def _resolve(message: str, uploads_now: Sequence[str], uploads: Sequence[str], images: Sequence[str],
+             originals: Mapping[str, str], notes: Mapping[str, str], last_used: str | None, last_tool: str | None,
+             makes_images: bool) -> Meaning:
+    named = _named_file(message, uploads, images, originals)
     if named is not None:
         return named
     by_position = _by_position(message, uploads_now, uploads)
@@ -117,7 +139,22 @@ def resolve(message: str, uploads_now: Sequence[str], uploads: Sequence[str], im
         if len(pool) == 2 and last_used in pool:
             return Meaning(image=pool[1 - pool.index(last_used)])
         return Meaning()
-    return Meaning(image=_by_content(message, uploads, notes or {}))
+    return Meaning(image=_by_content(message, uploads, notes))
+
+
+# What may stand around a reference in a message that asks for nothing new ("ok now the first one pls").
+_FILLER = {"now", "and", "ok", "okay", "then", "too", "also", "what", "about", "how", "the", "same", "for", "with",
+           "on", "to", "pls", "please", "plz", "one", "do", "it", "again", "thing", "oh", "hm", "hmm", "so",
+           "but", "this", "that", "time", "try"}
+
+
+def _only_reference(message: str) -> bool:
+    """Whether the message is a reference to a photo and nothing more: "now the first", "and the
+    other one?", "what about the cat pic" (then it asks for what the last turn did)."""
+    rest = message.lower()
+    for pattern in (_FILE, _REFERENCE, _TRAILING, _ORIGINAL, _OTHER, _CONTENT):
+        rest = pattern.sub(" ", rest)
+    return all(w in _FILLER for w in _WORD.findall(rest))
 
 
 def _named_file(message: str, uploads: Sequence[str], images: Sequence[str],
@@ -169,12 +206,15 @@ def _by_position(message: str, uploads_now: Sequence[str], uploads: Sequence[str
     return Meaning(image=pool[index])
 
 
+def _content_words(message: str) -> list[str]:
+    """The words with which the message names a photo by what it shows ("the cat one": cat)."""
+    return [w for m in _CONTENT.finditer(message.lower())
+            for w in _WORD.findall(m.group("before") or m.group("after")) if w not in _NOT_CONTENT]
+
+
 def _by_content(message: str, uploads: Sequence[str], notes: Mapping[str, str]) -> str | None:
     """The one upload whose notes name what the message calls it ("the cat one"), or None."""
-    wanted: set[str] = set()
-    for m in _CONTENT.finditer(message.lower()):
-        words = [w for w in _WORD.findall(m.group("before") or m.group("after")) if w not in _NOT_CONTENT]
-        wanted |= _things(" ".join(words))
+    wanted = _things(" ".join(_content_words(message)))
     if not wanted:
         return None
     fits = [u for u in uploads if wanted & _things(notes.get(u, ""))]

@@ -77,6 +77,11 @@ class ToolRegistry(Mapping[str, Tool]):
         """The tools that can run now: the only ones the LLM is ever offered."""
         return ToolRegistry(t for n, t in self._tools.items() if self.availability(n, refresh).ok)
 
+    def unavailable(self, refresh: bool = False) -> list[tuple[ToolSpec, str]]:
+        """The tools that cannot run now, each with why and how to enable it."""
+        return [(t.spec, self.availability(n, refresh).reason) for n, t in self._tools.items()
+                if not self.availability(n, refresh).ok]
+
     def subset(self, names: Iterable[str]) -> "ToolRegistry":
         return ToolRegistry(self.resolve(n) for n in names)
 

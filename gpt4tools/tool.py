@@ -51,6 +51,13 @@ class ToolSpec:
     seen: bool = True  # seen tools go into training data; the 8 unseen ones only into the test split
     aliases: tuple[str, ...] = ()  # other spellings the teacher or model may write
     paraphrases: tuple[str, ...] = ()  # alternative descriptions, for training-data variety
+    # How people ask for what only this tool does (regexes, case-insensitive; "swap the cat for a dog").
+    # Where the tool is unavailable, a message that matches one, and no offered tool's, is answered at
+    # once with the reason instead of handed to a model that would call the nearest tool (gpt4tools.unserved).
+    asked_as: tuple[str, ...] = ()
+    # The output image is a photo to keep working on (an edit or a new picture), not a map or an
+    # annotation of the input: after it, "now sketch it" means the result (gpt4tools.references).
+    photo_out: bool = False
 
     def __post_init__(self) -> None:
         if not self.args:

@@ -197,6 +197,9 @@ def test_an_answer_that_copies_part_of_the_tools_words_gets_all_of_them(store, u
     assert text == f"Here is the result: {made} face [1, 2, 30, 40] and face [50, 2, 80, 40]"
     text, made = answer("I created {made}, which shows two faces marked with boxes.")
     assert text == f"I created {made}, which shows two faces marked with boxes."
+    # asked how many, it names what but no number: the count and the boxes too
+    text, made = answer("Here is the result: {made} I found a face.")
+    assert text == f"Here is the result: {made} I found a face.\n2 found:\nface [1, 2, 30, 40]\nface [50, 2, 80, 40]"
 
 
 def test_when_the_model_never_answers_the_turn_ends_with_what_the_tools_did(store, upload):
@@ -487,3 +490,73 @@ def test_what_can_you_do_about_something_goes_to_the_model(store):
     llm = ScriptedLLM([final("Upload it and I will upscale it.")])
     steps = list(Agent(llm, ToolRegistry((Invert(),)), T).run("what can you do about the blur", Conversation(T), store))
     assert steps[-1].text == "Upload it and I will upscale it." and len(llm.prompts) == 1
+
+
+class PhotoInvert(Invert):
+    """Invert, declared as an edit (its result is the photo to keep working on)."""
+    spec = ToolSpec(name="Invert The Photo", description="useful to invert a photo.",
+                    args=(Arg("image_path", "image"),), output="image", slug="pinv", photo_out=True)
+
+
+def test_a_garbled_result_name_in_the_answer_is_this_turns_result(store, upload):
+    name = upload("chelsea.jpg")
+    steps, llm, _ = run([call("Invert The Image", name), final("Here is the result: image/zzzz_invert.png")],
+                        "invert it", store)
+    made = next(s.name for s in steps if isinstance(s, ImageStep))
+    assert not any(isinstance(s, Error) for s in steps) and len(llm.prompts) == 2  # no retry
+    assert steps[-1].text == f"Here is the result: {made}" and steps[-1].images == [made]
+
+
+def test_after_an_edit_the_next_turn_works_on_the_result(store, upload):
+    name = upload("chelsea.jpg")
+    conv = Conversation(T)
+    conv.add_image(name, "a cat")
+    tools = (PhotoInvert(), Invert(), Ask())
+    steps, _, conv = run([call("Invert The Image", name), final("ok")], "invert it", store, conv, tools)
+    assert conv.last_photo() is None  # a map or annotation of the photo is not the photo now
+    steps, _, conv = run([call("Invert The Photo", name), final("ok")], "invert the photo", store, conv, tools)
+    edited = next(s.name for s in steps if isinstance(s, ImageStep))
+    assert conv.last_photo() == edited
+    _, llm, conv = run([call("Ask", f"{edited}, size?"), final("big")], "how big is it now", store, conv, tools)
+    assert f'"{edited}"' in llm.grammars[0] and f'"{name}"' not in llm.grammars[0]  # held to the result
+    _, llm, _ = run([final("hi")], "thanks", store, conv, tools)
+    conv.add_image(upload("rocket.jpg"), "a rocket")
+    assert conv.last_photo() is None  # a new photo since: "it" is the model's call again
+
+
+def test_a_request_only_an_unavailable_tool_serves_is_answered_with_why(store, upload):
+    wanted = ToolSpec(name="Swap Things", description="useful to swap things.", slug="swap", output="image",
+                      args=(Arg("image_path", "image"), Arg("old"), Arg("new")), asked_as=(r"\bswap\b",))
+    why = "weights 'swapper' are not ready (not fetched); run: python -m gpt4tools weights fetch swapper"
+    llm = ScriptedLLM([final("Upload a photo first.")])
+    agent = Agent(llm, ToolRegistry((Invert(),)), T, unavailable=[(wanted, why)])
+    conversation = Conversation(T)
+    steps = list(agent.run("can u swap the cat for a dog", conversation, store))
+    assert steps[-1].text == "Upload a photo first." and len(llm.prompts) == 1
+    llm.prompts.clear()
+    upload("chelsea.jpg")  # no image yet: no edit is asked for ("swap that idea for a better one") ...
+    steps = list(agent.run("can u swap the cat for a dog", conversation, store))  # ... but now
+    text = steps[-1].text
+    assert isinstance(steps[-1], Final) and "can't" in text and "Swap Things" in text
+    assert "weights 'swapper' are not ready" in text and "python -m gpt4tools weights fetch swapper" in text
+    assert not llm.prompts and conversation.turns[-1].text == text
+    # an offered tool that answers to the same words: the model decides
+    offered = ToolSpec(name="Swap Faces", description="useful to swap faces.", slug="swapf", output="image",
+                       args=(Arg("image_path", "image"),), asked_as=(r"\bswap\b",))
+
+    class SwapFaces(Invert):
+        spec = offered
+
+    llm = ScriptedLLM([final("Which photo?")])
+    steps = list(Agent(llm, ToolRegistry((SwapFaces(),)), T, unavailable=[(wanted, why)]).run(
+        "swap the faces", Conversation(T), store))
+    assert steps[-1].text == "Which photo?" and len(llm.prompts) == 1
+
+
+def test_an_answer_that_repeats_the_loops_correction_is_replaced_by_what_the_tools_said(store, upload):
+    name = upload("chelsea.jpg")
+    echo = "You just ran exactly this. Use its observation, or answer the human now."
+    steps, _, conv = run([call("Ask", f"{name}, size?"), call("Ask", f"{name}, size?"), final(echo)], "how big", store)
+    assert any(isinstance(s, Error) and s.message == echo for s in steps)
+    assert steps[-1].text.startswith("I could not finish that. Ask said: The image is ")
+    assert conv.turns[-1].text == steps[-1].text

@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("tools", ("tools",)),
     ("registry and LLM backends", ("gpt4tools.registry", "gpt4tools.llm", "gpt4tools.embed")),
     ("agent core", ("gpt4tools.prompt", "gpt4tools.history", "gpt4tools.retrieval", "gpt4tools.references",
+                    "gpt4tools.unserved",
                     "gpt4tools.agent", "gpt4tools.session", "gpt4tools.options")),
     ("pipelines", ("gpt4tools.metrics", "gpt4tools.data", "gpt4tools.train", "gpt4tools.bench",
                    "gpt4tools.report", "gpt4tools.export", "gpt4tools.inventory", "gpt4tools.chatbench")),

@@ -219,3 +219,40 @@ def test_the_agent_holds_same_for_this_to_the_last_tool_and_the_new_photo(store,
     grammar = llm.grammars[-1]
     assert "Invert The Image" in grammar and Ask.spec.name not in grammar and first not in grammar
     assert grammar.splitlines()[0].endswith(" call")  # a call, not an answer that it cannot be done
+
+
+@pytest.mark.parametrize("message, meant", [
+    ("now the first", A), ("and the 2nd one?", B), ("ok what about the other one", B),
+    ("do the same for the first photo pls", A), ("now the cat one", A)])
+def test_a_bare_reference_asks_for_the_last_request_on_that_photo(message, meant):
+    got = resolve(message, [], [A, B], [A, B], last_used=A if meant == B else B, last_tool="Detection",
+                  notes={A: "a cat on a sofa", B: "a cup of coffee"})
+    assert got == Meaning(image=meant, tool="Detection")
+
+
+@pytest.mark.parametrize("message", ["now the edges of the first", "crop the dog in the 2nd one",
+                                     "the first photo is blurry, upscale it"])
+def test_a_reference_with_a_request_of_its_own_is_no_repeat(message):
+    got = resolve(message, [], [A, B], [A, B], last_tool="Detection")
+    assert got.image in (A, B) and got.tool is None
+
+
+EDIT = "image/x1_crop_aaaaaaaa_aaaaaaaa.png"
+
+
+@pytest.mark.parametrize("message", ["now sketch it", "now the edges", "upscale", "whats in this photo"])
+def test_after_an_edit_the_message_means_the_result(message):
+    assert resolve(message, [], [A], [A, EDIT], last_used=A, last_photo=EDIT) == Meaning(image=EDIT)
+
+
+def test_an_edit_yields_to_a_new_upload_and_to_named_photos():
+    assert resolve("now sketch it", [B], [A, B], [A, EDIT, B], last_photo=EDIT).image is None  # the model: B
+    assert resolve("detect the dog in the original", [], [A], [A, EDIT], last_used=A, last_photo=EDIT).image == A
+    assert resolve("now the first photo", [], [A, B], [A, B, EDIT], last_photo=EDIT).image == A
+    assert resolve("now sketch it", [], [A], [A], last_photo=EDIT).image is None  # gone (cleared)
+
+
+def test_after_an_edit_a_photo_named_by_content_is_left_to_the_model():
+    got = resolve("and from the sign pic too", [], [A, B], [A, B, EDIT], last_used=B, last_photo=EDIT)
+    assert got.image is None
+    assert resolve("now edges of the upscaled one", [], [A], [A, EDIT], last_photo=EDIT).image == EDIT

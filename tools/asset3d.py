@@ -68,6 +68,7 @@ class Text2Asset3D(TorchTool):
         args=(Arg("text"),),
         output="image",
         slug="3d",
+        asked_as=(r"\b3-?d\s+(?:model|asset|mesh|object|shape|version|print|render)s?\b", r"\bmesh(?:es)?\b"),
         seen=False,
         aliases=("Generate 3D Asset From Text", "Text to 3D"),
         paraphrases=(

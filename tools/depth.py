@@ -106,6 +106,8 @@ class Image2Depth(DepthTool):
         args=(Arg("image_path", "image"),),
         output="image",
         slug="depth",
+        asked_as=(r"(?<![-\w])depth\b(?!\s+of\s+field)", r"\b(?:near|close)(?:er)?\b.{0,25}\bfar(?:ther)?\b",
+                  r"\bhow\s+far\s+(?:away\s+)?(?:is|are)\b", r"\bdistances?\s+(?:from|to)\s+the\s+camera\b"),
         aliases=("Predict Depth", "Depth Estimation On Image"),
         paraphrases=(
             (
@@ -134,6 +136,7 @@ class Image2Normal(DepthTool):
         args=(Arg("image_path", "image"),),
         output="image",
         slug="normal",
+        asked_as=(r"\bnormal\s*maps?\b", r"\bsurface\s+normals?\b"),
         aliases=("Predict Normal Map", "Normal Map On Image"),
         paraphrases=(
             (

@@ -44,6 +44,16 @@ class InstructPix2Pix(DiffusionTool):
         args=(Arg("image_path", "image"), Arg("text")),
         output="image",
         slug="pix2pix",
+        photo_out=True,
+        asked_as=(
+            r"\b(?:anime|cartoon|comic[- ]book|watercolou?r|oil[- ]painting|pixel[- ]art|van gogh|ghibli|pixar|"
+            r"impressionist|cyberpunk)\b",
+            r"\b(?:photo|pic|picture|image|it|this|me)\b[^.?!]{0,30}\bin\s+(?:the\s+)?style\s+of\b",
+            r"\b(?:make|turn|change|convert)\s+(?:it|this|(?:the|my|this|that)\s+(?:photo|pic|picture|image))"
+            r"\s+(?:look\s+like|into)\s+(?:a|an)\b",
+            r"\bmake\s+(?:it|this|the\s+\w+)\s+(?:look\s+)?(?:snowy|wintery|winter|rainy|sunnier|at night|"
+            r"older|younger|vintage|retro)\b",
+        ),
         aliases=("Instruct Pix2Pix", "Edit Image Using Text"),
         paraphrases=(
             (
@@ -128,6 +138,12 @@ class ReplaceObject(DiffusionTool):
         args=(Arg("image_path", "image"), Arg("object", max_chars=200), Arg("new_object", max_chars=200)),
         output="image",
         slug="replace",
+        photo_out=True,
+        asked_as=(
+            r"\b(?:swap|replace|substitute|exchange)\b.{0,60}?\b(?:for|with|by)\b",
+            r"\b(?:change|turn)\s+(?:the|that|this|his|her|my)\s+(?!(?:photo|pic|picture|image|whole|entire)\b)"
+            r"[a-z]+(?:\s+[a-z]+)?\s+(?:in)?to\s+(?:a|an|some)\b",
+        ),
         aliases=("Replace Something From the Photo", "Replace Object"),
         paraphrases=(
             (

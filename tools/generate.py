@@ -115,6 +115,14 @@ class DiffusionTool(TorchTool):
         return f"{text}, {PROMPT_SUFFIX}"
 
 
+
+# "make a pic of a castle", "generate a new image from this pose": a request for a new picture
+# (not "draw a box around the dog", "make a sketch of this": those are other tools' work)
+MAKE_NEW = (r"\b(?:generate|create|draw|paint|render|imagine|make|produce|design)\s+(?:me\s+)?"
+            r"(?:a|an|some|another)\s+(?:(?:new|brand[- ]new|realistic|real|photorealistic|similar)\s+)*"
+            r"(?:pic|picture|image|photo|drawing|painting|illustration|artwork|render|scene)s?\s+"
+            r"(?:of|with|showing|where|from|based on|using)\b")
+
 class Text2Image(DiffusionTool):
     spec = ToolSpec(
         name="Generate Image From User Input Text",
@@ -125,6 +133,8 @@ class Text2Image(DiffusionTool):
         args=(Arg("text"),),
         output="image",
         slug="gen",
+        photo_out=True,
+        asked_as=(MAKE_NEW,),
         aliases=("Generate Image From Text", "Text to Image"),
         paraphrases=(
             (
@@ -198,6 +208,8 @@ def _cn_spec(name: str, slug: str, follows: str, what: str, like: str, paraphras
         output="image",
         slug=slug,
         follows=follows,
+        photo_out=True,
+        asked_as=(MAKE_NEW,),
         paraphrases=paraphrases,
     )
 

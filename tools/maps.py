@@ -379,6 +379,7 @@ class SketchDetection(FallbackTool):
         args=(Arg("image_path", "image"),),
         output="image",
         slug="scribble",
+        asked_as=(r"\b(?:sketch|scribble)",),
         aliases=("Scribble Detection On Image", "Sketch Detection", "Scribble Detection"),
         paraphrases=(
             "useful for making a rough hand-drawn scribble out of a photo. "

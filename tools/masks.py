@@ -290,6 +290,7 @@ class RemoveObject(QueryTool):
         args=(Arg("image_path", "image"), Arg("object", max_chars=200)),
         output="image",
         slug="remove",
+        photo_out=True,
         aliases=("Remove Something From the Photo", "Remove Object"),
         paraphrases=(
             "use this to erase a named object and fill its place with the surrounding background, like: delete the dog",

@@ -356,6 +356,7 @@ class CropGivenObject(QueryTool):
         args=(Arg("image_path", "image"), Arg("object", max_chars=200)),
         output="image",
         slug="crop",
+        photo_out=True,
         seen=False,
         aliases=("Crop The Given Object", "Crop Given Object"),
         paraphrases=(

@@ -291,6 +291,7 @@ class SuperResolution(Tool):
         args=(Arg("image_path", "image"),),
         output="image",
         slug="sr",
+        photo_out=True,
         seen=False,
         aliases=("Image Super Resolution", "Super-Resolution", "Upscale Image"),
         paraphrases=(
