@@ -505,10 +505,10 @@ def _image_names(text: str) -> list[str]:
 
 
 def _strip_names(text: str, names: list[str]) -> str:
-    return _replace_names(text, names, "(no such file)")
+    return re.sub(r"\s+", " ", _replace_names(text, names, "(no such file)")).strip()
 
 
 def _replace_names(text: str, names: list[str], by: str) -> str:
     for n in names:
         text = text.replace(n, by)
-    return re.sub(r"\s+", " ", text).strip()
+    return text

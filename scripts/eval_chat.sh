@@ -6,6 +6,7 @@
 #
 #   bash scripts/eval_chat.sh                    # everything (about 2.5 h on 2 busy cores)
 #   RUNS="default" bash scripts/eval_chat.sh     # some of it
+#   RUNS="default unconstrained-all" bash scripts/eval_chat.sh   # constrained vs free, every turn
 #   ADAPTER=runs/train/mine OUT=runs/bench-chat/mine bash scripts/eval_chat.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,9 @@ for run in ${RUNS:-default unnamed unconstrained}; do
       chat --no-name-uploads --ids "${PART5[@]}" --out "$OUT/default-unnamed" ;;
     unconstrained)  # free decoding, validated after the fact (single-tool + multi-image: compare with default on them)
       chat --no-constrained --ids "${PART5[@]}" --out "$OUT/default-unconstrained-part5" ;;
-    *) echo "unknown run $run (default unnamed unconstrained)" >&2; exit 2 ;;
+    unconstrained-all)  # free decoding on every conversation: compare with default turn by turn
+      chat --no-constrained --out "$OUT/default-unconstrained" ;;
+    *) echo "unknown run $run (default unnamed unconstrained unconstrained-all)" >&2; exit 2 ;;
   esac
   echo "== $run: $((SECONDS - start)) s"
 done
