@@ -101,8 +101,8 @@ class AgentConfig:
     # Between turns, encode the next prompt up to the human's message in the background (backends
     # with `warm`: llama.cpp, transformers), so that a turn's first step reads only the message and what
     # follows: first token 1.07 -> 0.49 s (docs/benchmark.md). Its thread is not a daemon: as a daemon,
-    # a process that ended right after a turn crashed in 2 of 6 runs (the interpreter finalised under a
-    # decode still in native code), and in 0 of 8 as it is (scripts/stress_prepare_exit.py).
+    # a process that ended right after a turn crashed in 4 of 9 runs (the interpreter finalised under a
+    # decode still in native code), and in 0 of 11 as it is (scripts/stress_prepare_exit.py).
     prepare_next: bool = True
 
 

@@ -6,8 +6,9 @@ fresh-clone test run ended in a segmentation fault). The exit codes tell: a daem
 native code while the interpreter finalises crashes the process.
 
     python scripts/stress_prepare_exit.py --runs 8 --out runs/stress_prepare
-Session 31, AMX Xeon, 2 cores: daemon 2 of 6 runs rc 139 (SIGSEGV after the scores were written),
-non-daemon 0 of 8.
+Session 31, AMX Xeon, 2 cores: first with this code from a scratch file, daemon 2 of 6 runs rc 139
+(SIGSEGV after the scores were written), non-daemon 0 of 8; then this script, `--runs 3`: daemon 2 of
+3 (rc -11), non-daemon 0 of 3 (docs/results/stress_prepare_exit.json).
 """
 
 from __future__ import annotations
