@@ -28,6 +28,9 @@ MISSING = [(s, f"weights for {s.slug} are not ready (not fetched); run: python -
     ("change the car into a boat", "Replace Something From The Photo"),
     ("turn this into a watercolor painting", "Instruct Image Using Text"),
     ("make it look like a van gogh", "Instruct Image Using Text"),
+    ("can u make it black and white", "Instruct Image Using Text"),
+    ("make this photo brighter pls", "Instruct Image Using Text"),
+    ("put a party hat on the dog", "Instruct Image Using Text"),
     ("how far away is the tree", "Predict Depth On Image"),
     ("give me a depth map of it", "Predict Depth On Image"),
     ("create a picture of a lighthouse at night", "Generate Image From User Input Text"),
@@ -47,6 +50,8 @@ def test_requests_for_unavailable_tools_are_answered_with_the_reason(message, to
     "draw a box around the cat", "what is in this picture", "how many people are there", "crop the dog",
     "make the photo bigger", "read the sign",
     "get the edges", "detect the pose", "change nothing, just describe it", "is it near the door?",
+    "is this photo black and white?", "put a box around the cup", "tell me a joke in the style of a pirate",
+    "how do I tie together my CRM and japanese anime",
 ])
 def test_requests_an_offered_tool_serves_go_to_the_model(message):
     assert unserved.answer(message, OFFERED, MISSING) is None

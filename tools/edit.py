@@ -46,13 +46,20 @@ class InstructPix2Pix(DiffusionTool):
         slug="pix2pix",
         photo_out=True,
         asked_as=(
-            r"\b(?:anime|cartoon|comic[- ]book|watercolou?r|oil[- ]painting|pixel[- ]art|van gogh|ghibli|pixar|"
-            r"impressionist|cyberpunk)\b",
-            r"\b(?:photo|pic|picture|image|it|this|me)\b[^.?!]{0,30}\bin\s+(?:the\s+)?style\s+of\b",
+            r"\b(?:make|turn|convert|render|redo|restyle|change|transform|paint|draw|give)\b[^.?!]{0,40}\b(?:anime|"
+            r"cartoon|comic[- ]book|watercolou?r|oil[- ]painting|pixel[- ]art|van gogh|ghibli|pixar|impressionist|"
+            r"cyberpunk|pencil drawing)\b",
+            r"\b(?:anime|cartoon|comic[- ]book|watercolou?r|pixel[- ]art|ghibli|pixar|cyberpunk)[- ]"
+            r"(?:style|version|look|filter|effect)\b",
+            r"\b(?:photo|pic|picture|image|it|this)\b[^.?!]{0,30}\bin\s+(?:the\s+)?style\s+of\b",
             r"\b(?:make|turn|change|convert)\s+(?:it|this|(?:the|my|this|that)\s+(?:photo|pic|picture|image))"
             r"\s+(?:look\s+like|into)\s+(?:a|an)\b",
-            r"\bmake\s+(?:it|this|the\s+\w+)\s+(?:look\s+)?(?:snowy|wintery|winter|rainy|sunnier|at night|"
-            r"older|younger|vintage|retro)\b",
+            r"\bmake\s+(?:it|this|that|(?:the|this|that|my)\s+\w+)\s+(?:look\s+)?(?:snowy|wintery|winter|rainy|"
+            r"sunnier|at night|older|younger|vintage|retro|brighter|darker|warmer|colder|more colou?rful)\b",
+            r"\b(?:make|turn|convert|change)\b[^.?!]{0,30}\b(?:black\s*(?:and|&|n)\s*white|gr[ae]yscale|sepia)\b",
+            r"\bcolou?ri[sz]e\b",
+            r"\b(?:add|put)\s+(?:a|an|some)\s+[a-z]+(?:\s+[a-z]+)?\s+(?:to|on|onto|into)\s+(?:the|this|that|her|his|"
+            r"my|its|it)\b",
         ),
         aliases=("Instruct Pix2Pix", "Edit Image Using Text"),
         paraphrases=(
