@@ -79,8 +79,8 @@ class ToolRegistry(Mapping[str, Tool]):
 
     def unavailable(self, refresh: bool = False) -> list[tuple[ToolSpec, str]]:
         """The tools that cannot run now, each with why and how to enable it."""
-        return [(t.spec, self.availability(n, refresh).reason) for n, t in self._tools.items()
-                if not self.availability(n, refresh).ok]
+        checked = [(t.spec, self.availability(n, refresh)) for n, t in self._tools.items()]
+        return [(spec, avail.reason) for spec, avail in checked if not avail.ok]
 
     def subset(self, names: Iterable[str]) -> "ToolRegistry":
         return ToolRegistry(self.resolve(n) for n in names)
