@@ -29,7 +29,7 @@ from gpt4tools.llm import LLM
 from gpt4tools.prompt import PromptTemplate
 from gpt4tools.registry import ToolRegistry, UnknownToolError
 from gpt4tools.retrieval import ToolRetriever
-from gpt4tools.tool import INPUT_ERRORS, ToolSpec, result_saved
+from gpt4tools.tool import INPUT_ERRORS, Availability, ToolSpec, result_saved
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def step_grammar(specs: Sequence[ToolSpec], images: Sequence[str], ai_prefix: st
 class Agent:
     def __init__(self, llm: LLM, tools: ToolRegistry, template: PromptTemplate | None = None,
                  config: AgentConfig | None = None, retriever: ToolRetriever | None = None,
-                 unavailable: Sequence[tuple[ToolSpec, str]] = ()):
+                 unavailable: Sequence[tuple[ToolSpec, Availability]] = ()):
         self.llm = llm
         self.tools = tools  # the tools the model may use: available ones
         self.unavailable = list(unavailable)  # the others, with why: "swap the cat for a dog" gets that answer

@@ -77,10 +77,10 @@ class ToolRegistry(Mapping[str, Tool]):
         """The tools that can run now: the only ones the LLM is ever offered."""
         return ToolRegistry(t for n, t in self._tools.items() if self.availability(n, refresh).ok)
 
-    def unavailable(self, refresh: bool = False) -> list[tuple[ToolSpec, str]]:
+    def unavailable(self, refresh: bool = False) -> list[tuple[ToolSpec, Availability]]:
         """The tools that cannot run now, each with why and how to enable it."""
         checked = [(t.spec, self.availability(n, refresh)) for n, t in self._tools.items()]
-        return [(spec, avail.reason) for spec, avail in checked if not avail.ok]
+        return [(spec, avail) for spec, avail in checked if not avail.ok]
 
     def subset(self, names: Iterable[str]) -> "ToolRegistry":
         return ToolRegistry(self.resolve(n) for n in names)

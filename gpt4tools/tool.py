@@ -122,7 +122,18 @@ class ToolSpec:
 @dataclass(frozen=True)
 class Availability:
     ok: bool
-    reason: str = ""  # why not, and how to enable
+    problem: str = ""  # why not
+    how: str = ""  # the command that enables it, if there is one (weights.Status.how)
+
+    @property
+    def reason(self) -> str:
+        """Why not, and how to enable it, as one sentence for people."""
+        return f"{self.problem}; run: {self.how}" if self.how else self.problem
+
+    @classmethod
+    def of(cls, status) -> "Availability":
+        """From a weights.Status."""
+        return cls(status.ok, status.problem, status.how)
 
 
 @dataclass
@@ -173,7 +184,7 @@ class Tool:
         for name in self.weights:
             status = weights.status(name)
             if not status.ok:
-                return Availability(False, status.reason)
+                return Availability.of(status)
         return Availability(True)
 
     def learned_now(self) -> bool:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-from gpt4tools.tool import ToolSpec
+from gpt4tools.tool import Availability, ToolSpec
 
 
 @lru_cache(maxsize=256)
@@ -27,11 +27,11 @@ def asks_for(message: str, spec: ToolSpec) -> bool:
     return bool(pattern and pattern.search(message or ""))
 
 
-def answer(message: str, offered: Sequence[ToolSpec], unavailable: Sequence[tuple[ToolSpec, str]],
+def answer(message: str, offered: Sequence[ToolSpec], unavailable: Sequence[tuple[ToolSpec, Availability]],
            has_images: bool = True) -> str | None:
     """The answer for a request that only unavailable tools serve, or None (the model decides).
 
-    `unavailable`: (spec, why it is unavailable) for the tools that are not offered; `has_images`:
+    `unavailable`: (spec, its availability: why not, how to enable) for the tools that are not offered; `has_images`:
     whether the conversation has an image (without one, "turn that into a SMART goal" is no edit)."""
     if any(asks_for(message, s) for s in offered):
         return None
@@ -41,9 +41,8 @@ def answer(message: str, offered: Sequence[ToolSpec], unavailable: Sequence[tupl
     spec, why = wanted[0]
     others = len({s.name for s, _ in wanted}) - 1
     which = f"the tool {spec.name}" + (f" (or one of {others} similar tools)" if others else "")
-    reason, _, how = why.partition("; run: ")
     text = (f"Sorry, I can't do that here: it needs {which}, which is not available on this machine "
-            f"({reason.strip() or 'not installed'}).")
-    if how:
-        text += f" Whoever runs this app can enable it with: {how.strip()}"
+            f"({why.problem.strip() or 'not installed'}).")
+    if why.how:
+        text += f" Whoever runs this app can enable it with: {why.how}"
     return text + " I can still work on your photos with the tools I have: ask me what I can do."

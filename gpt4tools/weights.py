@@ -61,7 +61,13 @@ class UnknownWeights(KeyError):
 @dataclass(frozen=True)
 class Status:
     ok: bool
-    reason: str = ""
+    problem: str = ""  # what is wrong
+    how: str = ""  # the command that fixes it, if there is one
+
+    @property
+    def reason(self) -> str:
+        """Why not, and how to fix it, as one sentence for people."""
+        return f"{self.problem}; run: {self.how}" if self.how else self.problem
 
 
 @dataclass(frozen=True)
@@ -179,10 +185,10 @@ def status(name: str) -> Status:
     problem = marker_problem(checkpoints_dir() / name, e.fingerprint, full=False)
     if problem is None:
         return Status(True)
-    how = f"run: {fetch_cmd}"
+    how = fetch_cmd
     if e.kind == "hub":
         how += f" (needs a model hub) or {fetch_cmd} --from LOCAL_DIR"
-    return Status(False, f"weights '{name}' are not ready ({problem}); {how}")
+    return Status(False, f"weights '{name}' are not ready ({problem})", how)
 
 
 def path(name: str) -> Path:

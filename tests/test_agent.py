@@ -21,7 +21,7 @@ from gpt4tools.history import Conversation
 from gpt4tools.llm import ScriptedLLM, StopStream
 from gpt4tools.prompt import PromptTemplate
 from gpt4tools.registry import ToolRegistry
-from gpt4tools.tool import Arg, Tool, ToolResult, ToolSpec, format_boxes
+from gpt4tools.tool import Arg, Availability, Tool, ToolResult, ToolSpec, format_boxes
 
 from fakes import Ask, Crash, Invert, Missing
 
@@ -527,7 +527,8 @@ def test_after_an_edit_the_next_turn_works_on_the_result(store, upload):
 def test_a_request_only_an_unavailable_tool_serves_is_answered_with_why(store, upload):
     wanted = ToolSpec(name="Swap Things", description="useful to swap things.", slug="swap", output="image",
                       args=(Arg("image_path", "image"), Arg("old"), Arg("new")), asked_as=(r"\bswap\b",))
-    why = "weights 'swapper' are not ready (not fetched); run: python -m gpt4tools weights fetch swapper"
+    why = Availability(False, "weights 'swapper' are not ready (not fetched)",
+                       "python -m gpt4tools weights fetch swapper")
     llm = ScriptedLLM([final("Upload a photo first.")])
     agent = Agent(llm, ToolRegistry((Invert(),)), T, unavailable=[(wanted, why)])
     conversation = Conversation(T)

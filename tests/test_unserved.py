@@ -8,6 +8,7 @@ import pytest
 from gpt4tools import unserved
 from gpt4tools.paths import REPO
 from gpt4tools.registry import build_registry
+from gpt4tools.tool import Availability
 
 # What this project serves without model hubs (docs/tools.md): the rest needs weights fetched.
 NEED_HUB = {"Replace Something From The Photo", "Generate Image From User Input Text", "Instruct Image Using Text",
@@ -18,7 +19,8 @@ NEED_HUB = {"Replace Something From The Photo", "Generate Image From User Input 
             "Generate 3D Asset From User Input Text"}
 SPECS = build_registry().specs()
 OFFERED = [s for s in SPECS if s.name not in NEED_HUB]
-MISSING = [(s, f"weights for {s.slug} are not ready (not fetched); run: python -m gpt4tools weights fetch {s.slug}")
+MISSING = [(s, Availability(False, f"weights for {s.slug} are not ready (not fetched)",
+                            f"python -m gpt4tools weights fetch {s.slug}"))
            for s in SPECS if s.name in NEED_HUB]
 
 

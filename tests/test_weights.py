@@ -202,6 +202,8 @@ def quiet(msg: str) -> None:
 def test_status_and_path_before_and_after_fetch(toy):
     st = weights.status("toy")
     assert not st.ok and "python -m gpt4tools weights fetch toy" in st.reason
+    # the command apart from the problem (unserved.py shows them in two sentences)
+    assert st.how.startswith("python -m gpt4tools weights fetch toy") and "python" not in st.problem
     with pytest.raises(weights.WeightsMissing, match="fetch toy"):
         weights.path("toy")
     weights.fetch(["toy"], say=quiet)

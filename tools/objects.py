@@ -284,7 +284,7 @@ class QueryTool(Tool):
                 return Availability(False, problem)
         if weights.status("owlvit").ok or weights.status("centernet").ok:
             return Availability(True)
-        return Availability(False, weights.status("centernet").reason)
+        return Availability.of(weights.status("centernet"))
 
 
 class ObjectDetection(Tool):
