@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import dataclasses
 import hashlib
 import json
@@ -43,6 +44,11 @@ from gpt4tools.records import atomic_write, episode_turn, read_jsonl
 
 log = logging.getLogger(__name__)
 IGNORE = -100
+try:  # glibc, for _trim_heap
+    _LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else None
+    _LIBC.malloc_trim  # noqa: B018 (musl has no malloc_trim)
+except (OSError, AttributeError):
+    _LIBC = None
 
 
 @dataclass
@@ -353,7 +359,9 @@ class _Run:
     scheduler: Any
     n_micro_per_epoch: int
     total_steps: int
-    state: dict  # {"step": optimizer steps done, "micro": micro-batches done}; checkpointed
+    # {"step": optimizer steps done, "micro": micro-batches done, "seconds"/"tokens": training time and
+    # tokens up to the checkpoint, so that a resumed run reports the whole run's}; checkpointed
+    state: dict
     resolved: dict = field(default_factory=dict)  # train_config.json
     writer: Any = None  # tensorboard, on the main process when installed
     t_start: float = 0.0
@@ -526,7 +534,9 @@ def _loop(run: _Run, progress=None) -> None:
     cfg, accelerator, state = run.cfg, run.accelerator, run.state
     rank, world = accelerator.process_index, accelerator.num_processes
     run.model.train()
-    run.t_start, window = time.perf_counter(), []
+    # a resumed run's clock and token count go on from its checkpoint
+    run.t_start, window = time.perf_counter() - state.get("seconds", 0.0), []
+    run.tokens_seen = state.get("tokens", 0)
     while state["step"] < run.total_steps:
         # Deterministic order per pass, so a resumed run sees the same batches.
         epoch = state["micro"] // run.n_micro_per_epoch
@@ -540,11 +550,13 @@ def _loop(run: _Run, progress=None) -> None:
                 continue
             state["step"] += 1
             step = state["step"]
+            _trim_heap(accelerator.device)
             if step % cfg.log_steps == 0 or step == run.total_steps:
                 _log_step(run, step, window, progress)
                 window = []
             stopping = run.stop.requested
             if step % cfg.save_steps == 0 or step == run.total_steps or stopping:
+                state.update(seconds=time.perf_counter() - run.t_start, tokens=run.tokens_seen)
                 _save_checkpoint(accelerator, run.model, run.optimizer, run.scheduler, state, run.ckpt)
             if step >= run.total_steps or stopping:
                 return
@@ -578,13 +590,34 @@ def _micro_step(run: _Run, batch_samples: list[dict]) -> tuple[float, float, int
     return float(loss.detach()), time.perf_counter() - t0, tokens
 
 
+def _trim_heap(device) -> None:
+    """Hand the heap's free pages back to the OS after each CPU optimizer step (glibc malloc_trim).
+    Every step allocates and frees activations of another sequence length, and glibc keeps what was
+    freed: in the default's from-scratch retrain (scripts/retrain_default.sh) the process held
+    17.6 GB by step 135 without this, 3.2 GB (between steps) at step 54 with it. It bounds memory,
+    not speed: tokens/s still falls as the process ages (docs/benchmark.md, "from scratch"), at
+    ~10-20 % system time for the pages faulted back in. A no-op off glibc and on GPUs."""
+    if getattr(device, "type", str(device)) != "cpu" or _LIBC is None:
+        return
+    _LIBC.malloc_trim(0)
+
+
+def _rss_mb() -> int:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss >> 20
+    except ImportError:  # psutil comes with gradio; training without it just logs no memory
+        return 0
+
+
 def _log_step(run: _Run, step: int, window: list[tuple[float, float, int]], progress=None) -> None:
     """metrics.jsonl, tensorboard and the console (main process), and the progress callback."""
     accelerator = run.accelerator
     m = {"step": step, "total": run.total_steps, "loss": sum(w[0] for w in window) / len(window),
          "lr": run.scheduler.get_last_lr()[0],
          "tokens_per_s": sum(w[2] for w in window) / max(sum(w[1] for w in window), 1e-9),
-         "elapsed_s": round(time.perf_counter() - run.t_start, 1)}
+         "elapsed_s": round(time.perf_counter() - run.t_start, 1), "rss_mb": _rss_mb()}
     if accelerator.is_main_process:
         with open(run.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(m) + "\n")
@@ -592,7 +625,7 @@ def _log_step(run: _Run, step: int, window: list[tuple[float, float, int]], prog
             for k in ("loss", "lr", "tokens_per_s"):
                 run.writer.add_scalar(f"train/{k}", m[k], step)
         accelerator.print(f"step {step}/{run.total_steps} loss {m['loss']:.4f} lr {m['lr']:.2e} "
-                          f"{m['tokens_per_s']:.0f} tok/s")
+                          f"{m['tokens_per_s']:.0f} tok/s {m['rss_mb']} MB")
     if progress:
         progress(step, run.total_steps, m)
 

@@ -24,6 +24,7 @@ LOOSE=${LOOSE:-140}
 ORIGINAL=${ORIGINAL:-80}
 MULTI=${MULTI:-70}
 INVENTED=${INVENTED:-200}
+UNOFFERED=${UNOFFERED:-0.2}  # the share of invented-tool requests that nothing offered serves
 D=runs/data/retrain_s$SEED
 mkdir -p "$D"
 data() {  # $1: output file, then the generator's module and arguments
@@ -35,8 +36,8 @@ data "$D/dialogues_n$DIALOGUES.jsonl" gpt4tools.data.dialogues --records "$DIALO
 data "$D/loose_n$LOOSE.jsonl" gpt4tools.data.dialogues --records "$LOOSE" --seed "$SEED" --kinds loose
 data "$D/original_n$ORIGINAL.jsonl" gpt4tools.data.dialogues --records "$ORIGINAL" --seed "$SEED" --kinds original
 data "$D/multi_n$MULTI.jsonl" gpt4tools.data.dialogues --records "$MULTI" --seed "$((SEED + 1))" --kinds multi-image
-data "$D/invented_n$INVENTED.jsonl" gpt4tools.data.invented --split train --records "$INVENTED" --seed "$SEED" \
-  --unavailable-share 0.2
+data "$D/invented_n${INVENTED}_u$UNOFFERED.jsonl" gpt4tools.data.invented --split train --records "$INVENTED" \
+  --seed "$SEED" --unavailable-share "$UNOFFERED"
 RPL=$D/replay_n${REPLAY}_neg$NEGATIVES.jsonl
 [ -s "$RPL" ] || $PY - "$REPLAY" "$NEGATIVES" "$SEED" "$RPL" <<'PY'
 import json, random, sys
@@ -63,7 +64,7 @@ with open(out_path + ".partial", "w", encoding="utf-8") as f:
 import os; os.replace(out_path + ".partial", out_path)
 print(f"replay: {len(out)} records of {len(rows)} ({min(negatives, len(spare))} extra negatives)")
 PY
-FILES="$D/dialogues_n$DIALOGUES.jsonl $D/loose_n$LOOSE.jsonl $D/original_n$ORIGINAL.jsonl $D/multi_n$MULTI.jsonl $D/invented_n$INVENTED.jsonl $RPL"
+FILES="$D/dialogues_n$DIALOGUES.jsonl $D/loose_n$LOOSE.jsonl $D/original_n$ORIGINAL.jsonl $D/multi_n$MULTI.jsonl $D/invented_n${INVENTED}_u$UNOFFERED.jsonl $RPL"
 ARGS=(--lora-layers top:15 --target-modules q_proj k_proj v_proj o_proj gate_proj up_proj down_proj
       --learning-rate 1e-3 --warmup-steps 10 --gradient-accumulation 4 --save-steps 10 --cutoff-len 2400
       --threads 2 --save-dtype bf16 --seed "$SEED")

@@ -221,6 +221,7 @@ def test_training_lowers_loss_saves_and_reloads(tiny_model, tmp_path):
     train(cfg)
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 40 and metrics[-1]["loss"] < 0.2 * metrics[0]["loss"]
+    assert all(m["rss_mb"] > 0 for m in metrics)  # the process's memory, logged each step (psutil is installed)
     assert (out / "adapter_model.safetensors").is_file() and (out / "template.json").is_file()
     saved = json.loads((out / "train_config.json").read_text())
     assert saved["samples"] == 12 and len(saved["data_sha256"]) == 64 and saved["lora_alpha"] == 16
@@ -285,10 +286,15 @@ def test_sigterm_saves_then_resume_reaches_the_same_result(tiny_model, tmp_path)
     assert proc.wait(timeout=120) != 0 and "stopped at step" in tail and "(SIGTERM)" in tail
     ckpt = out / "checkpoint"
     assert ckpt.is_symlink() and (ckpt / "trainer_state.pt").is_file()
-    step = torch.load(ckpt / "trainer_state.pt", weights_only=False)["state"]["step"]
+    state = torch.load(ckpt / "trainer_state.pt", weights_only=False)["state"]
+    step = state["step"]
     assert 3 <= step < 40 and not (out / "adapter_model.safetensors").exists()
     done = subprocess.run(cmd(out), capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0 and f"resumed at step {step}" in done.stdout + done.stderr
+    # the whole run's time and tokens, not only the resumed process's
+    straight, resumed = (json.loads((d / "train_config.json").read_text()) for d in (tmp_path / "straight", out))
+    assert resumed["train_tokens"] == straight["train_tokens"] and state["tokens"] > 0
+    assert state["seconds"] > 0 and resumed["train_seconds"] >= round(state["seconds"], 1)
 
     from safetensors.torch import load_file
 
