@@ -595,8 +595,8 @@ def _trim_heap(device) -> None:
     Every step allocates and frees activations of another sequence length, and glibc keeps what was
     freed: in the default's from-scratch retrain (scripts/retrain_default.sh) the process held
     17.6 GB by step 135 without this, 3.2 GB (between steps) at step 54 with it. It bounds memory,
-    not speed: tokens/s still falls as the process ages (docs/benchmark.md, "from scratch"), at
-    ~10-20 % system time for the pages faulted back in. A no-op off glibc and on GPUs."""
+    not speed: tokens/s still fell over that run (docs/benchmark.md, "from scratch"), with 9-21 %
+    system time for the pages faulted back in. A no-op off glibc and on GPUs."""
     if getattr(device, "type", str(device)) != "cpu" or _LIBC is None:
         return
     _LIBC.malloc_trim(0)
