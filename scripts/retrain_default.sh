@@ -7,9 +7,10 @@
 #   - conversation-shaped records (gpt4tools/data/dialogues.py): the five first kinds, 'loose'
 #     wording, going back to the 'original' upload, more 'multi-image';
 #   - invented tools (gpt4tools/data/invented.py --split train), a share of them not offered.
-# LoRA as v1 (r 16 on q/k/v/o/gate/up/down of the top 15 layers), one pass, lr 1e-3.
+# LoRA as v1 (r 16 on q/k/v/o/gate/up/down of the top 15 layers), one pass, lr 1e-3. Neither mix tried
+# so far reaches the default (docs/benchmark.md, "The default's data from scratch"): it declines tool requests.
 #
-#   bash scripts/retrain_default.sh                     # ~55 min on 2 AMX Xeon cores; resumable
+#   bash scripts/retrain_default.sh                     # "mix 1": 63 min on 2 AMX Xeon cores; resumable
 #   OUT=runs/train/other SEED=9 REPLAY=500 bash scripts/retrain_default.sh
 #   TOKENS_ONLY=1 bash scripts/retrain_default.sh       # build the data, print its training tokens, stop
 set -euo pipefail
