@@ -26,30 +26,7 @@ DLG=runs/data/dialogues_train_s${SEED}_n${DIALOGUES}${KINDS:+_$(echo $KINDS | tr
 RPL=runs/data/replay_train_s${SEED}_n${REPLAY}_neg${NEGATIVES}.jsonl
 [ -s "$DLG" ] || $PY -m gpt4tools.data.dialogues --records "$DIALOGUES" --seed "$SEED" --split train \
   --kinds ${KINDS:-multi-image follow-up repair failure unavailable} --out "$DLG"
-[ -s "$RPL" ] || $PY - "$REPLAY" "$NEGATIVES" "$SEED" "$RPL" <<'PY'
-import json, random, sys
-# whole episodes of data/train.jsonl in a seeded order, until REPLAY records; then NEGATIVES more
-# records of kind "negative" (general requests answered without a tool) not already taken
-want, negatives, seed, out_path = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-rows = [json.loads(line) for line in open("data/train.jsonl", encoding="utf-8")]
-episodes = {}
-for r in rows:
-    episodes.setdefault(r["episode"], []).append(r)
-order = sorted(episodes)
-random.Random(seed).shuffle(order)
-out = []
-for e in order:
-    if len(out) >= want:
-        break
-    out += episodes[e]
-taken = {id(r) for r in out}
-spare = [r for r in rows if r.get("kind") == "negative" and id(r) not in taken]
-random.Random(seed + 1).shuffle(spare)
-out += spare[:negatives]
-with open(out_path, "w", encoding="utf-8") as f:
-    f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in out)
-print(f"replay: {len(out)} records of {len(rows)} ({min(negatives, len(spare))} extra negatives)")
-PY
+[ -s "$RPL" ] || $PY scripts/replay_records.py "$REPLAY" "$NEGATIVES" "$SEED" "$RPL"
 $PY -m gpt4tools train --base-model qwen2.5-coder-0.5b --init-adapter "$INIT" \
   --data "$DLG" "$RPL" $EXTRA --out-dir "$OUT" \
   --learning-rate 5e-4 --warmup-steps 5 --gradient-accumulation 4 --save-steps 10 --cutoff-len 2400 \

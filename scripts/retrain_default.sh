@@ -40,31 +40,7 @@ data "$D/multi_n$MULTI.jsonl" gpt4tools.data.dialogues --records "$MULTI" --seed
 data "$D/invented_n${INVENTED}_u$UNOFFERED.jsonl" gpt4tools.data.invented --split train --records "$INVENTED" \
   --seed "$SEED" --unavailable-share "$UNOFFERED"
 RPL=$D/replay_n${REPLAY}_neg$NEGATIVES.jsonl
-[ -s "$RPL" ] || $PY - "$REPLAY" "$NEGATIVES" "$SEED" "$RPL" <<'PY'
-import json, random, sys
-# whole episodes of data/train.jsonl in a seeded order, until REPLAY records; then NEGATIVES more
-# records of kind "negative" (general requests answered without a tool) not already taken
-want, negatives, seed, out_path = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-rows = [json.loads(line) for line in open("data/train.jsonl", encoding="utf-8")]
-episodes = {}
-for r in rows:
-    episodes.setdefault(r["episode"], []).append(r)
-order = sorted(episodes)
-random.Random(seed).shuffle(order)
-out = []
-for e in order:
-    if len(out) >= want:
-        break
-    out += episodes[e]
-taken = {id(r) for r in out}
-spare = [r for r in rows if r.get("kind") == "negative" and id(r) not in taken]
-random.Random(seed + 1).shuffle(spare)
-out += spare[:negatives]
-with open(out_path + ".partial", "w", encoding="utf-8") as f:
-    f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in out)
-import os; os.replace(out_path + ".partial", out_path)
-print(f"replay: {len(out)} records of {len(rows)} ({min(negatives, len(spare))} extra negatives)")
-PY
+[ -s "$RPL" ] || $PY scripts/replay_records.py "$REPLAY" "$NEGATIVES" "$SEED" "$RPL"
 FILES="$D/dialogues_n$DIALOGUES.jsonl $D/loose_n$LOOSE.jsonl $D/original_n$ORIGINAL.jsonl $D/multi_n$MULTI.jsonl $D/invented_n${INVENTED}_u$UNOFFERED.jsonl $RPL"
 ARGS=(--lora-layers top:15 --target-modules q_proj k_proj v_proj o_proj gate_proj up_proj down_proj
       --learning-rate 1e-3 --warmup-steps 10 --gradient-accumulation 4 --save-steps 10 --cutoff-len 2400
