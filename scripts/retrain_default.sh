@@ -13,6 +13,12 @@
 #   bash scripts/retrain_default.sh                     # "mix 1": 63 min on 2 AMX Xeon cores; resumable
 #   OUT=runs/train/other SEED=9 REPLAY=500 bash scripts/retrain_default.sh
 #   TOKENS_ONLY=1 bash scripts/retrain_default.sh       # build the data, print its training tokens, stop
+#
+# STAGED=1 trains the way the chain learned, in two runs within the hour: first the template replay
+# alone (as v1: the format and every tool), PER_TOOL calls of each tool at least; then everything else
+# continued from it at LR_B (as the continuations), with a small replay (REPLAY_B, NEGATIVES_B,
+# PER_TOOL_B) so the template does not fade. Stage one's adapter is $OUT-stage1.
+#   STAGED=1 PER_TOOL=12 REPLAY=2000 bash scripts/retrain_default.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -26,6 +32,12 @@ ORIGINAL=${ORIGINAL:-80}
 MULTI=${MULTI:-70}
 INVENTED=${INVENTED:-200}
 UNOFFERED=${UNOFFERED:-0.2}  # the share of invented-tool requests that nothing offered serves
+PER_TOOL=${PER_TOOL:-0}  # >0: the replay takes an episode only while a tool it calls has fewer calls
+STAGED=${STAGED:-}
+LR_B=${LR_B:-5e-4}
+REPLAY_B=${REPLAY_B:-120}
+NEGATIVES_B=${NEGATIVES_B:-20}
+PER_TOOL_B=${PER_TOOL_B:-3}
 D=runs/data/retrain_s$SEED
 mkdir -p "$D"
 data() {  # $1: output file, then the generator's module and arguments
@@ -39,13 +51,25 @@ data "$D/original_n$ORIGINAL.jsonl" gpt4tools.data.dialogues --records "$ORIGINA
 data "$D/multi_n$MULTI.jsonl" gpt4tools.data.dialogues --records "$MULTI" --seed "$((SEED + 1))" --kinds multi-image
 data "$D/invented_n${INVENTED}_u$UNOFFERED.jsonl" gpt4tools.data.invented --split train --records "$INVENTED" \
   --seed "$SEED" --unavailable-share "$UNOFFERED"
-RPL=$D/replay_n${REPLAY}_neg$NEGATIVES.jsonl
-[ -s "$RPL" ] || $PY scripts/replay_records.py "$REPLAY" "$NEGATIVES" "$SEED" "$RPL"
-FILES="$D/dialogues_n$DIALOGUES.jsonl $D/loose_n$LOOSE.jsonl $D/original_n$ORIGINAL.jsonl $D/multi_n$MULTI.jsonl $D/invented_n${INVENTED}_u$UNOFFERED.jsonl $RPL"
+replay() {  # $1: output file, then replay_records.py's REPLAY NEGATIVES SEED PER_TOOL
+  [ -s "$1" ] || $PY scripts/replay_records.py "$2" "$3" "$4" "$1" "$5"
+}
+RPL=$D/replay_n${REPLAY}_neg$NEGATIVES$([ "$PER_TOOL" -gt 0 ] && echo "_pt$PER_TOOL").jsonl
+replay "$RPL" "$REPLAY" "$NEGATIVES" "$SEED" "$PER_TOOL"
+REST="$D/dialogues_n$DIALOGUES.jsonl $D/loose_n$LOOSE.jsonl $D/original_n$ORIGINAL.jsonl $D/multi_n$MULTI.jsonl $D/invented_n${INVENTED}_u$UNOFFERED.jsonl"
+if [ -n "$STAGED" ]; then
+  RPL_B=$D/replay_n${REPLAY_B}_neg${NEGATIVES_B}_pt${PER_TOOL_B}_s$((SEED + 1)).jsonl
+  replay "$RPL_B" "$REPLAY_B" "$NEGATIVES_B" "$((SEED + 1))" "$PER_TOOL_B"
+  STAGES=("$RPL" "$REST $RPL_B")
+else
+  STAGES=("$REST $RPL")
+fi
 ARGS=(--lora-layers top:15 --target-modules q_proj k_proj v_proj o_proj gate_proj up_proj down_proj
       --learning-rate 1e-3 --warmup-steps 10 --gradient-accumulation 4 --save-steps 10 --cutoff-len 2400
       --threads 2 --save-dtype bf16 --seed "$SEED")
 if [ -n "${TOKENS_ONLY:-}" ]; then  # how long it will take: ~195 training tokens/s on 2 AMX Xeon cores
+  for FILES in "${STAGES[@]}"; do
+  # shellcheck disable=SC2086
   $PY - $FILES <<'PY'
 import sys
 from transformers import AutoTokenizer
@@ -58,7 +82,18 @@ samples = tokenize_all(records, tok, cfg, skipped, choose_groups(records, cfg))
 n = sum(len(s["input_ids"]) for s in samples)
 print(f"{len(records)} records, {len(samples)} sequences, {n} tokens (~{n / 195 / 60:.0f} min at 195 tokens/s), skipped {skipped}")
 PY
+  done
   exit 0
 fi
-# shellcheck disable=SC2086
-$PY -m gpt4tools train --base-model qwen2.5-coder-0.5b --data $FILES --out-dir "$OUT" "${ARGS[@]}"
+if [ -n "$STAGED" ]; then
+  # shellcheck disable=SC2086
+  [ -s "$OUT-stage1/adapter_model.safetensors" ] ||
+    $PY -m gpt4tools train --base-model qwen2.5-coder-0.5b --data ${STAGES[0]} --out-dir "$OUT-stage1" "${ARGS[@]}"
+  # shellcheck disable=SC2086
+  $PY -m gpt4tools train --base-model qwen2.5-coder-0.5b --init-adapter "$OUT-stage1" --data ${STAGES[1]} --out-dir "$OUT" \
+    --learning-rate "$LR_B" --warmup-steps 5 --gradient-accumulation 4 --save-steps 10 --cutoff-len 2400 \
+    --threads 2 --save-dtype bf16 --seed "$SEED"
+else
+  # shellcheck disable=SC2086
+  $PY -m gpt4tools train --base-model qwen2.5-coder-0.5b --data ${STAGES[0]} --out-dir "$OUT" "${ARGS[@]}"
+fi
