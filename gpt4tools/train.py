@@ -83,6 +83,10 @@ class TrainConfig:
     dtype: str = "auto"  # auto: bf16 where the hardware has it natively (CUDA, AVX-512 BF16), else fp32
     gradient_checkpointing: bool = False
     threads: int = 0  # CPU threads (0 = torch default)
+    # Pad each batch to a multiple of this many tokens (0 = to its longest): fewer distinct shapes for
+    # the CPU kernels to prepare, at the cost of the pad tokens. scripts/bench_train_speed.sh measures it.
+    pad_to_multiple: int = 0
+    trim_heap: bool = True  # CPU: glibc malloc_trim after each optimizer step (_trim_heap)
     # bookkeeping
     seed: int = 42
     save_steps: int = 50
@@ -96,6 +100,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.micro_batch_size < 1 or self.gradient_accumulation < 1:
             raise ValueError("--micro-batch-size and --gradient-accumulation must be >= 1")
+        if self.pad_to_multiple < 0:
+            raise ValueError("--pad-to-multiple takes 0 (no extra padding) or a positive number of tokens")
         if self.cutoff_len < 64:
             raise ValueError("--cutoff-len below 64 tokens cannot hold a GPT4Tools prompt")
         if isinstance(self.data, str):
@@ -228,11 +234,13 @@ def _group_by_prompt(records: list[dict]) -> list[list[int]]:
     return groups
 
 
-def collate(batch: list[dict], pad_id: int):
+def collate(batch: list[dict], pad_id: int, pad_to_multiple: int = 0):
     """Left-pad so every response ends at the last position (needed for logits_to_keep)."""
     import torch
 
     n = max(len(b["input_ids"]) for b in batch)
+    if pad_to_multiple > 1:
+        n = -(-n // pad_to_multiple) * pad_to_multiple
     ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), n), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(batch), n), dtype=torch.long)
@@ -550,7 +558,8 @@ def _loop(run: _Run, progress=None) -> None:
                 continue
             state["step"] += 1
             step = state["step"]
-            _trim_heap(accelerator.device)
+            if cfg.trim_heap:
+                _trim_heap(accelerator.device)
             if step % cfg.log_steps == 0 or step == run.total_steps:
                 _log_step(run, step, window, progress)
                 window = []
@@ -568,7 +577,7 @@ def _micro_step(run: _Run, batch_samples: list[dict]) -> tuple[float, float, int
     import torch
 
     accelerator = run.accelerator
-    batch = collate(batch_samples, run.tokenizer.pad_token_id)
+    batch = collate(batch_samples, run.tokenizer.pad_token_id, run.cfg.pad_to_multiple)
     batch = {k: (v.to(accelerator.device) if hasattr(v, "to") else v) for k, v in batch.items()}
     t0 = time.perf_counter()
     with accelerator.accumulate(run.model):

@@ -237,6 +237,12 @@ def test_training_lowers_loss_saves_and_reloads(tiny_model, tmp_path):
     batch = collate([tokenize_record(RECORDS[0], tuned.tokenizer, 512)], tuned.tokenizer.pad_token_id)
     with torch.no_grad():  # the reloaded adapter carries what was learned
         assert float(loss_on_tail(tuned.model, batch)[0]) < 0.5 * float(loss_on_tail(base.model, batch)[0])
+        # --pad-to-multiple: more left padding, the same loss (positions and mask ignore the pads)
+        sample = tokenize_record(RECORDS[0], tuned.tokenizer, 512)
+        multiple = len(sample["input_ids"]) + 5
+        padded = collate([sample], tuned.tokenizer.pad_token_id, pad_to_multiple=multiple)
+        assert padded["input_ids"].shape[1] == multiple and int(padded["attention_mask"].sum()) == multiple - 5
+        assert float(loss_on_tail(tuned.model, padded)[0]) == pytest.approx(float(loss_on_tail(tuned.model, batch)[0]), rel=1e-4)
     gen = tuned.generate(RECORDS[0]["instruction"], stop=react.STOP, max_new_tokens=12)
     assert 0 < gen.completion_tokens <= 12 and gen.text
 

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# CPU training speed, on the same steps: the default recipe (retrain_default.sh's LoRA and mix 1's data,
+# seed 8) for STEPS optimizer steps once per leg, the legs one after another in one command. Prints
+# the median tokens/s of each leg (pad tokens not counted), its ratio to the first leg, and the peak RSS.
+#
+# LEGS is a comma-separated list; a leg is NAME or NAME:EXTRA_TRAIN_ARGS (the allocators' libraries come
+# from JEMALLOC / MIMALLOC):
+#   base                    what train.py does by default (glibc malloc, trimmed after each step)
+#   no-trim:--no-trim-heap  glibc without malloc_trim
+#   pad64:--pad-to-multiple 64   each sequence padded to a multiple of 64 tokens (fewer shapes)
+#   jemalloc, mimalloc      preloaded (LD_PRELOAD) instead of glibc malloc
+#
+#   LEGS="base,no-trim:--no-trim-heap,pad64:--pad-to-multiple 64" STEPS=30 bash scripts/bench_train_speed.sh
+#   JEMALLOC=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 LEGS=base,jemalloc bash scripts/bench_train_speed.sh
+#
+# Where the libraries come from: jemalloc from Debian (`apt-get install libjemalloc2`, or without root
+# `apt-get download libjemalloc2 && dpkg -x libjemalloc2_*.deb DIR`), mimalloc from PyPI
+# (`pip download cmeel-mimalloc` holds cmeel.prefix/lib/libmimalloc.so). Neither is a dependency.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+STEPS=${STEPS:-15}
+OUT=${OUT:-runs/bench/train_speed}
+LEGS=${LEGS:-base}
+D=runs/data/retrain_s8
+DATA="$D/dialogues_n180.jsonl $D/loose_n140.jsonl $D/original_n80.jsonl $D/multi_n70.jsonl $D/invented_n200_u0.2.jsonl $D/replay_n430_neg60.jsonl"
+for f in $DATA; do [ -s "$f" ] || { echo "missing $f: run TOKENS_ONLY=1 bash scripts/retrain_default.sh first"; exit 1; }; done
+ARGS=(--lora-layers top:15 --target-modules q_proj k_proj v_proj o_proj gate_proj up_proj down_proj
+      --learning-rate 1e-3 --warmup-steps 10 --gradient-accumulation 4 --save-steps 1000 --cutoff-len 2400
+      --threads 2 --save-dtype bf16 --seed 8 --max-steps "$STEPS")
+mkdir -p "$OUT"
+names=()
+while IFS= read -r leg; do
+  [ -n "$leg" ] || continue
+  name=${leg%%:*} extra=""
+  [ "$name" != "$leg" ] && extra=${leg#*:}
+  lib=""
+  case $name in
+    jemalloc) lib=${JEMALLOC:?set JEMALLOC to libjemalloc.so.2} ;;
+    mimalloc) lib=${MIMALLOC:?set MIMALLOC to libmimalloc.so} ;;
+  esac
+  rm -rf "${OUT:?}/$name"
+  echo "== $name ${lib:+LD_PRELOAD=$lib }$extra"
+  # shellcheck disable=SC2086
+  LD_PRELOAD=$lib $PY -m gpt4tools train --base-model qwen2.5-coder-0.5b --data $DATA --out-dir "$OUT/$name" \
+    "${ARGS[@]}" $extra > "$OUT/$name.log" 2>&1 || { tail -5 "$OUT/$name.log"; exit 1; }
+  names+=("$name")
+done < <(echo "$LEGS" | tr ',' '\n')
+$PY - "$OUT" "${names[@]}" <<'PY'
+import json, statistics, sys
+out, names = sys.argv[1], sys.argv[2:]
+rows = {}
+for name in names:
+    m = [json.loads(line) for line in open(f"{out}/{name}/metrics.jsonl")]
+    rows[name] = (statistics.median(x["tokens_per_s"] for x in m), max(x.get("rss_mb", 0) for x in m), len(m))
+first = rows[names[0]][0]
+print(f"| leg | steps | median tokens/s | ratio to {names[0]} | peak RSS MB |\n|---|---:|---:|---:|---:|")
+for name, (tps, rss, n) in rows.items():
+    print(f"| {name} | {n} | {tps:.0f} | {tps / first:.2f}x | {rss} |")
+PY
