@@ -374,6 +374,7 @@ class _Run:
     writer: Any = None  # tensorboard, on the main process when installed
     t_start: float = 0.0
     tokens_seen: int = 0
+    kernel_use: tuple[float, int] = (0.0, 0)  # _kernel_use() at the last log
     stop: _StopRequest = field(default_factory=_StopRequest)  # SIGTERM asks the loop to save and end
 
     @property
@@ -545,6 +546,7 @@ def _loop(run: _Run, progress=None) -> None:
     # a resumed run's clock and token count go on from its checkpoint
     run.t_start, window = time.perf_counter() - state.get("seconds", 0.0), []
     run.tokens_seen = state.get("tokens", 0)
+    run.kernel_use = _kernel_use()
     while state["step"] < run.total_steps:
         # Deterministic order per pass, so a resumed run sees the same batches.
         epoch = state["micro"] // run.n_micro_per_epoch
@@ -620,13 +622,29 @@ def _rss_mb() -> int:
         return 0
 
 
+def _kernel_use() -> tuple[float, int]:
+    """The process's system CPU seconds and minor page faults so far (0s where there is no getrusage)."""
+    try:
+        import resource
+
+        u = resource.getrusage(resource.RUSAGE_SELF)
+        return u.ru_stime, u.ru_minflt
+    except (ImportError, OSError):
+        return 0.0, 0
+
+
 def _log_step(run: _Run, step: int, window: list[tuple[float, float, int]], progress=None) -> None:
     """metrics.jsonl, tensorboard and the console (main process), and the progress callback."""
     accelerator = run.accelerator
+    seconds = sum(w[1] for w in window)
+    # Kernel time and page faults since the last log: a CPU run that slows as it ages shows it here.
+    sys_s, faults = _kernel_use()
+    (last_sys, last_faults), run.kernel_use = run.kernel_use, (sys_s, faults)
     m = {"step": step, "total": run.total_steps, "loss": sum(w[0] for w in window) / len(window),
          "lr": run.scheduler.get_last_lr()[0],
-         "tokens_per_s": sum(w[2] for w in window) / max(sum(w[1] for w in window), 1e-9),
-         "elapsed_s": round(time.perf_counter() - run.t_start, 1), "rss_mb": _rss_mb()}
+         "tokens_per_s": sum(w[2] for w in window) / max(seconds, 1e-9),
+         "elapsed_s": round(time.perf_counter() - run.t_start, 1), "rss_mb": _rss_mb(),
+         "sys_s": round(sys_s - last_sys, 2), "page_faults": faults - last_faults}
     if accelerator.is_main_process:
         with open(run.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(m) + "\n")
@@ -634,7 +652,7 @@ def _log_step(run: _Run, step: int, window: list[tuple[float, float, int]], prog
             for k in ("loss", "lr", "tokens_per_s"):
                 run.writer.add_scalar(f"train/{k}", m[k], step)
         accelerator.print(f"step {step}/{run.total_steps} loss {m['loss']:.4f} lr {m['lr']:.2e} "
-                          f"{m['tokens_per_s']:.0f} tok/s {m['rss_mb']} MB")
+                          f"{m['tokens_per_s']:.0f} tok/s {m['rss_mb']} MB sys {m['sys_s']:.1f} s")
     if progress:
         progress(step, run.total_steps, m)
 

@@ -46,4 +46,5 @@ def main(want: int, negatives: int, seed: int, out_path: str, per_tool: int = 0)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]) if len(sys.argv) > 5 else 0)
+    per_tool = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], per_tool)
