@@ -83,10 +83,11 @@ class TrainConfig:
     dtype: str = "auto"  # auto: bf16 where the hardware has it natively (CUDA, AVX-512 BF16), else fp32
     gradient_checkpointing: bool = False
     threads: int = 0  # CPU threads (0 = torch default)
-    # Pad each batch to a multiple of this many tokens (0 = to its longest): fewer distinct shapes for
-    # the CPU kernels to prepare, at the cost of the pad tokens. scripts/bench_train_speed.sh measures it.
+    # Pad each batch to a multiple of this many tokens (0 = to its longest): fewer distinct shapes to
+    # allocate. Measured on 2 CPU cores (scripts/bench_train_speed.sh): 64 saved 2 of 12 GB untrimmed, 0.95x speed.
     pad_to_multiple: int = 0
-    trim_heap: bool = True  # CPU: glibc malloc_trim after each optimizer step (_trim_heap)
+    # CPU: glibc malloc_trim after each optimizer step (_trim_heap): ~3 GB instead of 12-18 GB, ~9 % slower
+    trim_heap: bool = True
     # bookkeeping
     seed: int = 42
     save_steps: int = 50
@@ -605,9 +606,9 @@ def _trim_heap(device) -> None:
     """Hand the heap's free pages back to the OS after each CPU optimizer step (glibc malloc_trim).
     Every step allocates and frees activations of another sequence length, and glibc keeps what was
     freed: in the default's from-scratch retrain (scripts/retrain_default.sh) the process held
-    17.6 GB by step 135 without this, 3.2 GB (between steps) at step 54 with it. It bounds memory,
-    not speed: tokens/s still fell over that run (docs/benchmark.md, "from scratch"), with 9-21 %
-    system time for the pages faulted back in. A no-op off glibc and on GPUs."""
+    17.6 GB by step 135 without this, 3.2 GB (between steps) at step 54 with it. The pages handed
+    back are faulted in again by the next step (~1.8 M faults, ~3 s of kernel time a step): ~9 % slower
+    than --no-trim-heap (docs/benchmark.md, "Where a CPU step's time goes"). A no-op off glibc and on GPUs."""
     if getattr(device, "type", str(device)) != "cpu" or _LIBC is None:
         return
     _LIBC.malloc_trim(0)
