@@ -15,6 +15,7 @@
 #   bash scripts/retrain_default.sh                     # "mix 1": 63 min on 2 AMX Xeon cores; resumable
 #   OUT=runs/train/other SEED=9 REPLAY=500 bash scripts/retrain_default.sh
 #   TOKENS_ONLY=1 bash scripts/retrain_default.sh       # build the data, print its training tokens, stop
+#   EXTRA="--max-steps 30 --no-trim-heap" bash scripts/retrain_default.sh  # more train flags (they come last)
 #
 # STAGED=1 trains the way the chain learned, in two runs within the hour: first the template replay
 # alone (as v1: the format and every tool), PER_TOOL calls of each tool at least; then everything else
@@ -57,7 +58,8 @@ data "$D/invented_n${INVENTED}_u$UNOFFERED.jsonl" gpt4tools.data.invented --spli
 replay() {  # $1: output file, then replay_records.py's REPLAY NEGATIVES SEED PER_TOOL
   [ -s "$1" ] || $PY scripts/replay_records.py "$2" "$3" "$4" "$1" "$5"
 }
-RPL=$D/replay_n${REPLAY}_neg$NEGATIVES$([ "$PER_TOOL" -gt 0 ] && echo "_pt$PER_TOOL").jsonl
+RPL=$D/replay_n${REPLAY}_neg$NEGATIVES.jsonl
+if [ "$PER_TOOL" -gt 0 ]; then RPL=${RPL%.jsonl}_pt$PER_TOOL.jsonl; fi
 replay "$RPL" "$REPLAY" "$NEGATIVES" "$SEED" "$PER_TOOL"
 REST="$D/dialogues_n$DIALOGUES.jsonl $D/loose_n$LOOSE.jsonl $D/original_n$ORIGINAL.jsonl $D/multi_n$MULTI.jsonl $D/invented_n${INVENTED}_u$UNOFFERED.jsonl"
 if [ -n "$STAGED" ]; then
@@ -67,9 +69,11 @@ if [ -n "$STAGED" ]; then
 else
   STAGES=("$REST $RPL")
 fi
+COMMON=(--gradient-accumulation 4 --save-steps 10 --cutoff-len 2400 --threads 2 --save-dtype bf16 --seed "$SEED")
 ARGS=(--lora-layers top:15 --target-modules q_proj k_proj v_proj o_proj gate_proj up_proj down_proj
-      --learning-rate 1e-3 --warmup-steps 10 --gradient-accumulation 4 --save-steps 10 --cutoff-len 2400
-      --threads 2 --save-dtype bf16 --seed "$SEED")
+      --learning-rate 1e-3 --warmup-steps 10 "${COMMON[@]}")
+# shellcheck disable=SC2206
+ARGS+=(${EXTRA:-})  # more train flags, last so they win (scripts/bench_train_speed.sh: --max-steps and its legs)
 if [ -n "${TOKENS_ONLY:-}" ]; then  # how long it will take: ~195 training tokens/s on 2 AMX Xeon cores
   for FILES in "${STAGES[@]}"; do
   # shellcheck disable=SC2086
@@ -94,8 +98,7 @@ if [ -n "$STAGED" ]; then
     $PY -m gpt4tools train --base-model qwen2.5-coder-0.5b --data ${STAGES[0]} --out-dir "$OUT-stage1" "${ARGS[@]}"
   # shellcheck disable=SC2086
   $PY -m gpt4tools train --base-model qwen2.5-coder-0.5b --init-adapter "$OUT-stage1" --data ${STAGES[1]} --out-dir "$OUT" \
-    --learning-rate "$LR_B" --warmup-steps 5 --gradient-accumulation 4 --save-steps 10 --cutoff-len 2400 \
-    --threads 2 --save-dtype bf16 --seed "$SEED"
+    --learning-rate "$LR_B" --warmup-steps 5 "${COMMON[@]}" ${EXTRA:-}
 else
   # shellcheck disable=SC2086
   $PY -m gpt4tools train --base-model qwen2.5-coder-0.5b --data ${STAGES[0]} --out-dir "$OUT" "${ARGS[@]}"
