@@ -22,12 +22,6 @@ PY=${PY:-.venv/bin/python}
 STEPS=${STEPS:-15}
 OUT=${OUT:-runs/bench/train_speed}
 LEGS=${LEGS:-base}
-D=runs/data/retrain_s8
-DATA="$D/dialogues_n180.jsonl $D/loose_n140.jsonl $D/original_n80.jsonl $D/multi_n70.jsonl $D/invented_n200_u0.2.jsonl $D/replay_n430_neg60.jsonl"
-for f in $DATA; do [ -s "$f" ] || { echo "missing $f: run TOKENS_ONLY=1 bash scripts/retrain_default.sh first"; exit 1; }; done
-ARGS=(--lora-layers top:15 --target-modules q_proj k_proj v_proj o_proj gate_proj up_proj down_proj
-      --learning-rate 1e-3 --warmup-steps 10 --gradient-accumulation 4 --save-steps 1000 --cutoff-len 2400
-      --threads 2 --save-dtype bf16 --seed 8 --max-steps "$STEPS")
 mkdir -p "$OUT"
 names=()
 while IFS= read -r leg; do
@@ -41,9 +35,9 @@ while IFS= read -r leg; do
   esac
   rm -rf "${OUT:?}/$name"
   echo "== $name ${lib:+LD_PRELOAD=$lib }$extra"
-  # shellcheck disable=SC2086
-  LD_PRELOAD=$lib $PY -m gpt4tools train --base-model qwen2.5-coder-0.5b --data $DATA --out-dir "$OUT/$name" \
-    "${ARGS[@]}" $extra > "$OUT/$name.log" 2>&1 || { tail -5 "$OUT/$name.log"; exit 1; }
+  # mix 1 as retrain_default.sh builds and trains it (its data is made first if missing), cut to STEPS
+  LD_PRELOAD=$lib OUT="$OUT/$name" SEED=8 STAGED= PY=$PY EXTRA="--max-steps $STEPS --save-steps 1000 $extra" \
+    bash scripts/retrain_default.sh > "$OUT/$name.log" 2>&1 || { tail -5 "$OUT/$name.log"; exit 1; }
   names+=("$name")
 done < <(echo "$LEGS" | tr ',' '\n')
 $PY - "$OUT" "${names[@]}" <<'PY'
