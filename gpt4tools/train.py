@@ -11,6 +11,11 @@ needed only for the response. Computing the LM head on those positions alone
 (Gemma's 262k-token head is most of its FLOPs). scripts/bench_train.py measures it
 against a plain Trainer + peft run on the same data.
 
+On CPU a step is mostly element-wise work around the matmuls, not the matmuls: the LM head gets its
+input in plain strides (`llm.hf.pack_head_input`, as at inference) and the fp32 adapters run under bf16 autocast
+(`_half_precision_adapters`), 1.39x together on 2 AMX cores (docs/benchmark.md, "What a CPU step
+computes"); LoRA dropout costs as much again.
+
 Samples longer than `cutoff_len` are skipped and counted (truncating would cut either
 the tool list the model must read or the answer it must learn). Everything the run
 needs to resume — adapter, optimizer, scheduler, data order, step — is checkpointed
@@ -60,7 +65,7 @@ class TrainConfig:
     # lora hyperparams (paper)
     lora_r: int = 16
     lora_alpha: int = 16
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.05  # 0 trains 1.4x faster on CPU: dropout's random mask is drawn on one thread
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     # "" = every layer (paper). "top:N" = the last N layers only: backward then stops at the
     # lowest adapted layer, which measured 1.44x faster on 2 CPU cores with half the layers.
@@ -88,10 +93,17 @@ class TrainConfig:
     pad_to_multiple: int = 0
     # CPU: glibc malloc_trim after each optimizer step (_trim_heap): ~3 GB instead of 12-18 GB, ~9 % slower
     trim_heap: bool = True
+    # Run the fp32 adapters' matmuls in the base model's bf16 (torch.autocast; the adapter weights,
+    # their gradients and AdamW stay fp32). No effect on an fp32 or fp16 base. See _half_precision_adapters.
+    autocast: bool = True
     # bookkeeping
     seed: int = 42
     save_steps: int = 50
     log_steps: int = 1
+    # >0: after this many optimizer steps in one process, checkpoint and exit with PAUSED (75); the same
+    # command goes on from there. A CPU run slows as its process ages (glibc's heap: docs/benchmark.md,
+    # "What a CPU step computes"), and a new process starts fast again.
+    process_steps: int = 0
     resume: bool = True  # continue from out_dir/checkpoint if present
     # Start from this adapter's LoRA weights instead of fresh ones (continue training an adapter on
     # new data); its own rank, targets and layers apply, the lora_* settings above are not used.
@@ -352,6 +364,14 @@ def data_checksum(paths: list[str]) -> str:
 @dataclass
 class _StopRequest:
     requested: bool = False
+    paused: bool = False  # cfg.process_steps reached: saved, the run goes on in a new process
+
+
+PAUSED = 75  # the exit code of a run that stopped at cfg.process_steps (sysexits' EX_TEMPFAIL: run it again)
+
+
+class TrainingPaused(Exception):
+    """The run saved a checkpoint after cfg.process_steps steps; the same command resumes it."""
 
 
 @dataclass
@@ -404,6 +424,9 @@ def train(cfg: TrainConfig, progress=None, command: str | None = None) -> Path:
     if run.stop.requested:  # saved at the last step: `train` again (same out_dir) resumes there
         raise SystemExit(f"stopped at step {run.state['step']} of {run.total_steps} (SIGTERM); "
                          f"the checkpoint in {run.ckpt} resumes it")
+    if run.stop.paused:
+        raise TrainingPaused(f"paused at step {run.state['step']} of {run.total_steps} (--process-steps "
+                             f"{cfg.process_steps}); the same command goes on from {run.ckpt}")
     _save_adapter(run)
     return run.out
 
@@ -474,7 +497,10 @@ def _prepare(cfg: TrainConfig, accelerator, tokenizer, model, samples: list[dict
     import torch
     from transformers import get_linear_schedule_with_warmup
 
+    from gpt4tools.llm.hf import pack_head_input
+
     ckpt = Path(cfg.out_dir) / "checkpoint"
+    pack_head_input(model)  # the head's weight is frozen from here on: without it, a copy of it per step
     model = add_lora(cfg, model, ckpt)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_micro_per_epoch = math.ceil(len(samples) / (cfg.micro_batch_size * accelerator.num_processes))
@@ -548,6 +574,7 @@ def _loop(run: _Run, progress=None) -> None:
     run.t_start, window = time.perf_counter() - state.get("seconds", 0.0), []
     run.tokens_seen = state.get("tokens", 0)
     run.kernel_use = _kernel_use()
+    first = state["step"]
     while state["step"] < run.total_steps:
         # Deterministic order per pass, so a resumed run sees the same batches.
         epoch = state["micro"] // run.n_micro_per_epoch
@@ -566,7 +593,8 @@ def _loop(run: _Run, progress=None) -> None:
             if step % cfg.log_steps == 0 or step == run.total_steps:
                 _log_step(run, step, window, progress)
                 window = []
-            stopping = run.stop.requested
+            run.stop.paused = bool(cfg.process_steps) and step - first >= cfg.process_steps and step < run.total_steps
+            stopping = run.stop.requested or run.stop.paused
             if step % cfg.save_steps == 0 or step == run.total_steps or stopping:
                 state.update(seconds=time.perf_counter() - run.t_start, tokens=run.tokens_seen)
                 _save_checkpoint(accelerator, run.model, run.optimizer, run.scheduler, state, run.ckpt)
@@ -585,7 +613,8 @@ def _micro_step(run: _Run, batch_samples: list[dict]) -> tuple[float, float, int
     t0 = time.perf_counter()
     with accelerator.accumulate(run.model):
         try:
-            loss, _ = loss_on_tail(run.model, batch)
+            with _half_precision_adapters(run):
+                loss, _ = loss_on_tail(run.model, batch)
             accelerator.backward(loss)
         except torch.OutOfMemoryError as e:
             raise MemoryError(f"out of memory at sequence length {batch['input_ids'].shape[1]}: lower "
@@ -600,6 +629,26 @@ def _micro_step(run: _Run, batch_samples: list[dict]) -> tuple[float, float, int
     tokens = int(batch["attention_mask"].sum())
     run.tokens_seen += tokens
     return float(loss.detach()), time.perf_counter() - t0, tokens
+
+
+def _half_precision_adapters(run: _Run):
+    """The forward pass under torch.autocast in the base model's bf16, with peft's cast of each
+    adapted layer's input to the adapter's fp32 turned off. peft keeps LoRA weights in fp32 beside a
+    bf16 base: every adapted layer then casts its (tokens x 4864) input up, multiplies in fp32, adds
+    in fp32 and casts back, which on CPU cost more than the base's bf16 matmuls (torch.profiler).
+    Under autocast the adapter's matmuls run in bf16 from fp32 master weights (gradients and AdamW
+    stay fp32). A no-op with cfg.autocast off or a base in fp32 or fp16."""
+    import torch
+    from peft.helpers import disable_input_dtype_casting
+
+    model = run.accelerator.unwrap_model(run.model)
+    dtype = next(p.dtype for p in model.parameters() if not p.requires_grad)
+    if not run.cfg.autocast or dtype != torch.bfloat16:  # fp16 would want a gradient scaler: left as it was
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast(run.accelerator.device.type, dtype=dtype))
+    stack.enter_context(disable_input_dtype_casting(model))
+    return stack
 
 
 def _trim_heap(device) -> None:
@@ -735,5 +784,8 @@ def main(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError, MemoryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except TrainingPaused as e:
+        print(e, file=sys.stderr)
+        return PAUSED
     print(f"adapter saved in {out}")
     return 0

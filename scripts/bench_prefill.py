@@ -2,7 +2,7 @@
 
 The same N prompts of the unseen-tools split, the default model and adapter in bf16 (or --dtype),
 each measured with the lm head's input packed (what HFCausalLM does, gpt4tools/llm/hf.py
-_pack_head_input) and as torch runs it unpacked, one after the other in this one command:
+pack_head_input) and as torch runs it unpacked, one after the other in this one command:
 
 - prefill: one forward pass over each prompt alone, the last position's logits only (what
   generate does first); the median seconds per prompt;
@@ -29,7 +29,7 @@ from benchlib import cpu_model  # noqa: E402
 from gpt4tools import react  # noqa: E402
 from gpt4tools.bench import build_prompt  # noqa: E402
 from gpt4tools.llm import load_llm  # noqa: E402
-from gpt4tools.llm.hf import _pack_head_input  # noqa: E402
+from gpt4tools.llm.hf import pack_head_input  # noqa: E402
 
 
 def prompts(n: int) -> list[str]:
@@ -78,7 +78,7 @@ def main() -> None:
         if mode == "unpacked" and llm.head_packing is not None:
             llm.head_packing.remove()
         if mode == "packed":
-            llm.head_packing = _pack_head_input(llm.model)
+            llm.head_packing = pack_head_input(llm.model)
         row = {"prefill_median_s": statistics.median(prefill_seconds(llm, ps))}
         for b in batches:
             row[f"batch{b}_s_per_prompt"], texts[(mode, b)] = batch_seconds(llm, ps, b)

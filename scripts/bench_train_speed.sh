@@ -9,6 +9,9 @@
 #   no-trim:--no-trim-heap  glibc without malloc_trim
 #   pad64:--pad-to-multiple 64   each sequence padded to a multiple of 64 tokens (fewer shapes)
 #   jemalloc, mimalloc      preloaded (LD_PRELOAD) instead of glibc malloc
+#   NAME@REV                the code of git revision REV (exported with git archive into OUT/src-REV, sharing
+#                           this checkout's runs/data), e.g. before@34f89a6 as the reference leg of a change
+#                           (and this checkout's converted weights: GPT4TOOLS_CHECKPOINTS)
 #
 #   LEGS="base,no-trim:--no-trim-heap,pad64:--pad-to-multiple 64" STEPS=30 bash scripts/bench_train_speed.sh
 #   JEMALLOC=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 LEGS=base,jemalloc bash scripts/bench_train_speed.sh
@@ -23,6 +26,8 @@ STEPS=${STEPS:-15}
 OUT=${OUT:-runs/bench/train_speed}
 LEGS=${LEGS:-base}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)  # absolute: a NAME@REV leg runs in another directory
+case $PY in /*) ;; */*) PY=$PWD/$PY ;; esac
 names=()
 while IFS= read -r leg; do
   [ -n "$leg" ] || continue
@@ -34,10 +39,17 @@ while IFS= read -r leg; do
     mimalloc) lib=${MIMALLOC:?set MIMALLOC to libmimalloc.so} ;;
   esac
   rm -rf "${OUT:?}/$name"
+  src=.
+  if [ "$name" != "${name%@*}" ]; then
+    src=$OUT/src-${name#*@}
+    rm -rf "$src" && mkdir -p "$src/runs" && git archive "${name#*@}" | tar -x -C "$src"
+    mkdir -p runs/data && ln -s "$PWD/runs/data" "$src/runs/data"
+  fi
   echo "== $name ${lib:+LD_PRELOAD=$lib }$extra"
   # mix 1 as retrain_default.sh builds and trains it (its data is made first if missing), cut to STEPS
-  LD_PRELOAD=$lib OUT="$OUT/$name" SEED=8 STAGED= PY=$PY EXTRA="--max-steps $STEPS --save-steps 1000 $extra" \
-    bash scripts/retrain_default.sh > "$OUT/$name.log" 2>&1 || { tail -5 "$OUT/$name.log"; exit 1; }
+  (export GPT4TOOLS_CHECKPOINTS=${GPT4TOOLS_CHECKPOINTS:-$PWD/checkpoints}; cd "$src" && LD_PRELOAD=$lib OUT="$OUT/$name" SEED=8 STAGED= PY=$PY \
+    EXTRA="--max-steps $STEPS --save-steps 1000 $extra" bash scripts/retrain_default.sh) > "$OUT/$name.log" 2>&1 ||
+    { tail -5 "$OUT/$name.log"; exit 1; }
   names+=("$name")
 done < <(echo "$LEGS" | tr ',' '\n')
 $PY - "$OUT" "${names[@]}" <<'PY'

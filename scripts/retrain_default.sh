@@ -16,6 +16,7 @@
 #   OUT=runs/train/other SEED=9 REPLAY=500 bash scripts/retrain_default.sh
 #   TOKENS_ONLY=1 bash scripts/retrain_default.sh       # build the data, print its training tokens, stop
 #   EXTRA="--max-steps 30 --no-trim-heap" bash scripts/retrain_default.sh  # more train flags (they come last)
+#   PROCESS_STEPS=40 bash scripts/retrain_default.sh    # a new process every 40 steps (resumed from its checkpoint)
 #
 # STAGED=1 trains the way the chain learned, in two runs within the hour: first the template replay
 # alone (as v1: the format and every tool), PER_TOOL calls of each tool at least; then everything else
@@ -37,6 +38,9 @@ MULTI=${MULTI:-70}
 INVENTED=${INVENTED:-200}
 UNOFFERED=${UNOFFERED:-0.2}  # the share of invented-tool requests that nothing offered serves
 PER_TOOL=${PER_TOOL:-0}  # >0: the replay takes an episode only while a tool it calls has fewer calls
+SERVED=${SERVED:-0}  # 'served' dialogues: the declined capabilities asked for with their tool offered
+PROCESS_STEPS=${PROCESS_STEPS:-0}  # >0: a new training process every N steps (an aging process slows)
+DROPOUT=${DROPOUT:-0.05}  # LoRA dropout; 0 is ~1.2x faster on CPU (docs/benchmark.md, "Where a CPU step's time goes")
 STAGED=${STAGED:-}
 LR_B=${LR_B:-5e-4}
 REPLAY_B=${REPLAY_B:-120}
@@ -62,6 +66,10 @@ RPL=$D/replay_n${REPLAY}_neg$NEGATIVES.jsonl
 if [ "$PER_TOOL" -gt 0 ]; then RPL=${RPL%.jsonl}_pt$PER_TOOL.jsonl; fi
 replay "$RPL" "$REPLAY" "$NEGATIVES" "$SEED" "$PER_TOOL"
 REST="$D/dialogues_n$DIALOGUES.jsonl $D/loose_n$LOOSE.jsonl $D/original_n$ORIGINAL.jsonl $D/multi_n$MULTI.jsonl $D/invented_n${INVENTED}_u$UNOFFERED.jsonl"
+if [ "$SERVED" -gt 0 ]; then
+  data "$D/served_n$SERVED.jsonl" gpt4tools.data.dialogues --records "$SERVED" --seed "$SEED" --kinds served
+  REST+=" $D/served_n$SERVED.jsonl"
+fi
 if [ -n "$STAGED" ]; then
   RPL_B=$D/replay_n${REPLAY_B}_neg${NEGATIVES_B}_pt${PER_TOOL_B}_s$((SEED + 1)).jsonl
   replay "$RPL_B" "$REPLAY_B" "$NEGATIVES_B" "$((SEED + 1))" "$PER_TOOL_B"
@@ -71,7 +79,7 @@ else
 fi
 COMMON=(--gradient-accumulation 4 --save-steps 10 --cutoff-len 2400 --threads 2 --save-dtype bf16 --seed "$SEED")
 ARGS=(--lora-layers top:15 --target-modules q_proj k_proj v_proj o_proj gate_proj up_proj down_proj
-      --learning-rate 1e-3 --warmup-steps 10 "${COMMON[@]}")
+      --lora-dropout "$DROPOUT" --learning-rate 1e-3 --warmup-steps 10 "${COMMON[@]}")
 # shellcheck disable=SC2206
 ARGS+=(${EXTRA:-})  # more train flags, last so they win (scripts/bench_train_speed.sh: --max-steps and its legs)
 if [ -n "${TOKENS_ONLY:-}" ]; then  # how long it will take: ~195 training tokens/s on 2 AMX Xeon cores
@@ -92,14 +100,22 @@ PY
   done
   exit 0
 fi
+train() {  # python -m gpt4tools train, run again while it pauses at --process-steps (exit code 75)
+  local rc
+  while true; do
+    rc=0
+    $PY -m gpt4tools train "$@" --process-steps "$PROCESS_STEPS" || rc=$?
+    [ "$rc" -eq 75 ] || return "$rc"
+  done
+}
 if [ -n "$STAGED" ]; then
   # shellcheck disable=SC2086
   [ -s "$OUT-stage1/adapter_model.safetensors" ] ||
-    $PY -m gpt4tools train --base-model qwen2.5-coder-0.5b --data ${STAGES[0]} --out-dir "$OUT-stage1" "${ARGS[@]}"
+    train --base-model qwen2.5-coder-0.5b --data ${STAGES[0]} --out-dir "$OUT-stage1" "${ARGS[@]}"
   # shellcheck disable=SC2086
-  $PY -m gpt4tools train --base-model qwen2.5-coder-0.5b --init-adapter "$OUT-stage1" --data ${STAGES[1]} --out-dir "$OUT" \
+  train --base-model qwen2.5-coder-0.5b --init-adapter "$OUT-stage1" --data ${STAGES[1]} --out-dir "$OUT" \
     --learning-rate "$LR_B" --warmup-steps 5 "${COMMON[@]}" ${EXTRA:-}
 else
   # shellcheck disable=SC2086
-  $PY -m gpt4tools train --base-model qwen2.5-coder-0.5b --data ${STAGES[0]} --out-dir "$OUT" "${ARGS[@]}"
+  train --base-model qwen2.5-coder-0.5b --data ${STAGES[0]} --out-dir "$OUT" "${ARGS[@]}"
 fi

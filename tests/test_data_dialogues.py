@@ -19,6 +19,7 @@ from gpt4tools import agent as A
 from gpt4tools import react
 from gpt4tools.data.build import BuildConfig, build
 from gpt4tools.data.dialogues import (
+    ALL_KINDS,
     KINDS,
     DialogueBuilder,
     benchmark_messages,
@@ -45,7 +46,7 @@ def registry() -> ToolRegistry:
 def made(seed: int = 0) -> tuple:
     """(dialogue, records) pairs, PER_KIND records of each kind."""
     builder = DialogueBuilder(registry(), seed)
-    return tuple(pair for kind in KINDS for pair in builder.dialogues(PER_KIND, [kind]))
+    return tuple(pair for kind in ALL_KINDS for pair in builder.dialogues(PER_KIND, [kind]))
 
 
 def of_kind(kind: str) -> list:
@@ -73,7 +74,7 @@ def before_scratchpad(instruction: str) -> str:
 # -- every kind ----------------------------------------------------------------------------------
 def test_each_kind_is_made_and_every_record_parses():
     counts = Counter(r["kind"] for _, recs in made() for r in recs)
-    assert set(counts) == set(KINDS) and all(counts[k] >= PER_KIND for k in KINDS), counts
+    assert set(counts) == set(ALL_KINDS) and all(counts[k] >= PER_KIND for k in ALL_KINDS), counts
     ids = [r["id"] for _, recs in made() for r in recs]
     assert len(ids) == len(set(ids))
     for d, recs in made():
@@ -199,6 +200,22 @@ def test_unavailable_requests_are_declined_without_a_call_and_without_the_tool()
         assert CANT.search(react.parse(r["output"]).text), r["output"]
 
 
+def test_served_requests_call_the_offered_tool_that_serves_them():
+    """The declines' contrast: the same capability asked for with its tool offered gets the call;
+    a picture's prompt is the phrase of the request, a depth or normal map's image the upload."""
+    from gpt4tools.data.dialogues import SERVED
+
+    pairs = of_kind("served")
+    assert {SERVED[c] for c in SERVED} >= {d.steps[0].call.tool for d, _ in pairs} and len(pairs) >= 3
+    for d, recs in pairs:
+        call = first_call(d, recs)
+        assert call.tool in SERVED.values() and call.tool in recs[0]["tools_offered"]
+        if call.tool == "Generate Image From User Input Text":
+            assert call.tool_input and call.tool_input in d.message and not d.all_uploads()
+        else:
+            assert call.tool_input == d.meant == d.all_uploads()[0].name
+
+
 def test_records_are_deterministic_per_seed():
     def records(seed: int) -> list[dict]:
         return DialogueBuilder(registry(), seed).build(40)
@@ -322,7 +339,7 @@ class _session_store:
         self.tmp.cleanup()
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_every_prompt_is_what_the_agent_sends(kind):
     checked = 0
     for d, recs in of_kind(kind):

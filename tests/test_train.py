@@ -335,6 +335,35 @@ def test_resume_reaches_the_same_result(tiny_model, tmp_path):
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_process_steps_pauses_and_the_same_command_goes_on_to_the_same_result(tiny_model, tmp_path):
+    """--process-steps N: a process checkpoints and exits with PAUSED after N steps (a CPU run slows as
+    its process ages); the same command, run again, goes on there and ends where one process would."""
+    from gpt4tools.train import PAUSED, TrainingPaused, main
+
+    data = write_data(tmp_path, RECORDS)
+    common = dict(base_model=tiny_model, data=[data], max_steps=6, gradient_accumulation=2, learning_rate=1e-2,
+                  warmup_steps=0, save_steps=100, dtype="fp32", lora_dropout=0.0)
+    train(TrainConfig(out_dir=str(tmp_path / "straight"), **common))
+    paused = TrainConfig(out_dir=str(tmp_path / "paused"), process_steps=4, **common)
+    with pytest.raises(TrainingPaused, match="paused at step 4 of 6"):
+        train(paused)
+    assert not (tmp_path / "paused" / "adapter_model.safetensors").exists()
+    argv = ["--base-model", tiny_model, "--data", data, "--out-dir", str(tmp_path / "cli"), "--max-steps", "6",
+            "--gradient-accumulation", "2", "--learning-rate", "1e-2", "--warmup-steps", "0", "--dtype", "fp32",
+            "--lora-dropout", "0", "--process-steps", "2"]
+    assert [main(argv) for _ in range(3)] == [PAUSED, PAUSED, 0]
+    train(paused)  # the rest: steps 5-6
+
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "straight" / "adapter_model.safetensors")
+    for run in ("paused", "cli"):
+        b = load_file(tmp_path / run / "adapter_model.safetensors")
+        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), run
+        steps = [json.loads(line)["step"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        assert steps == [1, 2, 3, 4, 5, 6], run
+
+
 def test_two_process_ddp_on_cpu(tiny_model, tmp_path):
     """The multi-GPU path (torchrun / accelerate, DDP) exercised with 2 CPU processes (gloo)."""
     import subprocess
@@ -353,3 +382,68 @@ def test_two_process_ddp_on_cpu(tiny_model, tmp_path):
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 3  # logged once (rank 0), not per process
     assert metrics[1]["lr"] > 0  # the schedule runs once per optimizer step, not once per process
+
+
+def test_the_flat_head_and_half_precision_adapters_keep_the_loss_and_gradients(tiny_model):
+    """The two CPU speed-ups of a training forward pass change how it is computed, not what:
+    the LM head's input packed gives the same logits and gradients without the batched matmul that
+    copies its weight, and bf16 adapters under autocast (fp32 weights and gradients) give the loss and
+    gradients of the fp32 adapters within bf16's precision."""
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from gpt4tools.llm.hf import pack_head_input
+    from gpt4tools.train import _half_precision_adapters, loss_on_tail
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    batch = collate([tokenize_record(RECORDS[0], tok, 512)], tok.pad_token_id)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16)
+    lora_config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "down_proj"])
+    model = get_peft_model(model, lora_config)
+    torch.manual_seed(1)
+    lora = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    for p in lora.values():  # lora_B starts at zero: give the adapter something to say
+        torch.nn.init.normal_(p, std=0.2)
+
+    def loss_and_grads(autocast):
+        model.zero_grad()
+        run = SimpleNamespace(cfg=TrainConfig(autocast=autocast), accelerator=Accelerator(cpu=True), model=model)
+        with _half_precision_adapters(run):
+            loss = loss_on_tail(model, batch)[0]
+        loss.backward()
+        return float(loss.detach()), {n: p.grad.clone() for n, p in lora.items()}
+
+    base_loss, base_grads = loss_and_grads(autocast=False)
+    # what the adapted layers hand the head: the response's positions of a longer sequence, needing grad
+    x = torch.randn(1, 9, 32, dtype=torch.bfloat16, requires_grad=True)[:, -5:, :]
+    head = model.get_output_embeddings()  # frozen by peft
+
+    def ops(x):
+        with torch.profiler.profile() as prof:
+            out = head(x)
+        return out, {e.key for e in prof.key_averages()}
+
+    plain, plain_ops = ops(x)
+    assert "aten::bmm" in plain_ops  # torch's batched matmul against an expanded copy of the weight
+    pack_head_input(model)  # what training does before adding LoRA
+    packed, packed_ops = ops(x)
+    assert packed.shape == plain.shape and torch.equal(packed, plain)
+    assert "aten::bmm" not in packed_ops and "aten::mm" in packed_ops  # one plain matmul
+    packed_loss, packed_grads = loss_and_grads(autocast=False)  # the whole model, the head's input packed
+    assert packed_loss == pytest.approx(base_loss, rel=1e-3)
+    assert all(torch.allclose(g, base_grads[n], rtol=1e-2, atol=1e-3) for n, g in packed_grads.items())
+
+    half_loss, half_grads = loss_and_grads(autocast=True)
+    assert half_loss == pytest.approx(base_loss, rel=2e-2)
+    for n, g in half_grads.items():
+        assert lora[n].dtype == g.dtype == torch.float32  # master weights and gradients stay fp32
+        assert torch.nn.functional.cosine_similarity(g.flatten(), base_grads[n].flatten(), dim=0) > 0.98, n
+    off = SimpleNamespace(cfg=TrainConfig(autocast=True), accelerator=Accelerator(cpu=True),
+                          model=get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32),
+                                               LoraConfig(r=4, target_modules=["q_proj"])))
+    assert not torch.is_autocast_enabled("cpu")
+    with _half_precision_adapters(off):  # an fp32 base: nothing to do
+        assert not torch.is_autocast_enabled("cpu")

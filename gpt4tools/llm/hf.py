@@ -65,14 +65,16 @@ class PrefixCache:
             self.ids, self.cache = ids[: cache.get_seq_length()], cache
 
 
-def _pack_head_input(model):
+def pack_head_input(model):
     """Give the output layer its input in plain row-major strides.
 
-    generate asks for the last position's logits only, so the lm head sees hidden[:, -1:, :]: a
-    view whose batch stride still spans the whole prompt. torch (2.13, CPU) counts that view as
-    contiguous, yet its matmul turns it into a bmm that copies the whole (vocab x hidden) weight
-    first: 0.6 s per prompt for Qwen2.5-0.5B, more than the other 24 layers' matmuls together
-    (scripts/bench_prefill.py). Copying the one row instead costs microseconds."""
+    Only some positions' logits are asked for (generate: the last; training: the response's), so
+    the lm head sees hidden[:, -k:, :]: a view whose batch stride still spans the whole sequence.
+    torch (2.13, CPU) does not fold such a view into rows when the weight needs no grad (always
+    here: frozen under LoRA, or inference); its matmul becomes a bmm that copies the whole
+    (vocab x hidden) weight first: 0.6 s per prompt for Qwen2.5-0.5B, more than the other 24
+    layers' matmuls together (scripts/bench_prefill.py), and a quarter of a CPU training step
+    (docs/benchmark.md, "What a CPU step computes"). Copying the k rows instead costs microseconds."""
     import torch
 
     head = model.get_output_embeddings()
@@ -110,7 +112,7 @@ class HFCausalLM:
                 # outputs stay the same up to float rounding. (No speed-up was measured on CPU.)
                 self.model = self.model.merge_and_unload()
         self.model.to(device).eval()
-        self.head_packing = _pack_head_input(self.model)  # a hook handle: .remove() undoes it
+        self.head_packing = pack_head_input(self.model)  # a hook handle: .remove() undoes it
         cfg_ctx = getattr(self.model.config, "max_position_embeddings", None) or max_context
         self.context_length = min(int(cfg_ctx), max_context)
         self.name = name or (f"{Path(str(model)).name}+{Path(str(adapter)).name}" if adapter else Path(str(model)).name)
