@@ -109,7 +109,7 @@ train() {  # python -m gpt4tools train, run again while it pauses at --process-s
   local rc
   while true; do
     rc=0
-    $PY -m gpt4tools train "$@" --process-steps "$PROCESS_STEPS" || rc=$?
+    $PY -m gpt4tools train --process-steps "$PROCESS_STEPS" "$@" || rc=$?  # EXTRA (in "$@") may override
     [ "$rc" -eq 75 ] || return "$rc"
   done
 }
