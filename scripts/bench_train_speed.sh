@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CPU training speed, on the same steps: the default recipe (retrain_default.sh's LoRA and mix 1's data,
 # seed 8) for STEPS optimizer steps once per leg, the legs one after another in one command. Prints
-# the median tokens/s of each leg (pad tokens not counted), its ratio to the first leg, and the peak RSS.
+# the median tokens/s of each leg (pad tokens not counted), its ratio to the first leg, the peak RSS, and
+# each leg's wall time with its model loads (what --process-steps legs pay for their restarts).
 #
 # LEGS is a comma-separated list; a leg is NAME or NAME:EXTRA_TRAIN_ARGS (the allocators' libraries come
 # from JEMALLOC / MIMALLOC):
@@ -46,10 +47,12 @@ while IFS= read -r leg; do
     mkdir -p runs/data && ln -s "$PWD/runs/data" "$src/runs/data"
   fi
   echo "== $name ${lib:+LD_PRELOAD=$lib }$extra"
+  start=$SECONDS
   # mix 1 as retrain_default.sh builds and trains it (its data is made first if missing), cut to STEPS
   (export GPT4TOOLS_CHECKPOINTS=${GPT4TOOLS_CHECKPOINTS:-$PWD/checkpoints}; cd "$src" && LD_PRELOAD=$lib OUT="$OUT/$name" SEED=8 STAGED= PY=$PY \
     EXTRA="--max-steps $STEPS --save-steps 1000 $extra" bash scripts/retrain_default.sh) > "$OUT/$name.log" 2>&1 ||
     { tail -5 "$OUT/$name.log"; exit 1; }
+  echo $((SECONDS - start)) > "$OUT/$name.wall_s"  # model loads and data building included
   names+=("$name")
 done < <(echo "$LEGS" | tr ',' '\n')
 $PY - "$OUT" "${names[@]}" <<'PY'
@@ -58,9 +61,11 @@ out, names = sys.argv[1], sys.argv[2:]
 rows = {}
 for name in names:
     m = [json.loads(line) for line in open(f"{out}/{name}/metrics.jsonl")]
-    rows[name] = (statistics.median(x["tokens_per_s"] for x in m), max(x.get("rss_mb", 0) for x in m), len(m))
-first = rows[names[0]][0]
-print(f"| leg | steps | median tokens/s | ratio to {names[0]} | peak RSS MB |\n|---|---:|---:|---:|---:|")
-for name, (tps, rss, n) in rows.items():
-    print(f"| {name} | {n} | {tps:.0f} | {tps / first:.2f}x | {rss} |")
+    wall = int(open(f"{out}/{name}.wall_s").read())
+    rows[name] = (statistics.median(x["tokens_per_s"] for x in m), max(x.get("rss_mb", 0) for x in m), len(m), wall)
+first, first_wall = rows[names[0]][0], rows[names[0]][3]
+print(f"| leg | steps | median tokens/s | ratio to {names[0]} | peak RSS MB | wall s (loads included) | wall ratio |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for name, (tps, rss, n, wall) in rows.items():
+    print(f"| {name} | {n} | {tps:.0f} | {tps / first:.2f}x | {rss} | {wall} | {first_wall / wall:.2f}x |")
 PY

@@ -16,7 +16,7 @@
 #   OUT=runs/train/other SEED=9 REPLAY=500 bash scripts/retrain_default.sh
 #   TOKENS_ONLY=1 bash scripts/retrain_default.sh       # build the data, print its training tokens, stop
 #   EXTRA="--max-steps 30 --no-trim-heap" bash scripts/retrain_default.sh  # more train flags (they come last)
-#   PROCESS_STEPS=40 bash scripts/retrain_default.sh    # a new process every 40 steps (resumed from its checkpoint)
+#   PROCESS_STEPS=16 bash scripts/retrain_default.sh    # a new process every 16 steps: 1.14x over 48 steps, reloads included
 #
 # STAGED=1 trains the way the chain learned, in two runs within the hour: first the template replay
 # alone (as v1: the format and every tool), PER_TOOL calls of each tool at least; then everything else
