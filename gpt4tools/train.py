@@ -364,7 +364,6 @@ def data_checksum(paths: list[str]) -> str:
 @dataclass
 class _StopRequest:
     requested: bool = False
-    paused: bool = False  # cfg.process_steps reached: saved, the run goes on in a new process
 
 
 PAUSED = 75  # the exit code of a run that stopped at cfg.process_steps (sysexits' EX_TEMPFAIL: run it again)
@@ -424,7 +423,7 @@ def train(cfg: TrainConfig, progress=None, command: str | None = None) -> Path:
     if run.stop.requested:  # saved at the last step: `train` again (same out_dir) resumes there
         raise SystemExit(f"stopped at step {run.state['step']} of {run.total_steps} (SIGTERM); "
                          f"the checkpoint in {run.ckpt} resumes it")
-    if run.stop.paused:
+    if run.state["step"] < run.total_steps:  # the loop ends early only on SIGTERM or at cfg.process_steps
         raise TrainingPaused(f"paused at step {run.state['step']} of {run.total_steps} (--process-steps "
                              f"{cfg.process_steps}); the same command goes on from {run.ckpt}")
     _save_adapter(run)
@@ -593,8 +592,8 @@ def _loop(run: _Run, progress=None) -> None:
             if step % cfg.log_steps == 0 or step == run.total_steps:
                 _log_step(run, step, window, progress)
                 window = []
-            run.stop.paused = bool(cfg.process_steps) and step - first >= cfg.process_steps and step < run.total_steps
-            stopping = run.stop.requested or run.stop.paused
+            pausing = bool(cfg.process_steps) and step - first >= cfg.process_steps
+            stopping = run.stop.requested or pausing
             if step % cfg.save_steps == 0 or step == run.total_steps or stopping:
                 state.update(seconds=time.perf_counter() - run.t_start, tokens=run.tokens_seen)
                 _save_checkpoint(accelerator, run.model, run.optimizer, run.scheduler, state, run.ckpt)

@@ -384,7 +384,7 @@ def test_two_process_ddp_on_cpu(tiny_model, tmp_path):
     assert metrics[1]["lr"] > 0  # the schedule runs once per optimizer step, not once per process
 
 
-def test_the_flat_head_and_half_precision_adapters_keep_the_loss_and_gradients(tiny_model):
+def test_the_packed_head_and_half_precision_adapters_keep_the_loss_and_gradients(tiny_model):
     """The two CPU speed-ups of a training forward pass change how it is computed, not what:
     the LM head's input packed gives the same logits and gradients without the batched matmul that
     copies its weight, and bf16 adapters under autocast (fp32 weights and gradients) give the loss and
