@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 from typing import Any
 
 # The dtype names a user may give (--dtype); "auto" picks one for the device (resolve_dtype).
@@ -16,6 +17,12 @@ _TORCH_NAMES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bf
                 "fp16": "float16", "float16": "float16"}
 
 
+# GPT4TOOLS_CPU_ISA=avx2 makes gpt4tools choose as on a CPU without AVX-512 and AMX (fp32 torch, a q8_0
+# GGUF, llama.cpp for the benchmark): scripts/bench_turns_avx2.sh measures that path on a newer CPU.
+ISA_ENV = "GPT4TOOLS_CPU_ISA"
+_NEWER_THAN_AVX2 = ("avx512", "amx", "avx_vnni")
+
+
 @functools.cache
 def _cpu_flags() -> set[str] | None:
     """The CPU's feature flags from /proc/cpuinfo, read once; None where there is none (not Linux)."""
@@ -23,7 +30,18 @@ def _cpu_flags() -> set[str] | None:
         text = open("/proc/cpuinfo", encoding="ascii", errors="ignore").read()
     except OSError:
         return None
-    return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return flags_of(text, os.environ.get(ISA_ENV, ""))
+
+
+def flags_of(cpuinfo: str, isa: str = "") -> set[str]:
+    """The first CPU's flags in /proc/cpuinfo's text; with isa="avx2", those newer than AVX2 left out."""
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
+    isa = isa.strip().lower()
+    if isa == "avx2":
+        return {f for f in flags if not f.startswith(_NEWER_THAN_AVX2)}
+    if isa:
+        raise ValueError(f"{ISA_ENV}={isa!r}: the only value understood is avx2 (or leave it unset)")
+    return flags
 
 
 def cpu_has_fast_bf16() -> bool:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 
 from PIL import Image
 
+from gpt4tools import weights
 from gpt4tools.images import ImageError, ImageStore
 
 log = logging.getLogger(__name__)
@@ -119,20 +120,11 @@ class ToolSpec:
         return ", ".join(values)
 
 
-@dataclass(frozen=True)
-class Availability:
-    ok: bool
-    problem: str = ""  # why not
-    how: str = ""  # the command that enables it, if there is one (weights.Status.how)
-
-    @property
-    def reason(self) -> str:
-        """Why not, and how to enable it, as one sentence for people."""
-        return f"{self.problem}; run: {self.how}" if self.how else self.problem
+class Availability(weights.Status):
+    """Whether a tool can run now: its weights' Status (same fields and `reason`), or a missing package."""
 
     @classmethod
-    def of(cls, status) -> "Availability":
-        """From a weights.Status."""
+    def of(cls, status: weights.Status) -> Availability:
         return cls(status.ok, status.problem, status.how)
 
 
@@ -179,8 +171,6 @@ class Tool:
         missing = [p for p in self.packages if importlib.util.find_spec(p) is None]
         if missing:
             return Availability(False, f"missing Python package(s): {', '.join(missing)} (pip install them)")
-        from gpt4tools import weights  # late import: weights reads the manifest
-
         for name in self.weights:
             status = weights.status(name)
             if not status.ok:

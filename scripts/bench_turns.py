@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -49,6 +50,7 @@ from benchlib import cpu_model  # noqa: E402  scripts/benchlib.py (this folder i
 
 from gpt4tools import agent as A  # noqa: E402
 from gpt4tools import chatbench  # noqa: E402
+from gpt4tools.hardware import ISA_ENV  # noqa: E402
 
 CONFIGS = {  # name: (decoding, tools offered per turn (0 = every available tool, in a fixed order), prepare)
     "before": ("library", 5, False),  # llama-cpp-python's loop, the 5 closest tools
@@ -160,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{i + 1}/{len(timed)} {conv['id']}", file=sys.stderr, flush=True)
     import llama_cpp
 
-    meta = {"machine": cpu_model(), "threads": args.threads or "all", "llama_cpp": llama_cpp.__version__,
+    emulated = os.environ.get(ISA_ENV)  # scripts/bench_turns_avx2.sh
+    meta = {"machine": cpu_model() + (f", emulating {emulated} only (scripts/bench_turns_avx2.sh)" if emulated else ""),
+            "llama_cpp_lib": os.environ.get("LLAMA_CPP_LIB_PATH", "llama-cpp-python's own"),
+            "threads": args.threads or "all", "llama_cpp": llama_cpp.__version__,
             "typing_s": args.typing,
             "reference": names[0], "conversations": len(timed), "turns": len(rows[names[0]]),
             "command": "python scripts/bench_turns.py " + " ".join(sys.argv[1:] if argv is None else argv)}

@@ -30,6 +30,11 @@
 #   STAGED=1 DROPOUT=0 PER_TOOL=26 REPLAY=2000 NEGATIVES=60 DIALOGUES=160 LOOSE=120 ORIGINAL=70 MULTI=60 \
 #     INVENTED=260 UNOFFERED=0.25 SERVED=50 REPLAY_B=250 NEGATIVES_B=20 PER_TOOL_B=6 OUT=runs/train/staged2 \
 #     bash scripts/retrain_default.sh
+# "staged3" (session 35): stage 2 spends its tokens on conversation-shaped records (1,442 records, 664k tokens,
+# 29.5 min with PROCESS_STEPS=16 and an untrimmed heap; stage 1 as staged2's): conversations 82.0 % of turns:
+#   STAGED=1 DROPOUT=0 PROCESS_STEPS=16 EXTRA="--no-trim-heap" PER_TOOL=26 REPLAY=2000 NEGATIVES=60 DIALOGUES=350 \
+#     LOOSE=280 ORIGINAL=140 MULTI=200 INVENTED=200 UNOFFERED=0.25 SERVED=50 REPLAY_B=200 NEGATIVES_B=20 PER_TOOL_B=6 \
+#     OUT=runs/train/staged3 bash scripts/retrain_default.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
