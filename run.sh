@@ -46,6 +46,8 @@ setup_python() {
 # llama-cpp-python ships only a source release: pip compiles llama.cpp (~5-10 min on 2 cores).
 # Build the wheel once per CPU (it is built for the CPU it runs on), keep it in the cache with
 # its sha256, and install it from there: later runs and fresh clones compile nothing.
+# --no-cache-dir: pip's own wheel cache is keyed by the source release, not the CPU, and would hand
+# another CPU's build back (a home shared by machines, or scripts/bench_turns_avx2.sh's first try).
 cpu_id() {  # the wheel is built for this CPU: its architecture and instruction-set flags
   (uname -m; grep -m1 '^flags' /proc/cpuinfo 2>/dev/null) | sha256sum | cut -c1-12
 }
@@ -67,7 +69,7 @@ setup_llamacpp() {
     step "building llama-cpp-python $LLAMA_CPP_VERSION (once per CPU; cached in $dir)"
     local tmp="$dir.partial-$$"; rm -rf "$tmp"; mkdir -p "$tmp"
     CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
-      "$VENV/bin/pip" wheel -q --no-deps -w "$tmp" "llama-cpp-python==$LLAMA_CPP_VERSION" > "$tmp.log" 2>&1 \
+      "$VENV/bin/pip" wheel -q --no-deps --no-cache-dir -w "$tmp" "llama-cpp-python==$LLAMA_CPP_VERSION" > "$tmp.log" 2>&1 \
       || { tail -20 "$tmp.log"; echo "llama-cpp-python did not build (log: $tmp.log); the llamacpp backend stays off" >&2; rm -rf "$tmp"; return 0; }
     (cd "$tmp" && sha256sum llama_cpp_python-*.whl > wheel.sha256)
     rm -rf "$dir"; mv "$tmp" "$dir"; rm -f "$tmp.log"
