@@ -18,7 +18,7 @@ _TORCH_NAMES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bf
 
 
 # GPT4TOOLS_CPU_ISA=avx2 makes gpt4tools choose as on a CPU without AVX-512 and AMX (fp32 torch, a q8_0
-# GGUF, llama.cpp for the benchmark): scripts/bench_turns_avx2.sh measures that path on a newer CPU.
+# GGUF, llama.cpp for the benchmark): scripts/avx2_only.sh measures that path on a newer CPU.
 ISA_ENV = "GPT4TOOLS_CPU_ISA"
 _NEWER_THAN_AVX2 = ("avx512", "amx", "avx_vnni")
 

@@ -23,6 +23,8 @@ Configurations (`--configs`, the first is the reference), a decoding loop and th
 - prepared:    as after, and between turns (and after each upload) the next prompt is encoded up to
                the human's message in the background (Agent.prepare): what the app does now
 - greedy-all:  our loop one token per pass, every tool (the drafts' own share)
+A config may name the GGUF it runs on after an @ (gguf.GGUF_FORMS): `prepared@q4_0,prepared@q8_0`;
+without one it gets what the app would ("auto": bf16 where the CPU has fast bf16, else q8_0).
 
 `--typing S` waits S seconds before each message (the human typing; not counted in any figure), so
 that what an agent does between turns has time to run, as in a real chat. The default 0 sends each
@@ -71,8 +73,9 @@ def build_agents(names: list[str], threads: int | None) -> dict[str, A.Agent]:
     tools = build_registry().available()
     agents = {}
     for name in names:
-        decoding, offer, prepare = CONFIGS[name]
-        llm = load_llm("default", backend="llamacpp", decoding=decoding, n_threads=threads)
+        config, _, form = name.partition("@")
+        decoding, offer, prepare = CONFIGS[config]
+        llm = load_llm("default", backend="llamacpp", decoding=decoding, n_threads=threads, gguf=form or "auto")
         agents[name] = A.Agent(llm, tools, template_for(llm.adapter),
                                A.AgentConfig(offer_tools=offer, prepare_next=prepare))
         agents[name].warm_up()
@@ -141,9 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="folder for turns.jsonl, summary.json, summary.md")
     args = ap.parse_args(argv)
     names = args.configs.split(",")
-    unknown = [n for n in names if n not in CONFIGS]
-    if unknown:
-        ap.error(f"unknown configs {unknown}; choose from {', '.join(CONFIGS)}")
+    from gpt4tools.llm.gguf import GGUF_FORMS
+
+    unknown = [n for n in names if n.partition("@")[0] not in CONFIGS or n.partition("@")[2] not in ("", *GGUF_FORMS)]
+    if unknown or len(set(names)) < len(names):
+        ap.error(f"unknown or repeated configs {unknown or names}; choose from {', '.join(CONFIGS)}, "
+                 f"each optionally @ one of {', '.join(GGUF_FORMS)}")
     convs = chatbench.load_conversations(args.data)
     warm, timed = convs[0], convs[1: 1 + args.limit]
     agents = build_agents(names, args.threads)
@@ -162,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{i + 1}/{len(timed)} {conv['id']}", file=sys.stderr, flush=True)
     import llama_cpp
 
-    emulated = os.environ.get(ISA_ENV)  # scripts/bench_turns_avx2.sh
-    meta = {"machine": cpu_model() + (f", emulating {emulated} only (scripts/bench_turns_avx2.sh)" if emulated else ""),
+    emulated = os.environ.get(ISA_ENV)  # scripts/avx2_only.sh
+    meta = {"machine": cpu_model() + (f", emulating {emulated} only (scripts/avx2_only.sh)" if emulated else ""),
             "llama_cpp_lib": os.environ.get("LLAMA_CPP_LIB_PATH", "llama-cpp-python's own"),
             "threads": args.threads or "all", "llama_cpp": llama_cpp.__version__,
             "typing_s": args.typing,

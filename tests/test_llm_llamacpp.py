@@ -80,7 +80,26 @@ def test_merged_gguf_is_made_once_and_remade_when_corrupt():
         f.write(bytes([byte[0] ^ 0xFF]))
     again = merged_gguf(adapter, "q8_0")
     assert again == first and again.stat().st_mtime_ns != stamp  # checked, found corrupt, remade
-    assert not list(first.parent.glob("*.hf"))  # the merged HF folder it went through is gone
+    # the merged HF folder it went through is gone (only its own: another process may be merging another)
+    assert not first.with_name(first.stem + ".hf").exists()
+
+
+def test_q4_0_is_quantized_from_the_merged_bf16_by_llama_cpp_and_runs():
+    from gguf import GGUFReader
+
+    from gpt4tools import paths
+    from gpt4tools.llm.gguf import merged_gguf
+
+    adapter = paths.REPO / SMALL_ADAPTER_DIR
+    q4 = merged_gguf(adapter, "q4_0")
+    assert merged_gguf(adapter, "q4_0") == q4  # cached, sha256 checked
+    field = GGUFReader(str(q4)).fields["general.file_type"]
+    assert int(field.parts[field.data[0]][0]) == 2  # llama_ftype LLAMA_FTYPE_MOSTLY_Q4_0
+    assert q4.stat().st_size < 0.75 * merged_gguf(adapter, "bf16").stat().st_size
+    llm = load_llm(SMALL_MODEL, adapter=str(adapter), backend="llamacpp", gguf="q4_0", n_ctx=2048)
+    assert llm.gguf == str(q4)
+    gen = llm.generate(PROMPT, stop=react.STOP, max_new_tokens=8)
+    assert 0 < gen.completion_tokens <= 8 and gen.text.strip()
 
 
 def _free_port() -> int:

@@ -29,7 +29,11 @@ from gpt4tools.models import TEMPLATE_FILE, ExportError, base_model_dir, read_tr
 LLAMA_CPP_VERSION = "0.3.36"
 # How an adapter reaches llama.cpp (llamacpp.py): "lora" as a LoRA GGUF on the shipped base, or
 # merged with its base into a standalone GGUF of that type; "auto" picks per CPU (llamacpp.resolve_form).
-GGUF_FORMS = ("auto", "lora", "bf16", "f16", "q8_0")
+GGUF_FORMS = ("auto", "lora", "bf16", "f16", "q8_0", "q4_0")
+# Types llama.cpp's converter does not write (it writes f32/f16/bf16/q8_0): made from the merged
+# bf16 GGUF by llama.cpp's own quantizer (llama_model_quantize), as its llama-quantize tool does.
+# Fewer bytes per weight, for CPUs where decoding waits on memory (docs/benchmark.md, issue 21).
+QUANTIZED = ("q4_0",)
 
 # llama.cpp's converters, from the llama-cpp-python sdist (vendor/llama.cpp); the research notes
 # (shared/research/llm-options.md §2e) ran this version against transformers 5.24 / torch 2.13.
@@ -156,6 +160,28 @@ def export_gguf_merged(adapter: Path, out: Path, base: str | None = None, outtyp
     return out
 
 
+def quantize_gguf(src: Path, out: Path, outtype: str) -> Path:
+    """A GGUF model re-quantized to `outtype` (one of QUANTIZED) by llama.cpp's quantizer."""
+    import ctypes
+
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise ExportError(f"a {outtype} GGUF is made by llama.cpp's quantizer: install llama-cpp-python "
+                          "(bash run.sh setup)") from e
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{outtype.upper()}")
+    params.nthread = os.cpu_count() or 1
+    tmp = out.with_name(out.name + ".partial")
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
+    if rc != 0:
+        _remove(tmp)
+        raise ExportError(f"llama.cpp could not quantize {src} to {outtype} (llama_model_quantize returned {rc})")
+    _check_gguf(tmp, want_type="model")
+    os.replace(tmp, out)
+    return out
+
+
 # -- the cache of merged GGUFs -------------------------------------------------------------------
 def merged_gguf(adapter: Path, outtype: str) -> Path:
     """Base + peft adapter merged into a standalone GGUF of `outtype`, made once into the
@@ -171,7 +197,10 @@ def merged_gguf(adapter: Path, outtype: str) -> Path:
     if out.is_file() and check.is_file() and check.read_text().strip() == sha256_file(out):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    export_gguf_merged(adapter, out, outtype=outtype, keep_hf=False)
+    if outtype in QUANTIZED:  # from the merged bf16 file, itself cached
+        quantize_gguf(merged_gguf(adapter, "bf16"), out, outtype)
+    else:
+        export_gguf_merged(adapter, out, outtype=outtype, keep_hf=False)
     check.write_text(sha256_file(out) + "\n")
     return out
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Issue 21's turn timings as on a CPU with AVX2 only, emulated on a newer one. An emulation, not the
-# reference machine: the same cores, clock and memory, with every instruction newer than AVX2 kept out:
+# A command run as on a CPU with AVX2 only, emulated on a newer one (issue 21's timings). An emulation,
+# not the reference machine: the same cores, clock and memory, with every instruction newer than AVX2 kept out:
 #   - llama.cpp built without AVX-512, AVX-VNNI and AMX (GGML_NATIVE off), checked: no zmm/tmm register
 #     in its CPU library; llama-cpp-python loads it through LLAMA_CPP_LIB_PATH;
 #   - torch (the tools) held to AVX2 kernels: ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS;
 #   - gpt4tools told the CPU has no AVX-512/AMX (GPT4TOOLS_CPU_ISA=avx2): it picks the q8_0 GGUF, fp32 torch.
-# Arguments go to scripts/bench_turns.py:
-#   bash scripts/bench_turns_avx2.sh --limit 20 --configs before,prepared --typing 2 --out runs/bench_turns/avx2
-#   BUILD_ONLY=1 bash scripts/bench_turns_avx2.sh   # build and check the AVX2-only llama.cpp (cached), nothing else
+# The arguments are the command (called scripts/bench_turns_avx2.sh, running only bench_turns.py, until session 36):
+#   bash scripts/avx2_only.sh .venv/bin/python scripts/bench_turns.py --limit 8 --configs before,prepared --typing 2
+#   N=40 RUNNERS="llamacpp:q8_0:1 llamacpp:q4_0:1" bash scripts/avx2_only.sh bash scripts/bench_runner_speed.sh
+#   BUILD_ONLY=1 bash scripts/avx2_only.sh   # build and check the AVX2-only llama.cpp (cached), nothing else
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-$PWD/.venv/bin/python}
@@ -35,6 +36,7 @@ done
 [ "$(count "$LIB/libggml-cpu.so" '%ymm')" -gt 0 ] || { echo "$LIB/libggml-cpu.so has no AVX code" >&2; exit 1; }
 echo "AVX2-only llama.cpp: $LIB" >&2
 [ -z "${BUILD_ONLY:-}" ] || exit 0
+[ $# -gt 0 ] || { echo "usage: bash scripts/avx2_only.sh COMMAND [ARGS...]" >&2; exit 2; }
 export LLAMA_CPP_LIB_PATH=$LIB GPT4TOOLS_CPU_ISA=avx2
 export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
-$PY scripts/bench_turns.py "$@"
+exec "$@"
