@@ -88,7 +88,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--gguf", help="write the LoRA as a llama.cpp GGUF adapter here")
     ap.add_argument("--gguf-merged", help="write a merged standalone GGUF model here")
     ap.add_argument("--outtype", default=None,
-                    help="GGUF tensor type (LoRA: f32/f16/bf16/q8_0, default f32; merged: default q8_0)")
+                    help="GGUF tensor type (LoRA: f32/f16/bf16/q8_0, default f32; merged: those or q4_0, default q8_0)")
     ap.add_argument("--cast", choices=ADAPTER_DTYPES,
                     help="rewrite the adapter's weights in this dtype, in place (bf16: half the file)")
     ap.add_argument("--card", action="store_true", help="write the model card README.md into the adapter folder")

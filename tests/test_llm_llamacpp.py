@@ -102,6 +102,18 @@ def test_q4_0_is_quantized_from_the_merged_bf16_by_llama_cpp_and_runs():
     assert 0 < gen.completion_tokens <= 8 and gen.text.strip()
 
 
+def test_export_writes_a_q4_0_merged_gguf(tmp_path):
+    from gguf import GGUFReader
+
+    from gpt4tools import paths
+    from gpt4tools.llm.gguf import export_gguf_merged
+
+    out = export_gguf_merged(paths.REPO / SMALL_ADAPTER_DIR, tmp_path / "m.gguf", outtype="q4_0", keep_hf=False)
+    field = GGUFReader(str(out)).fields["general.file_type"]
+    assert int(field.parts[field.data[0]][0]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf"]  # no bf16 or HF folder left behind
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

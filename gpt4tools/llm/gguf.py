@@ -148,15 +148,21 @@ def export_gguf_merged(adapter: Path, out: Path, base: str | None = None, outtyp
     Hugging Face folder it goes through stays beside `out` (`<stem>.hf`) unless not keep_hf."""
     merged = out.with_name(out.stem + ".hf")
     export_merged(adapter, merged, base)
-    tmp = out.with_name(out.name + ".partial")
+    # the converter's file; to be quantized, not where quantize_gguf writes (it reads this one mapped)
+    tmp = out.with_name(out.name + (".bf16.partial" if outtype in QUANTIZED else ".partial"))
     try:
-        _run_converter("convert_hf_to_gguf.py", ["--outtype", outtype, "--outfile", str(tmp), str(merged)],
-                       _log_path(out))
+        _run_converter("convert_hf_to_gguf.py", ["--outtype", "bf16" if outtype in QUANTIZED else outtype,
+                                                 "--outfile", str(tmp), str(merged)], _log_path(out))
         _check_gguf(tmp, want_type="model")
+        if outtype in QUANTIZED:  # the converter wrote bf16; llama.cpp's quantizer makes the rest
+            quantize_gguf(tmp, out, outtype)
     finally:
         if not keep_hf:
             _remove(merged)
-    os.replace(tmp, out)
+        if outtype in QUANTIZED:
+            _remove(tmp)
+    if outtype not in QUANTIZED:
+        os.replace(tmp, out)
     return out
 
 
@@ -173,6 +179,8 @@ def quantize_gguf(src: Path, out: Path, outtype: str) -> Path:
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{outtype.upper()}")
     params.nthread = os.cpu_count() or 1
     tmp = out.with_name(out.name + ".partial")
+    if tmp.resolve() == src.resolve():  # llama.cpp maps its input: writing over it dies of SIGBUS
+        raise ValueError(f"quantize_gguf: {src} is also where it would write")
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
     if rc != 0:
         _remove(tmp)

@@ -5,9 +5,8 @@ An adapter reaches llama.cpp in one of two forms (`gguf`):
   applied on the shipped quantized base: the smallest, but prefill of a 4-bit base is slow
   on CPU (~210 tokens/s here) and the LoRA adds its own matmuls;
 - "bf16" / "f16" / "q8_0" / "q4_0": base and adapter merged into one standalone GGUF of that type,
-  made from the peft folder on first use by llama.cpp's own converter (q4_0: then its quantizer;
-  gpt4tools.llm.gguf) and
-  kept in the cache with its sha256 (checked on every load). Merged bf16 prefills ~3x faster
+  made from the peft folder on first use by llama.cpp's own converter (q4_0: then by its quantizer;
+  gpt4tools.llm.gguf) and kept in the cache with its sha256 (checked on every load). Merged bf16 prefills ~3x faster
   than the 4-bit base + LoRA here and is closer to what was trained (bf16 on the
   de-quantized base); "auto" picks it on CPUs with native bf16 and q8_0 elsewhere.
 
