@@ -47,7 +47,7 @@ setup_python() {
 # Build the wheel once per CPU (it is built for the CPU it runs on), keep it in the cache with
 # its sha256, and install it from there: later runs and fresh clones compile nothing.
 # --no-cache-dir: pip's own wheel cache is keyed by the source release, not the CPU, and would hand
-# another CPU's build back (a home shared by machines, or the first try of scripts/avx2_only.sh, then bench_turns_avx2.sh).
+# another CPU's build back (a home shared by machines, or scripts/avx2_only.sh's AVX2-only build).
 cpu_id() {  # the wheel is built for this CPU: its architecture and instruction-set flags
   (uname -m; grep -m1 '^flags' /proc/cpuinfo 2>/dev/null) | sha256sum | cut -c1-12
 }

@@ -99,8 +99,9 @@ if [ -n "$STAGED" ]; then
   for ((p = 0; p < PASSES; p++)); do  # pass p: its own records (seed SEED + 10p), 1/PASSES of each count
     S=$((SEED + 10 * p))
     rest "$S" "$PASSES"
-    RPL_B=runs/data/retrain_s$S/replay_n$((REPLAY_B / PASSES))_neg$((NEGATIVES_B / PASSES))_pt$(((PER_TOOL_B + PASSES - 1) / PASSES))_s$((S + 1)).jsonl
-    replay "$RPL_B" "$((REPLAY_B / PASSES))" "$((NEGATIVES_B / PASSES))" "$((S + 1))" "$(((PER_TOOL_B + PASSES - 1) / PASSES))"
+    RB=$((REPLAY_B / PASSES)) NB=$((NEGATIVES_B / PASSES)) PB=$(((PER_TOOL_B + PASSES - 1) / PASSES))  # PB rounds up
+    RPL_B=runs/data/retrain_s$S/replay_n${RB}_neg${NB}_pt${PB}_s$((S + 1)).jsonl
+    replay "$RPL_B" "$RB" "$NB" "$((S + 1))" "$PB"
     STAGES+=("$REST $RPL_B")
   done
 else

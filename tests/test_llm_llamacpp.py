@@ -84,17 +84,22 @@ def test_merged_gguf_is_made_once_and_remade_when_corrupt():
     assert not first.with_name(first.stem + ".hf").exists()
 
 
-def test_q4_0_is_quantized_from_the_merged_bf16_by_llama_cpp_and_runs():
+def _file_type(path) -> int:
+    """A GGUF model's general.file_type (llama_ftype: 2 is LLAMA_FTYPE_MOSTLY_Q4_0)."""
     from gguf import GGUFReader
 
+    field = GGUFReader(str(path)).fields["general.file_type"]
+    return int(field.parts[field.data[0]][0])
+
+
+def test_q4_0_is_quantized_from_the_merged_bf16_by_llama_cpp_and_runs():
     from gpt4tools import paths
     from gpt4tools.llm.gguf import merged_gguf
 
     adapter = paths.REPO / SMALL_ADAPTER_DIR
     q4 = merged_gguf(adapter, "q4_0")
     assert merged_gguf(adapter, "q4_0") == q4  # cached, sha256 checked
-    field = GGUFReader(str(q4)).fields["general.file_type"]
-    assert int(field.parts[field.data[0]][0]) == 2  # llama_ftype LLAMA_FTYPE_MOSTLY_Q4_0
+    assert _file_type(q4) == 2  # LLAMA_FTYPE_MOSTLY_Q4_0
     assert q4.stat().st_size < 0.75 * merged_gguf(adapter, "bf16").stat().st_size
     llm = load_llm(SMALL_MODEL, adapter=str(adapter), backend="llamacpp", gguf="q4_0", n_ctx=2048)
     assert llm.gguf == str(q4)
@@ -103,14 +108,11 @@ def test_q4_0_is_quantized_from_the_merged_bf16_by_llama_cpp_and_runs():
 
 
 def test_export_writes_a_q4_0_merged_gguf(tmp_path):
-    from gguf import GGUFReader
-
     from gpt4tools import paths
     from gpt4tools.llm.gguf import export_gguf_merged
 
     out = export_gguf_merged(paths.REPO / SMALL_ADAPTER_DIR, tmp_path / "m.gguf", outtype="q4_0", keep_hf=False)
-    field = GGUFReader(str(out)).fields["general.file_type"]
-    assert int(field.parts[field.data[0]][0]) == 2
+    assert _file_type(out) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf"]  # no bf16 or HF folder left behind
 
 

@@ -148,21 +148,22 @@ def export_gguf_merged(adapter: Path, out: Path, base: str | None = None, outtyp
     Hugging Face folder it goes through stays beside `out` (`<stem>.hf`) unless not keep_hf."""
     merged = out.with_name(out.stem + ".hf")
     export_merged(adapter, merged, base)
-    # the converter's file; to be quantized, not where quantize_gguf writes (it reads this one mapped)
-    tmp = out.with_name(out.name + (".bf16.partial" if outtype in QUANTIZED else ".partial"))
+    quantized = outtype in QUANTIZED  # the converter writes these as bf16; llama.cpp's quantizer does the rest
+    # not quantize_gguf's own .partial name: it reads the converter's file mapped while it writes
+    tmp = out.with_name(out.name + (".bf16.partial" if quantized else ".partial"))
     try:
-        _run_converter("convert_hf_to_gguf.py", ["--outtype", "bf16" if outtype in QUANTIZED else outtype,
+        _run_converter("convert_hf_to_gguf.py", ["--outtype", "bf16" if quantized else outtype,
                                                  "--outfile", str(tmp), str(merged)], _log_path(out))
         _check_gguf(tmp, want_type="model")
-        if outtype in QUANTIZED:  # the converter wrote bf16; llama.cpp's quantizer makes the rest
+        if quantized:
             quantize_gguf(tmp, out, outtype)
+        else:
+            os.replace(tmp, out)
     finally:
         if not keep_hf:
             _remove(merged)
-        if outtype in QUANTIZED:
+        if quantized:
             _remove(tmp)
-    if outtype not in QUANTIZED:
-        os.replace(tmp, out)
     return out
 
 
