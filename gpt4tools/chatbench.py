@@ -36,7 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -266,10 +266,16 @@ def markdown(summary: dict) -> str:
 # -- running -------------------------------------------------------------------------------------
 def run_conversation(agent: A.Agent, conv: dict, photos: Path, typing_s: float = 0.0) -> list[dict]:
     """Replay one conversation in a fresh session; one scored row per turn (`typing_s`: run_turn)."""
+    return list(conversation_turns(agent, conv, photos, typing_s))
+
+
+def conversation_turns(agent: A.Agent, conv: dict, photos: Path, typing_s: float = 0.0) -> Iterator[dict]:
+    """run_conversation one turn at a time (a scored row each), so that several conversations can
+    take turns on one agent (scripts/bench_turns.py --sessions)."""
     def text_args(name: str) -> int:
         return sum(a.kind != "image" for a in agent.tools.resolve(name).spec.args)
 
-    rows, uploads, results = [], [], []
+    uploads, results = [], []
     with tempfile.TemporaryDirectory(prefix="bench-chat-") as root:
         # image names drawn from the conversation's id: every run of it (another model, another
         # setting) shows the model the same names, so that runs differ only in what they compare
@@ -282,9 +288,8 @@ def run_conversation(agent: A.Agent, conv: dict, photos: Path, typing_s: float =
             meant = resolve_image(turn["expect"].get("image"), uploads, results)
             score = score_turn(turn["expect"], asdict(record), meant, agent.tools.canonical, text_args)
             results += record.results
-            rows.append({"conversation": conv["id"], "category": conv.get("category", ""), "index": i,
-                         "expect": turn["expect"], "meant_image": meant, "turn": asdict(record), "score": score})
-    return rows
+            yield {"conversation": conv["id"], "category": conv.get("category", ""), "index": i,
+                   "expect": turn["expect"], "meant_image": meant, "turn": asdict(record), "score": score}
 
 
 def run(conversations: list[dict], agent: A.Agent, out: Path, *, progress_callback=None) -> dict:

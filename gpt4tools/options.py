@@ -8,6 +8,7 @@ import argparse
 from gpt4tools import agent as A
 from gpt4tools.llm import BACKENDS, DECODINGS
 from gpt4tools.llm.gguf import GGUF_FORMS
+from gpt4tools.llm.states import DEFAULT_CAPACITY_MB
 
 
 def add_model_args(ap: argparse.ArgumentParser) -> None:
@@ -25,6 +26,10 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--decoding", default=DECODINGS[0], choices=DECODINGS,
                     help="llama.cpp: lookup (drafts copied and forced tokens, checked in one pass: the same text, "
                          "faster), greedy (one token per pass), library (llama-cpp-python's own loop)")
+    ap.add_argument("--prompt-cache-mb", type=_megabytes, default=DEFAULT_CAPACITY_MB,
+                    help="llama.cpp and transformers: memory for saved prompt states, so that a conversation's "
+                         "next turn after another conversation's turn does not encode its history again "
+                         "(least recently used out; 0: only the last prompt is reused)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (for the LLM)")
     ap.add_argument("--base-url", default=None,
                     help="openai backend: server URL (default $OPENAI_BASE_URL or http://127.0.0.1:8000/v1)")
@@ -42,6 +47,16 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
                          "means the newest upload")
 
 
+def _megabytes(text: str) -> float:
+    try:
+        mb = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of MB: {text!r}") from None
+    if not mb >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be >= 0 MB, not {text}")
+    return mb
+
+
 def build_agent(args: argparse.Namespace) -> A.Agent:
     from gpt4tools.llm import load_llm
     from gpt4tools.prompt import template_for
@@ -49,7 +64,8 @@ def build_agent(args: argparse.Namespace) -> A.Agent:
 
     extra = {"base_url": args.base_url} if args.backend == "openai" and args.base_url else {}
     llm = load_llm(args.model, adapter=args.adapter, backend=args.backend, device=args.device, gguf=args.gguf,
-                   decoding=getattr(args, "decoding", DECODINGS[0]), **extra)
+                   decoding=getattr(args, "decoding", DECODINGS[0]),
+                   states_mb=getattr(args, "prompt_cache_mb", DEFAULT_CAPACITY_MB), **extra)
     template = template_for(getattr(llm, "adapter", None))
     registry = build_registry(args.load)
     tools = registry.available()

@@ -21,10 +21,17 @@ Configurations (`--configs`, the first is the reference), a decoding loop and th
                every turn and session shares, so its keys/values are reused)
 - after:       our loop with drafts, every tool in a fixed order, nothing encoded between turns
 - prepared:    as after, and between turns (and after each upload) the next prompt is encoded up to
-               the human's message in the background (Agent.prepare): what the app does now
+               the human's message in the background (Agent.prepare), and contexts that another
+               prompt would cut back are saved (gpt4tools/llm/states.py): what the app does now
+- one-context: as prepared without saved states: only the context itself is reused (the app
+               before session 37)
 - greedy-all:  our loop one token per pass, every tool (the drafts' own share)
 A config may name the GGUF it runs on after an @ (gguf.GGUF_FORMS): `prepared@q4_0,prepared@q8_0`;
 without one it gets what the app would ("auto": bf16 where the CPU has fast bf16, else q8_0).
+
+`--sessions N` replays N conversations at once on each configuration's agent, taking turns (one
+turn of each in order, as people chatting with one app at the same time): what saved states are
+for. The default 1 replays one conversation after the other.
 
 `--typing S` waits S seconds before each message (the human typing; not counted in any figure), so
 that what an agent does between turns has time to run, as in a real chat. The default 0 sends each
@@ -53,14 +60,17 @@ from benchlib import cpu_model  # noqa: E402  scripts/benchlib.py (this folder i
 from gpt4tools import agent as A  # noqa: E402
 from gpt4tools import chatbench  # noqa: E402
 from gpt4tools.hardware import ISA_ENV  # noqa: E402
+from gpt4tools.llm.states import DEFAULT_CAPACITY_MB  # noqa: E402
 
-CONFIGS = {  # name: (decoding, tools offered per turn (0 = every available tool, in a fixed order), prepare)
-    "before": ("library", 5, False),  # llama-cpp-python's loop, the 5 closest tools
-    "lookup-5": ("lookup", 5, False),
-    "library-all": ("library", 0, False),
-    "after": ("lookup", 0, False),
-    "prepared": ("lookup", 0, True),  # the app now (AgentConfig's and LlamaCppLM's defaults)
-    "greedy-all": ("greedy", 0, False),
+CONFIGS = {  # name: (decoding, tools offered per turn (0 = every available tool, in a fixed order), prepare,
+    #                 MB of saved prompt states)
+    "before": ("library", 5, False, 0),  # llama-cpp-python's loop, the 5 closest tools
+    "lookup-5": ("lookup", 5, False, 0),
+    "library-all": ("library", 0, False, 0),
+    "after": ("lookup", 0, False, 0),
+    "prepared": ("lookup", 0, True, DEFAULT_CAPACITY_MB),  # the app now (AgentConfig's and LlamaCppLM's defaults)
+    "one-context": ("lookup", 0, True, 0),
+    "greedy-all": ("greedy", 0, False, 0),
 }
 KEYS = ("first_token_s", "first_action_s", "turn_s", "turn_without_tools_s")
 
@@ -74,12 +84,27 @@ def build_agents(names: list[str], threads: int | None) -> dict[str, A.Agent]:
     agents = {}
     for name in names:
         config, _, form = name.partition("@")
-        decoding, offer, prepare = CONFIGS[config]
-        llm = load_llm("default", backend="llamacpp", decoding=decoding, n_threads=threads, gguf=form or "auto")
+        decoding, offer, prepare, states_mb = CONFIGS[config]
+        llm = load_llm("default", backend="llamacpp", decoding=decoding, n_threads=threads, gguf=form or "auto",
+                       states_mb=states_mb)
         agents[name] = A.Agent(llm, tools, template_for(llm.adapter),
                                A.AgentConfig(offer_tools=offer, prepare_next=prepare))
         agents[name].warm_up()
     return agents
+
+
+def interleaved(agent: A.Agent, convs: list[dict], photos: Path, typing_s: float) -> list[dict]:
+    """Replay `convs` on one agent at once: a turn of each in order, until all have ended."""
+    pending = [chatbench.conversation_turns(agent, c, photos, typing_s) for c in convs]
+    rows = []
+    while pending:
+        for turns in list(pending):
+            row = next(turns, None)
+            if row is None:
+                pending.remove(turns)
+            else:
+                rows.append(row)
+    return rows
 
 
 def outputs(turns: list[dict]) -> list[str]:
@@ -106,6 +131,9 @@ def summarize(rows: dict[str, list[dict]], reference: str) -> dict:
             **chatbench.latencies(recorded),
             "one_tool_turn_without_tools_s":
                 chatbench.latencies([t for t in recorded if len(t["actions"]) == 1])["turn_without_tools_s"],
+            # a conversation's later turns: its history is what a context (or a saved state) spares
+            "later_turns": chatbench.latencies([t["turn"] for t in turns if t["index"] > 0]),
+            "later_count": sum(t["index"] > 0 for t in turns),
             "turn_success": sum(t["score"]["success"] for t in turns) / len(turns),
             "same_output_as_reference": sum(a == b for a, b in zip(outputs(turns), wanted)),
             "turns": len(turns),
@@ -118,7 +146,8 @@ def summarize(rows: dict[str, list[dict]], reference: str) -> dict:
 
 
 def markdown(summary: dict, meta: dict) -> str:
-    lines = [f"{meta['turns']} turns of {meta['conversations']} conversations, {meta['machine']}, "
+    lines = [f"{meta['turns']} turns of {meta['conversations']} conversations "
+             f"({meta.get('sessions', 1)} at a time), {meta['machine']}, "
              f"{meta['threads']} threads, llama-cpp-python {meta['llama_cpp']}, {meta.get('typing_s', 0)} s of typing "
              f"before each message; `{meta['command']}`", "",
              "| config | first token | first Action | whole turn | turn without tools | one-tool turn without tools "
@@ -129,7 +158,14 @@ def markdown(summary: dict, meta: dict) -> str:
                  for k in (*KEYS, "one_tool_turn_without_tools_s")]
         lines.append(f"| {name} | " + " | ".join(cells) +
                      f" | {100 * s['turn_success']:.1f} % | {s['same_output_as_reference']}/{s['turns']} |")
-    lines += ["", "Seconds, median / p95 over the turns (ratio of the median to the first row's)."]
+    lines += ["", "Seconds, median / p95 over the turns (ratio of the median to the first row's).", "",
+              "A conversation's later turns only (not its first):", "",
+              "| config | turns | first token | first Action | turn without tools |", "|---|---:|---:|---:|---:|"]
+    for name, s in summary.items():
+        later = s["later_turns"]
+        cells = [f"{later[k]['median']} / {later[k]['p95']}" if later[k]["median"] is not None else "–"
+                 for k in ("first_token_s", "first_action_s", "turn_without_tools_s")]
+        lines.append(f"| {name} | {s['later_count']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -140,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", default="before,lookup-5,library-all,after",
                     help=f"comma-separated, of {', '.join(CONFIGS)}")
     ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: every core)")
+    ap.add_argument("--sessions", type=int, default=1, help="conversations replayed at once, taking turns")
     ap.add_argument("--typing", type=float, default=0.0, help="seconds the human types before each message")
     ap.add_argument("--out", default=None, help="folder for turns.jsonl, summary.json, summary.md")
     args = ap.parse_args(argv)
@@ -150,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or len(set(names)) < len(names):
         ap.error(f"unknown or repeated configs {unknown or names}; choose from {', '.join(CONFIGS)}, "
                  f"each optionally @ one of {', '.join(GGUF_FORMS)}")
+    if args.sessions < 1:
+        ap.error("--sessions must be at least 1")
     convs = chatbench.load_conversations(args.data)
     warm, timed = convs[0], convs[1: 1 + args.limit]
     agents = build_agents(names, args.threads)
@@ -159,20 +198,21 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-turns-") as photos:
         for name in names:
             chatbench.run_conversation(agents[name], warm, Path(photos), args.typing)
-        for i, conv in enumerate(timed):
+        groups = [timed[i: i + args.sessions] for i in range(0, len(timed), args.sessions)]
+        for i, group in enumerate(groups):
             for name in (names if i % 2 == 0 else names[::-1]):
-                got = chatbench.run_conversation(agents[name], conv, Path(photos), args.typing)
+                got = interleaved(agents[name], group, Path(photos), args.typing)
                 rows[name] += got
                 with (out / "turns.jsonl").open("a", encoding="utf-8") as f:
                     f.writelines(json.dumps({"config": name, **r}) + "\n" for r in got)
-            print(f"{i + 1}/{len(timed)} {conv['id']}", file=sys.stderr, flush=True)
+            print(f"{i + 1}/{len(groups)} {' '.join(c['id'] for c in group)}", file=sys.stderr, flush=True)
     import llama_cpp
 
     emulated = os.environ.get(ISA_ENV)  # scripts/avx2_only.sh
     meta = {"machine": cpu_model() + (f", emulating {emulated} only (scripts/avx2_only.sh)" if emulated else ""),
             "llama_cpp_lib": os.environ.get("LLAMA_CPP_LIB_PATH", "llama-cpp-python's own"),
             "threads": args.threads or "all", "llama_cpp": llama_cpp.__version__,
-            "typing_s": args.typing,
+            "typing_s": args.typing, "sessions": args.sessions,
             "reference": names[0], "conversations": len(timed), "turns": len(rows[names[0]]),
             "command": "python scripts/bench_turns.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     summary = summarize(rows, names[0])

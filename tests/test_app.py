@@ -217,6 +217,14 @@ def test_status_line_names_model_and_tool_count():
     chat = W.ChatApp(scripted_agent(), n_tools_total=31)
     assert chat.status() == "**Model:** `echo-plan` · **Adapter:** `none` · **Tools:** 3 of 31 available"
 
+    from gpt4tools.llm.states import PromptStates
+
+    states = PromptStates(capacity_mb=256, min_tokens=1)
+    states.save(range(100), "a model's keys/values", 3 * 2**20)
+    chat.holder.agent.llm.states_report = states.report  # a backend that keeps saved prompt states says so
+    assert chat.status().endswith("· **Prompt cache:** 1 saved prompt states (3 MB of 256 MB), "
+                                  "0 reused (0 tokens not encoded again)")
+
 
 # -- the file guard ------------------------------------------------------------------------
 def test_file_guard_serves_only_the_owner(tmp_path):

@@ -11,18 +11,11 @@ import numpy as np
 import pytest
 
 from gpt4tools import react
-from gpt4tools.llm.llama_decode import common_prefix, prompt_lookup
+from gpt4tools.llm.llama_decode import prompt_lookup
 from gpt4tools.models import SMALL_ADAPTER_DIR, SMALL_MODEL
 
 from conftest import requires_weights
 from fakes import grammar_case
-
-
-def test_common_prefix():
-    assert common_prefix([1, 2, 3], [1, 2, 4]) == 2
-    assert common_prefix([1, 2], [1, 2, 3]) == 2
-    assert common_prefix([], [1]) == 0
-    assert common_prefix(np.array([5, 6]), [7]) == 0
 
 
 def test_prompt_lookup_drafts_what_followed_the_latest_match():
@@ -143,3 +136,29 @@ def test_warm_encodes_a_head_that_later_prompts_reuse(tuned):
     tuned.warm(head)
     got = tuned.generate(head + "Thought:", max_new_tokens=4)
     assert got.cached_tokens >= len(tuned._decoder.tokenize(head)) - 2  # the seam may retokenize
+
+
+@weights
+@llama
+def test_a_conversation_resumes_from_its_saved_state_after_another_ones_turn(tuned):
+    """Two conversations taking turns on one model: the second one's prompt cuts the first one's
+    context back, so it is saved first; the first one's next prompt starts from that state and
+    writes what a context that never saw the other conversation writes."""
+    first_turn, other = PROMPTS[0], PROMPTS[2]  # they share nothing but the start
+    reply = tuned.generate(first_turn, stop=react.STOP, max_new_tokens=24)
+    follow = first_turn + reply.text + "\nObservation: Result saved as image/ab12cd34.png\n"
+    before = tuned.states_report()
+    tuned.generate(other, max_new_tokens=8)
+    got = tuned.generate(follow, stop=react.STOP, max_new_tokens=24)
+    assert got.cached_tokens >= len(tuned._decoder.tokenize(first_turn)) - 2
+    after = tuned.states_report()
+    assert after.restored == before.restored + 1  # (saved here or by an earlier test: the same tokens)
+    assert 0 < after.bytes <= after.capacity_bytes
+
+    states, tuned._decoder.states = tuned._decoder.states, None
+    try:
+        tuned.generate(other, max_new_tokens=8)  # without saved states: encoded again from the start
+        fresh = tuned.generate(follow, stop=react.STOP, max_new_tokens=24)
+    finally:
+        tuned._decoder.states = states
+    assert fresh.cached_tokens < 8 and fresh.text == got.text

@@ -69,6 +69,32 @@ def test_prefix_cache_skips_the_shared_prompt_and_changes_nothing(llm):
     assert fresh[0].cached_tokens == 0
 
 
+def test_a_conversation_resumes_from_its_saved_cache_after_another_ones_turn(llm):
+    """Two conversations taking turns: the other one's prompt would crop the first one's cache, so
+    a copy is saved; the first one's next step starts from it and writes what a fresh encoding writes."""
+    from gpt4tools.prompt import PromptTemplate
+    from gpt4tools.registry import build_registry
+
+    specs = build_registry().subset(["Edge Detection On Image", "Get Photo Description"]).specs()
+    step1 = PromptTemplate.load().render(specs, "Human: hi\nAI: Hello!", "edges of image/abcdefgh.png please")
+    first = llm.generate(step1, stop=react.STOP, max_new_tokens=24)
+    step2 = step1 + first.text + "\nObservation: Result saved as image/ab12_edge_abcdefgh_abcdefgh.png\n"
+    before = llm.states_report()
+    assert llm.generate(PROMPTS[0], stop=react.STOP, max_new_tokens=8).cached_tokens == 0
+    got = llm.generate(step2, stop=react.STOP, max_new_tokens=24)
+    assert got.cached_tokens >= llm.count_tokens(step1) - 2
+    after = llm.states_report()
+    assert after.restored == before.restored + 1  # (saved here or by an earlier test: the same tokens)
+    assert 0 < after.bytes <= after.capacity_bytes
+
+    saved, llm.prefix = llm.prefix, None
+    try:
+        fresh = llm.generate(step2, stop=react.STOP, max_new_tokens=24)
+    finally:
+        llm.prefix = saved
+    assert fresh.text == got.text
+
+
 def test_warm_encodes_a_prompt_head_that_the_next_prompt_reuses(llm):
     """Agent.prepare's call between turns: the head is encoded ahead, the next prompt encodes only
     its own tail, and writes what a fresh encoding writes."""

@@ -110,6 +110,8 @@ def load_llm(model: str = "default", adapter: str | None = None, backend: str = 
     note = backend_note(backend, model, device, chosen)  # before loading: a background build may end meanwhile
     if chosen == "llamacpp":
         kwargs["decoding"] = decoding
+    if chosen == "openai":
+        kwargs.pop("states_mb", None)  # the server keeps its own prompt cache
     llm = _load(chosen, model, adapter, device, dtype, gguf, **kwargs)
     llm.backend_note = note  # the status line says what serves and why
     return llm

@@ -192,6 +192,12 @@ def quantize_gguf(src: Path, out: Path, outtype: str) -> Path:
 
 
 # -- the cache of merged GGUFs -------------------------------------------------------------------
+# Each adapter ever served or benchmarked adds a merged file (bf16: 1.27 GB for the default's
+# base), and a disk once filled up with experiments' files: the folder is kept under this many
+# GB, least recently used out (GPT4TOOLS_GGUF_CACHE_GB; 0: no bound).
+GGUF_CACHE_GB = 10.0
+
+
 def merged_gguf(adapter: Path, outtype: str) -> Path:
     """Base + peft adapter merged into a standalone GGUF of `outtype`, made once into the
     cache (keyed by the adapter's weights, its base and the type) and verified by sha256."""
@@ -204,6 +210,7 @@ def merged_gguf(adapter: Path, outtype: str) -> Path:
     out = paths.cache_dir() / "gguf" / f"{Path(base).name}+{adapter.name}-{key}.{outtype}.gguf"
     check = out.with_name(out.name + ".sha256")
     if out.is_file() and check.is_file() and check.read_text().strip() == sha256_file(out):
+        os.utime(check)  # used now: the last to be pruned
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     if outtype in QUANTIZED:  # from the merged bf16 file, itself cached
@@ -211,7 +218,50 @@ def merged_gguf(adapter: Path, outtype: str) -> Path:
     else:
         export_gguf_merged(adapter, out, outtype=outtype, keep_hf=False)
     check.write_text(sha256_file(out) + "\n")
+    prune_merged(keep=out)
     return out
+
+
+def gguf_cache_limit() -> int:
+    """The merged GGUFs' byte budget (GPT4TOOLS_GGUF_CACHE_GB, else GGUF_CACHE_GB; 0: unbounded)."""
+    raw = os.environ.get("GPT4TOOLS_GGUF_CACHE_GB", "")
+    try:
+        gb = float(raw) if raw.strip() else GGUF_CACHE_GB
+    except ValueError:
+        raise ValueError(f"GPT4TOOLS_GGUF_CACHE_GB must be a number of GB, not {raw!r}") from None
+    if gb < 0:
+        raise ValueError(f"GPT4TOOLS_GGUF_CACHE_GB must be >= 0, not {raw!r}")
+    return int(gb * 2**30)
+
+
+def prune_merged(keep: Path | None = None, limit: int | None = None) -> list[Path]:
+    """Delete the least recently used merged GGUFs (by their .sha256 file's time: made or last
+    loaded) until the folder holds at most `limit` bytes (gguf_cache_limit()); never `keep`.
+    A process that still has a deleted file open keeps reading it (POSIX). Returns what went."""
+    limit = gguf_cache_limit() if limit is None else limit
+    folder = paths.cache_dir() / "gguf"
+    if limit <= 0 or not folder.is_dir():
+        return []
+    files = []
+    for f in folder.glob("*.gguf"):
+        check = f.with_name(f.name + ".sha256")
+        used = (check if check.is_file() else f).stat().st_mtime
+        files.append((used, f))
+    total = sum(f.stat().st_size for _, f in files)
+    gone = []
+    for _, f in sorted(files):
+        if total <= limit:
+            break
+        if keep is not None and f.resolve() == keep.resolve():
+            continue
+        total -= f.stat().st_size
+        f.unlink(missing_ok=True)
+        f.with_name(f.name + ".sha256").unlink(missing_ok=True)
+        gone.append(f)
+    if gone:
+        _say(f"pruned {len(gone)} merged GGUF(s) from {folder} (least recently used; "
+             f"GPT4TOOLS_GGUF_CACHE_GB={limit / 2**30:g})")
+    return gone
 
 
 # -- folders -----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 from gpt4tools.hardware import resolve_dtype
 from gpt4tools.llm.base import Generation, cut_at_stop, stream_until_stop
 from gpt4tools.llm.grammar import Grammars
+from gpt4tools.llm.states import DEFAULT_CAPACITY_MB, PromptStates, StatesReport, common_prefix
 
 log = logging.getLogger(__name__)
 
@@ -25,25 +26,26 @@ class PrefixCache:
     """The KV cache of the last sequence this model decoded, reused by the next prompt that
     starts with the same tokens: the agent's next step (same prompt + one more observation),
     another turn or session with the same tool list, or neighbouring benchmark prompts.
-    Only the new tail is then encoded. One slot: the caller holds the model's lock."""
+    Only the new tail is then encoded. With `states` (gpt4tools/llm/states.py), a cache about to
+    be cut back is saved first, and a prompt that shares more with a saved one starts from a copy
+    of it (another conversation's turn came between). The caller holds the model's lock."""
 
     min_reuse = 16  # shorter shared prefixes are not worth the bookkeeping
 
-    def __init__(self):
+    def __init__(self, states: PromptStates | None = None):
         self.ids: list[int] = []  # the tokens whose keys/values `cache` holds
         self.cache = None
+        self.states = states
 
     def take(self, ids: list[int], leave: int = 1):
         """A cache holding a prefix of `ids` (cropped to it), or None: start afresh.
         At least `leave` tokens are left to encode (generate needs one; warm none)."""
-        cache, self.cache = self.cache, None  # generate mutates it: never hand it out twice
+        cache, held_ids, self.cache = self.cache, self.ids, None  # generate mutates it: never hand it out twice
+        n = common_prefix(held_ids, ids) if cache is not None else 0
+        if self.states is not None:
+            cache, n = self._from_saved(cache, held_ids, ids, n)
         if cache is None:
             return None
-        n = 0
-        for a, b in zip(self.ids, ids):
-            if a != b:
-                break
-            n += 1
         n = min(n, len(ids) - leave)
         held = cache.get_seq_length()
         if n < self.min_reuse or held < n or not _croppable(cache):
@@ -51,6 +53,21 @@ class PrefixCache:
         if held > n:
             cache.crop(n - held)  # a negative count: drop the tokens after the shared prefix
         return cache
+
+    def _from_saved(self, cache, held_ids: list[int], ids: list[int], n: int) -> tuple:
+        """(the cache to continue, the tokens of `ids` it holds): a copy of a saved cache where that
+        shares more; the held cache saved first where `ids` would cut much of it off."""
+        import copy
+
+        states = self.states
+        if cache is not None and _croppable(cache) and states.worth_saving(len(held_ids), n) \
+                and not states.holds(held_ids):
+            states.save(held_ids, cache, _nbytes(cache))
+            cache = copy.deepcopy(cache)  # the saved one is never cropped
+        key, length = states.best(ids)
+        if key is not None and length >= n + states.min_tokens:
+            return copy.deepcopy(states.get(key, length)), length
+        return cache, n
 
     def start(self, ids: list[int], config, leave: int = 1) -> tuple:
         """(a cache to encode `ids` into, how many of them it already holds): `take`'s, else a new one."""
@@ -63,6 +80,16 @@ class PrefixCache:
         """After generating: `cache` holds keys/values for the first get_seq_length() of `ids`."""
         if cache is not None and cache.get_seq_length() <= len(ids):
             self.ids, self.cache = ids[: cache.get_seq_length()], cache
+
+
+def _nbytes(cache) -> int:
+    """The bytes of a transformers cache's key and value tensors."""
+    total = 0
+    for layer in getattr(cache, "layers", []):
+        for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if t is not None and hasattr(t, "nbytes"):
+                total += t.nbytes
+    return total
 
 
 def pack_head_input(model):
@@ -96,7 +123,7 @@ def _croppable(cache) -> bool:
 class HFCausalLM:
     def __init__(self, model: str | Path, adapter: str | Path | None = None, device: str = "cpu",
                  dtype: str = "auto", max_context: int = 4096, name: str | None = None, merge_adapter: bool = True,
-                 prefix_cache: bool = True):
+                 prefix_cache: bool = True, states_mb: float = DEFAULT_CAPACITY_MB):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = device
@@ -117,12 +144,20 @@ class HFCausalLM:
         self.context_length = min(int(cfg_ctx), max_context)
         self.name = name or (f"{Path(str(model)).name}+{Path(str(adapter)).name}" if adapter else Path(str(model)).name)
         self._lock = threading.Lock()  # one generate at a time: CPU threads are the bottleneck anyway
-        self.prefix = PrefixCache() if prefix_cache else None
+        if states_mb < 0:
+            raise ValueError(f"states_mb must be >= 0, not {states_mb}")
+        # saved prompt states (gpt4tools/llm/states.py): `states_mb` of them; 0: the last sequence only
+        self.prefix = PrefixCache(PromptStates(states_mb) if states_mb > 0 else None) if prefix_cache else None
         self._grammars: Grammars | None = None  # made on the first grammar (~1 s: the tokenizer's tables)
         self._grammars_missing = False  # llguidance is not installed: grammars are ignored
         self._grammar_setup = threading.Lock()
 
     batch_grammars = True  # generate_batch takes one grammar per row (generate_many)
+
+    def states_report(self) -> StatesReport | None:
+        """What the saved prompt states hold and spared (None: this model keeps none)."""
+        states = self.prefix.states if self.prefix is not None else None
+        return states.report() if states is not None else None
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)

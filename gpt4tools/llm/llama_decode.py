@@ -17,7 +17,10 @@ guesses such continuations and checks them in one forward pass:
   reading the weights; scripts/bench_turns.py measures it);
 - prompt reuse: the context keeps the keys/values of the last prompt and its continuation; a new
   prompt decodes only what follows their longest common prefix (the agent's next step, the next
-  turn of the same conversation, and the shared head of any other prompt).
+  turn of the same conversation, and the shared head of any other prompt). A context about to be
+  cut back is saved first (gpt4tools/llm/states.py: the sequence's keys/values, LRU, bounded), and
+  a prompt that shares more with a saved state than with the context starts from that state (the
+  next turn of a conversation after another conversation's turn).
 
 Only the last position's logits of a prompt are computed (the lm head is a quarter of this
 model's weights). The Llama's own bookkeeping (`input_ids`, `n_tokens`) is kept up to date, so
@@ -32,16 +35,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from gpt4tools.llm.states import PromptStates, common_prefix
+
 NGRAMS = (3, 2)  # n-gram sizes tried for prompt lookup, longest first
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """The length of the longest common prefix of two token lists."""
-    n = min(len(a), len(b))
-    if n == 0:
-        return 0
-    diff = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
-    return int(diff[0]) if diff.size else n
 
 
 def prompt_lookup(tokens: np.ndarray, k: int, ngrams: Sequence[int] = NGRAMS) -> list[int]:
@@ -73,9 +69,10 @@ class DecodeStats:
 class LlamaDecoder:
     """Greedy decoding of one llama_cpp.Llama, one generation at a time (the caller locks)."""
 
-    def __init__(self, llama, draft_tokens: int = 8):
+    def __init__(self, llama, draft_tokens: int = 8, states: PromptStates | None = None):
         self.llama = llama
         self.draft_tokens = draft_tokens  # 0: one token per forward pass (still reusing prompts)
+        self.states = states  # None: the context alone is reused
         self.n_vocab = llama.n_vocab()
         self._eog = _eog_check(llama)
 
@@ -84,15 +81,57 @@ class LlamaDecoder:
         return self.llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
 
     def _prefill(self, tokens: list[int], stats: DecodeStats) -> np.ndarray:
-        """Decode the prompt after what the context already holds; the last position's logits."""
+        """Decode the prompt after what the context (or a saved state) already holds; the last position's logits."""
         llama = self.llama
         llama._requires_eval = True  # llama-cpp-python's own loop must not sample from our logits
         held = llama.input_ids[: llama.n_tokens]
-        reuse = min(common_prefix(held, tokens), len(tokens) - 1)  # the last token is decoded again for its logits
+        shared = common_prefix(held, tokens)
+        if self.states is not None:
+            shared = self._from_saved(held, tokens, shared)
+        reuse = min(shared, len(tokens) - 1)  # the last token is decoded again for its logits
         llama.n_tokens = reuse  # eval() drops the context's cells from here on
         llama.eval(tokens[reuse:])
         stats.prompt_tokens, stats.cached_tokens = len(tokens), reuse
         return self._logits(-1)
+
+    def _from_saved(self, held: np.ndarray, tokens: list[int], shared: int) -> int:
+        """Save the context if the prompt would cut off much of it; start from a saved state that
+        shares more of the prompt than the context does. The tokens the context now shares."""
+        states, n_held = self.states, len(held)
+        key, length = states.best(tokens)
+        better = key is not None and length >= shared + states.min_tokens
+        if states.worth_saving(n_held, shared) and not states.holds(held):
+            states.save(held, *self._save_sequence())
+        if not better:
+            return shared
+        self._load_sequence(states.get(key, length))
+        self.llama.input_ids[: len(key)] = key
+        self.llama.n_tokens = len(key)
+        return length
+
+    def _save_sequence(self) -> tuple[object, int]:
+        """The context's keys/values (sequence 0) as a ctypes byte array, and its size."""
+        import ctypes
+
+        import llama_cpp
+
+        ctx = self.llama._ctx.ctx
+        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+        buf = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, 0)
+        if written != size:
+            raise RuntimeError(f"llama.cpp saved {written} of {size} bytes of the context")
+        return buf, size
+
+    def _load_sequence(self, buf) -> None:
+        """Replace the context (sequence 0) by saved keys/values."""
+        import llama_cpp
+
+        ctx = self.llama._ctx.ctx
+        self.llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+        if llama_cpp.llama_state_seq_set_data(ctx, buf, len(buf), 0) != len(buf):
+            self.llama.n_tokens = 0
+            raise RuntimeError("llama.cpp could not restore a saved context")
 
     def prefill(self, prompt: str) -> DecodeStats:
         """Encode `prompt` after the longest prefix the context holds, and stop there."""

@@ -22,7 +22,9 @@ Decoding (`decoding`, base.DECODINGS) goes through our own greedy loop by defaul
 (llama_decode.py): it reuses the context's keys/values for the shared head of each new prompt and
 checks drafted tokens (copies from the prompt, tokens the grammar forces) several per forward pass,
 writing the same text as llama-cpp-python's create_completion ("library", kept as the reference)
-faster (scripts/bench_turns.py). One completion at a time: a lock serialises concurrent sessions.
+faster (scripts/bench_turns.py). One completion at a time: a lock serialises concurrent sessions;
+a context another session's prompt would cut back is saved first and restored for that session's
+next prompt (gpt4tools/llm/states.py; `states_mb` bounds their memory, `states_report()` says it).
 
 Grammars (`grammar=`, GBNF) are enforced by llguidance's token masks where it is installed
 (`grammar_engine="auto"`, as transformers does: gpt4tools/llm/grammar.py), since
@@ -49,6 +51,7 @@ from gpt4tools.llm.base import DECODINGS, Generation, cut_at_stop, stream_until_
 from gpt4tools.llm.gguf import GGUF_FORMS, merged_gguf
 from gpt4tools.llm.grammar import Grammars, LlamaLogits, TokenMask
 from gpt4tools.llm.llama_decode import DecodeStats, LlamaDecoder
+from gpt4tools.llm.states import DEFAULT_CAPACITY_MB, PromptStates, StatesReport
 from gpt4tools.models import DEFAULT_MODEL
 
 
@@ -120,11 +123,14 @@ def safe_process_defaults() -> None:
 class LlamaCppLM:
     def __init__(self, model: str, lora: str | None = None, n_ctx: int = 4096, n_threads: int | None = None,
                  n_gpu_layers: int = 0, gguf: str = "auto", extra_bufts: bool | None = None,
-                 grammar_engine: str = "auto", decoding: str = "lookup"):
+                 grammar_engine: str = "auto", decoding: str = "lookup", states_mb: float = DEFAULT_CAPACITY_MB):
         """`lora`: a LoRA GGUF file, or a peft adapter folder (merged or converted as `gguf` says).
         `extra_bufts`: llama.cpp's repacked weight buffers; None: off where the CPU has AMX (see above).
         `grammar_engine`: "llguidance", "llama.cpp", or "auto" (llguidance where installed).
-        `decoding`: one of base.DECODINGS."""
+        `decoding`: one of base.DECODINGS. `states_mb`: the memory for saved prompt states
+        (gpt4tools/llm/states.py; 0: none, only the context itself is reused)."""
+        if states_mb < 0:
+            raise ValueError(f"states_mb must be >= 0, not {states_mb}")
         if decoding not in DECODINGS:
             raise ValueError(f"unknown decoding {decoding!r}: choose one of {', '.join(DECODINGS)}")
         if grammar_engine not in GRAMMAR_ENGINES:
@@ -161,11 +167,16 @@ class LlamaCppLM:
         self.grammar_engine = grammar_engine
         self._llg: Grammars | None = None  # llguidance over this vocabulary, made on the first grammar (~1 s)
         self.decoding = decoding
-        self._decoder = LlamaDecoder(self.llm, DRAFT_TOKENS if decoding == "lookup" else 0)
+        self.states = PromptStates(states_mb) if decoding != "library" and states_mb > 0 else None
+        self._decoder = LlamaDecoder(self.llm, DRAFT_TOKENS if decoding == "lookup" else 0, self.states)
         self._decode_lock = threading.Lock()  # one completion at a time: the context holds one sequence
         self.last_stats: DecodeStats | None = None  # the last completion's counts (own loop only)
 
     grammar_cache_size = 8
+
+    def states_report(self) -> StatesReport | None:
+        """What the saved prompt states hold and spared (None: this model keeps none)."""
+        return self.states.report() if self.states is not None else None
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False))

@@ -81,7 +81,9 @@ def _chat_tab(chat: ChatApp, examples: list[dict]) -> gr.Markdown:
     chat.kept_files = chat_input.keep_in_cache  # the examples' cached photos: never deleted after a turn
     ev = chat_input.submit(chat.respond, [chat_input, state], [chatbot, chat_input, state], api_name="chat",
                            concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
-    ev.then(lambda: gr.MultimodalTextbox(interactive=True), None, chat_input, api_visibility="private")
+    # after a turn the status line is redrawn too: the prompt cache's figures changed
+    ev.then(lambda: (gr.MultimodalTextbox(interactive=True), chat.status()), None, [chat_input, status],
+            api_visibility="private")
     undo_btn.click(chat.undo, state, [chatbot, state], api_name="undo", concurrency_limit=CHAT_CONCURRENCY)
     clear_btn.click(chat.clear, state, [chatbot, state], api_name="clear", concurrency_limit=CHAT_CONCURRENCY)
     chatbot.clear(chat.clear, state, [chatbot, state], api_visibility="private")  # the chatbot's own 🗑

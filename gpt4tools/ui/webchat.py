@@ -304,8 +304,10 @@ class AgentHolder:
         offer = f", the {k} closest offered per message" if 0 < k < len(tools) else ""
         note = getattr(llm, "backend_note", None)
         backend = f" · **Backend:** {note}" if note else ""
+        report = getattr(llm, "states_report", lambda: None)()
+        states = f" · **Prompt cache:** {report.line()}" if report is not None else ""
         return (f"**Model:** `{llm.name}` · **Adapter:** `{Path(adapter).name if adapter else 'none'}`{backend} · "
-                f"**Tools:** {len(tools)}{of} available{offer}")
+                f"**Tools:** {len(tools)}{of} available{offer}{states}")
 
 
 # -- one browser session --------------------------------------------------------------------
