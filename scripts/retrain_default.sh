@@ -53,6 +53,7 @@ ORIGINAL=${ORIGINAL:-80}
 MULTI=${MULTI:-70}
 INVENTED=${INVENTED:-200}
 UNOFFERED=${UNOFFERED:-0.2}  # the share of invented-tool requests that nothing offered serves
+INV_APP=${INV_APP:-0}  # the share of invented-tool records that offer tools as the app does (data/invented.py)
 PER_TOOL=${PER_TOOL:-0}  # >0: the replay takes an episode only while a tool it calls has fewer calls
 SERVED=${SERVED:-0}  # 'served' dialogues: the declined capabilities asked for with their tool offered
 PROCESS_STEPS=${PROCESS_STEPS:-0}  # >0: a new training process every N steps (an aging process slows)
@@ -79,10 +80,12 @@ rest() {  # $1: seed, $2: a divisor of the counts; sets REST: the conversation, 
   data "$d/loose_n$loose.jsonl" gpt4tools.data.dialogues --records "$loose" --seed "$s" --kinds loose
   data "$d/original_n$orig.jsonl" gpt4tools.data.dialogues --records "$orig" --seed "$s" --kinds original
   data "$d/multi_n$multi.jsonl" gpt4tools.data.dialogues --records "$multi" --seed "$((s + 1))" --kinds multi-image
-  data "$d/invented_n${inv}_u$UNOFFERED.jsonl" gpt4tools.data.invented --split train --records "$inv" \
-    --seed "$s" --unavailable-share "$UNOFFERED"
+  local inv_file=$d/invented_n${inv}_u$UNOFFERED.jsonl app=()
+  if [ "$INV_APP" != 0 ]; then inv_file=${inv_file%.jsonl}_app$INV_APP.jsonl app=(--app-layout-share "$INV_APP"); fi
+  data "$inv_file" gpt4tools.data.invented --split train --records "$inv" \
+    --seed "$s" --unavailable-share "$UNOFFERED" "${app[@]}"
   REST="$d/dialogues_n$dia.jsonl $d/loose_n$loose.jsonl $d/original_n$orig.jsonl $d/multi_n$multi.jsonl"
-  REST+=" $d/invented_n${inv}_u$UNOFFERED.jsonl"
+  REST+=" $inv_file"
   if [ "$served" -gt 0 ]; then
     data "$d/served_n$served.jsonl" gpt4tools.data.dialogues --records "$served" --seed "$s" --kinds served
     REST+=" $d/served_n$served.jsonl"

@@ -101,6 +101,30 @@ def test_records_are_the_same_for_the_same_seed():
     assert a == b and a != c
 
 
+def test_app_layout_records_offer_tools_as_the_app_lists_them():
+    """--app-layout-share: the real tools in the registry's order with their own descriptions and the
+    default template, the invented ones among them; the others as before, draw for draw."""
+    from gpt4tools.prompt import PromptTemplate
+
+    real = invented.real_tools("train")
+    order = {s.name: i for i, s in enumerate(real)}
+    mixed = invented.InventedRecords("train", real, seed=5, app_layout_share=0.5).build(40)
+    app = [r for r in mixed if r.get("layout") == "app"]
+    assert 10 <= len(app) <= 30 and len(app) < len(mixed)
+    specs = {s.name: s for c in invented.capabilities("train") for s in c.tools()} | {s.name: s for s in real}
+    for r in app:
+        listed = [n for n in r["tools_offered"] if n in order]
+        assert listed == sorted(listed, key=order.get) and len(listed) >= 10
+        assert any(n not in order for n in r["tools_offered"])  # invented ones among them
+        assert r["template"] == PromptTemplate.load().name
+        for name in r["tools_offered"]:
+            assert f"> {name}: {specs[name].description}" in r["instruction"]  # the canonical wording
+        if r["kind"] == "positive":
+            assert r["tool"] in r["tools_offered"]
+    # without the option nothing is drawn for it (the committed eval split still rebuilds byte for byte, below)
+    assert not any("layout" in r for r in invented.InventedRecords("train", real, seed=5).build(20))
+
+
 def test_the_committed_eval_split_rebuilds_byte_for_byte(tmp_path):
     out = tmp_path / "test_invented.jsonl"
     assert invented.main([*EVAL_COMMAND, "--out", str(out)]) == 0

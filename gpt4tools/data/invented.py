@@ -10,6 +10,11 @@ tool of each of some other capabilities (never two tools that do the same thing)
 is the call. An "unavailable" record asks for a capability that none of the offered tools has and
 is answered without a call, in the words the conversation data uses.
 
+A share of the records (`app_layout_share`) offers tools as the app does: every real tool in the
+registry's order with its own description, the invented ones among them, the default template. There
+the request must be matched to one description among ~20, not among 3-8 (issue 19: the paper's unseen
+tools, asked in everyday words with every tool offered, are what the hour's adapters miss).
+
 Train records offer only the seen real tools: the paper's 8 unseen tools stay out of training.
 Eval records offer every real tool. Only the first turn is a record: what an invented tool would
 return is not knowable, and the answer after an observation is taught by the real tools' data.
@@ -38,7 +43,7 @@ from gpt4tools.data.samples import RecordMaker, record_id
 from gpt4tools.data.synthetic import rng_for, synthetic_content
 from gpt4tools.history import Conversation
 from gpt4tools.images import random_name
-from gpt4tools.prompt import random_template
+from gpt4tools.prompt import PromptTemplate, random_template
 from gpt4tools.react import FinalAnswer, ToolCall
 from gpt4tools.records import atomic_write, to_jsonl
 from gpt4tools.tool import Arg, ToolSpec
@@ -151,7 +156,8 @@ class InventedRecords:
 
     def __init__(self, split: str, real_tools: Sequence[ToolSpec], seed: int = 0,
                  unavailable_share: float = 0.2, tools_range: tuple[int, int] = (3, 8),
-                 many_tools_share: float = 0.35, others: tuple[int, int] = (1, 4), max_pool: int = 18):
+                 many_tools_share: float = 0.35, others: tuple[int, int] = (1, 4), max_pool: int = 18,
+                 app_layout_share: float = 0.0):
         check_names()
         self.split, self.seed = split, seed
         self.caps = capabilities(split)
@@ -159,6 +165,7 @@ class InventedRecords:
         self.unavailable_share = unavailable_share
         self.tools_range, self.many_tools_share, self.others = tools_range, many_tools_share, others
         self.max_pool = max_pool  # the app offers its ~18 available tools; longer prompts only cost time
+        self.app_layout_share = app_layout_share
         self.guard = NearDuplicates(benchmark_messages())
         self.phrasings = {c.id: list(c.phrasings) for c in self.caps}
         if split != "train":  # written apart, and checked: a request that shares a training one's
@@ -188,7 +195,9 @@ class InventedRecords:
         message = text.replace(IMAGE, image)
         if self.guard(message):
             return []
-        template = random_template(rng)
+        # drawn only where asked for: records built without it stay byte for byte what they were
+        app_layout = self.app_layout_share > 0 and rng.random() < self.app_layout_share
+        template = PromptTemplate.load() if app_layout else random_template(rng)
         history = Conversation(template)
         history.add_image(image, content.announcement())
         uploaded_now = IMAGE not in text and rng.random() < 0.5  # the app names a new upload after the message
@@ -196,9 +205,14 @@ class InventedRecords:
         pool = self._pool(cap, rng)
         if unavailable:
             pool = [s for s in pool if s.name not in GENERAL]
-        maker = RecordMaker(pool if unavailable else [tool, *pool], pool, self.seed, self.split,
-                            self.tools_range, self.many_tools_share)
-        offered = maker._offer([] if unavailable else [tool.name], rng, message)
+        if app_layout:
+            offered = self._app_layout(pool if unavailable else [tool, *pool], rng)
+            descriptions = {s.name: s.description for s in offered}
+        else:
+            maker = RecordMaker(pool if unavailable else [tool, *pool], pool, self.seed, self.split,
+                                self.tools_range, self.many_tools_share)
+            offered = maker._offer([] if unavailable else [tool.name], rng, message)
+            descriptions = None  # drawn below, after the target (the draws' order is the records')
         if unavailable:
             target: ToolCall | FinalAnswer = FinalAnswer(
                 rng.choice(dialogue_phrases()["answers_unavailable"]).format(cap=cap.purpose))
@@ -210,11 +224,21 @@ class InventedRecords:
         rid = record_id(self.seed, content.id, tool.name, kind, self.split, "invented", index)
         return [{
             "instruction": template.render(offered, history.render(), user_input, "",
-                                           RecordMaker._descriptions(rng, offered)),
+                                           descriptions or RecordMaker._descriptions(rng, offered)),
             "input": "", "output": output, "id": rid, "tool": None if unavailable else tool.name, "kind": kind,
             "teacher": TEACHER, "source": content.id, "template": template.name,
             "tools_offered": [s.name for s in offered], "episode": rid, "turn": 0, "capability": cap.id,
+            **({"layout": "app"} if app_layout else {}),
         }]
+
+    def _app_layout(self, tools: Sequence[ToolSpec], rng) -> list[ToolSpec]:
+        """`tools` as the app lists its available ones: the real ones in the registry's order, each
+        invented one at a random place among them."""
+        order = {s.name: i for i, s in enumerate(self.real)}
+        out = sorted((s for s in tools if s.name in order), key=lambda s: order[s.name])
+        for s in (s for s in tools if s.name not in order):
+            out.insert(rng.randint(0, len(out)), s)
+        return out
 
     def build(self, total: int) -> list[dict]:
         out: list[dict] = []
@@ -238,11 +262,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--records", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--unavailable-share", type=float, default=0.2)
+    p.add_argument("--app-layout-share", type=float, default=0.0,
+                   help="the share of records that offer tools as the app does (every real tool in registry order)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    if args.records < 1 or not 0 <= args.unavailable_share <= 1:
-        p.error("--records must be >= 1 and --unavailable-share in 0..1")
-    records = InventedRecords(args.split, real_tools(args.split), args.seed, args.unavailable_share).build(args.records)
+    if args.records < 1 or not 0 <= args.unavailable_share <= 1 or not 0 <= args.app_layout_share <= 1:
+        p.error("--records must be >= 1, --unavailable-share and --app-layout-share in 0..1")
+    records = InventedRecords(args.split, real_tools(args.split), args.seed, args.unavailable_share,
+                              app_layout_share=args.app_layout_share).build(args.records)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, to_jsonl(records))
