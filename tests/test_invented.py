@@ -16,6 +16,7 @@ from gpt4tools.tool import ToolSpec
 
 REPO = Path(__file__).resolve().parent.parent
 EVAL_SPLIT = REPO / "data" / "test_invented.jsonl"
+APP_SPLIT = REPO / "data" / "test_invented_app.jsonl"  # the same capabilities in the app's tool layout
 EVAL_COMMAND = ["--split", "eval", "--records", "150", "--seed", "0"]  # as data/README.md says
 
 
@@ -125,10 +126,12 @@ def test_app_layout_records_offer_tools_as_the_app_lists_them():
     assert not any("layout" in r for r in invented.InventedRecords("train", real, seed=5).build(20))
 
 
-def test_the_committed_eval_split_rebuilds_byte_for_byte(tmp_path):
-    out = tmp_path / "test_invented.jsonl"
-    assert invented.main([*EVAL_COMMAND, "--out", str(out)]) == 0
-    assert out.read_bytes() == EVAL_SPLIT.read_bytes()
+@pytest.mark.parametrize("split,extra", [(EVAL_SPLIT, []), (APP_SPLIT, ["--app-layout-share", "1"])],
+                         ids=["sampled", "app-layout"])
+def test_the_committed_eval_split_rebuilds_byte_for_byte(tmp_path, split, extra):
+    out = tmp_path / split.name
+    assert invented.main([*EVAL_COMMAND, *extra, "--out", str(out)]) == 0
+    assert out.read_bytes() == split.read_bytes()
     rows = read_jsonl(EVAL_SPLIT).values()
     assert len({r["capability"] for r in rows}) == len(invented.capabilities("eval"))
 
