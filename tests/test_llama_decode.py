@@ -162,3 +162,32 @@ def test_a_conversation_resumes_from_its_saved_state_after_another_ones_turn(tun
     finally:
         tuned._decoder.states = states
     assert fresh.cached_tokens < 8 and fresh.text == got.text
+
+
+@weights
+@llama
+def test_a_store_that_holds_one_state_evicts_instead_of_failing(tuned):
+    """Saving the context may push out the state a prompt would have started from: the prompt is then
+    encoded again (no error), and writes the same text."""
+    from gpt4tools.llm.states import PromptStates
+
+    first, other = PROMPTS[0], "The river runs past the old mill and the bridge. " * 12  # shorter than first
+    kept = tuned._decoder.states
+    try:
+        tuned._decoder.states = PromptStates(capacity_mb=64)
+        reply = tuned.generate(first, stop=react.STOP, max_new_tokens=16)
+        follow = first + reply.text + "\nObservation: done\n"
+        tuned.generate(other, max_new_tokens=4)
+        want = tuned.generate(follow, stop=react.STOP, max_new_tokens=16)  # restored, the other one saved
+        sizes = tuned._decoder.states.report()
+        assert sizes.entries == 2 and sizes.restored == 1
+        # room for the first conversation's state or the other's, not both
+        tuned._decoder.states = PromptStates(capacity_mb=0.9 * sizes.bytes / 2**20)
+        tuned.generate(first, stop=react.STOP, max_new_tokens=16)
+        tuned.generate(other, max_new_tokens=4)  # saves the first conversation's context
+        got = tuned.generate(follow, stop=react.STOP, max_new_tokens=16)  # saving the other one evicts it
+        report = tuned._decoder.states.report()
+        assert report.evicted >= 1 and report.restored == 0 and report.bytes <= report.capacity_bytes
+        assert got.text == want.text
+    finally:
+        tuned._decoder.states = kept

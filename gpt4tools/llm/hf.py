@@ -62,7 +62,7 @@ class PrefixCache:
         states = self.states
         if cache is not None and _croppable(cache) and states.worth_saving(len(held_ids), n) \
                 and not states.holds(held_ids):
-            states.save(held_ids, cache, _nbytes(cache))
+            states.save(held_ids, cache, _nbytes(cache))  # first: saving may evict what best() would pick
             cache = copy.deepcopy(cache)  # the saved one is never cropped
         key, length = states.best(ids)
         if key is not None and length >= n + states.min_tokens:

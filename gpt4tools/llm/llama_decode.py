@@ -98,11 +98,10 @@ class LlamaDecoder:
         """Save the context if the prompt would cut off much of it; start from a saved state that
         shares more of the prompt than the context does. The tokens the context now shares."""
         states, n_held = self.states, len(held)
-        key, length = states.best(tokens)
-        better = key is not None and length >= shared + states.min_tokens
         if states.worth_saving(n_held, shared) and not states.holds(held):
-            states.save(held, *self._save_sequence())
-        if not better:
+            states.save(held, *self._save_sequence())  # first: saving may evict what best() would pick
+        key, length = states.best(tokens)
+        if key is None or length < shared + states.min_tokens:
             return shared
         self._load_sequence(states.get(key, length))
         self.llama.input_ids[: len(key)] = key
