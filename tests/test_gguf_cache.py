@@ -38,7 +38,7 @@ def test_the_budget_comes_from_the_environment(monkeypatch):
     assert gguf.gguf_cache_limit() == int(gguf.GGUF_CACHE_GB * 2**30)
     monkeypatch.setenv("GPT4TOOLS_GGUF_CACHE_GB", "2.5")
     assert gguf.gguf_cache_limit() == int(2.5 * 2**30)
-    for bad in ("lots", "-1"):
+    for bad in ("lots", "-1", "nan", "inf"):
         monkeypatch.setenv("GPT4TOOLS_GGUF_CACHE_GB", bad)
         with pytest.raises(ValueError, match="GPT4TOOLS_GGUF_CACHE_GB"):
             gguf.gguf_cache_limit()

@@ -229,8 +229,8 @@ def gguf_cache_limit() -> int:
         gb = float(raw) if raw.strip() else GGUF_CACHE_GB
     except ValueError:
         raise ValueError(f"GPT4TOOLS_GGUF_CACHE_GB must be a number of GB, not {raw!r}") from None
-    if gb < 0:
-        raise ValueError(f"GPT4TOOLS_GGUF_CACHE_GB must be >= 0, not {raw!r}")
+    if not 0 <= gb < float("inf"):  # also NaN
+        raise ValueError(f"GPT4TOOLS_GGUF_CACHE_GB must be a finite number >= 0, not {raw!r}")
     return int(gb * 2**30)
 
 
@@ -245,16 +245,18 @@ def prune_merged(keep: Path | None = None, limit: int | None = None) -> list[Pat
     files = []
     for f in folder.glob("*.gguf"):
         check = f.with_name(f.name + ".sha256")
-        used = (check if check.is_file() else f).stat().st_mtime
-        files.append((used, f))
-    total = sum(f.stat().st_size for _, f in files)
+        try:  # another process may prune at the same time
+            files.append(((check if check.is_file() else f).stat().st_mtime, f.stat().st_size, f))
+        except FileNotFoundError:
+            continue
+    total = sum(size for _, size, _ in files)
     gone = []
-    for _, f in sorted(files):
+    for _, size, f in sorted(files):
         if total <= limit:
             break
         if keep is not None and f.resolve() == keep.resolve():
             continue
-        total -= f.stat().st_size
+        total -= size
         f.unlink(missing_ok=True)
         f.with_name(f.name + ".sha256").unlink(missing_ok=True)
         gone.append(f)
