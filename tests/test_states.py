@@ -71,3 +71,12 @@ def test_the_command_line_takes_megabytes_and_refuses_the_rest():
     for bad in ("-1", "nan", "lots"):
         with pytest.raises(SystemExit):
             ap.parse_args(["--prompt-cache-mb", bad])
+
+
+def test_a_backend_gets_a_store_of_its_size_or_none():
+    from gpt4tools.llm.states import store_of
+
+    assert store_of(0) is None and store_of(8).capacity_bytes == 8 * MB
+    for bad in (-1, float("nan")):
+        with pytest.raises(ValueError, match=">= 0 MB"):
+            store_of(bad)

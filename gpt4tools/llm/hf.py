@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 from gpt4tools.hardware import resolve_dtype
 from gpt4tools.llm.base import Generation, cut_at_stop, stream_until_stop
 from gpt4tools.llm.grammar import Grammars
-from gpt4tools.llm.states import DEFAULT_CAPACITY_MB, PromptStates, StatesReport, common_prefix
+from gpt4tools.llm.states import DEFAULT_CAPACITY_MB, PromptStates, StatesReport, common_prefix, store_of
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,13 @@ class PrefixCache:
         shares more; the held cache saved first where `ids` would cut much of it off."""
         import copy
 
-        states = self.states
-        if cache is not None and _croppable(cache) and states.worth_saving(len(held_ids), n) \
-                and not states.holds(held_ids):
-            states.save(held_ids, cache, _nbytes(cache))  # first: saving may evict what best() would pick
-            cache = copy.deepcopy(cache)  # the saved one is never cropped
-        key, length = states.best(ids)
-        if key is not None and length >= n + states.min_tokens:
-            return copy.deepcopy(states.get(key, length)), length
-        return cache, n
+        # a copy is saved: the held cache goes on and is cropped; a sliding-window one cannot go back
+        snapshot = (lambda: (copy.deepcopy(cache), _nbytes(cache))) if cache is not None and _croppable(cache) else None
+        found = self.states.reuse(held_ids, ids, n, snapshot)
+        if found is None:
+            return cache, n
+        state, _, length = found
+        return copy.deepcopy(state), length  # generate mutates it: the saved one stays as it is
 
     def start(self, ids: list[int], config, leave: int = 1) -> tuple:
         """(a cache to encode `ids` into, how many of them it already holds): `take`'s, else a new one."""
@@ -144,10 +142,9 @@ class HFCausalLM:
         self.context_length = min(int(cfg_ctx), max_context)
         self.name = name or (f"{Path(str(model)).name}+{Path(str(adapter)).name}" if adapter else Path(str(model)).name)
         self._lock = threading.Lock()  # one generate at a time: CPU threads are the bottleneck anyway
-        if states_mb < 0:
-            raise ValueError(f"states_mb must be >= 0, not {states_mb}")
         # saved prompt states (gpt4tools/llm/states.py): `states_mb` of them; 0: the last sequence only
-        self.prefix = PrefixCache(PromptStates(states_mb) if states_mb > 0 else None) if prefix_cache else None
+        states = store_of(states_mb)
+        self.prefix = PrefixCache(states) if prefix_cache else None
         self._grammars: Grammars | None = None  # made on the first grammar (~1 s: the tokenizer's tables)
         self._grammars_missing = False  # llguidance is not installed: grammars are ignored
         self._grammar_setup = threading.Lock()

@@ -97,13 +97,11 @@ class LlamaDecoder:
     def _from_saved(self, held: np.ndarray, tokens: list[int], shared: int) -> int:
         """Save the context if the prompt would cut off much of it; start from a saved state that
         shares more of the prompt than the context does. The tokens the context now shares."""
-        states, n_held = self.states, len(held)
-        if states.worth_saving(n_held, shared) and not states.holds(held):
-            states.save(held, *self._save_sequence())  # first: saving may evict what best() would pick
-        key, length = states.best(tokens)
-        if key is None or length < shared + states.min_tokens:
+        found = self.states.reuse(held, tokens, shared, self._save_sequence)
+        if found is None:
             return shared
-        self._load_sequence(states.get(key, length))
+        state, key, length = found
+        self._load_sequence(state)
         self.llama.input_ids[: len(key)] = key
         self.llama.n_tokens = len(key)
         return length

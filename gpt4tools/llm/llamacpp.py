@@ -51,7 +51,7 @@ from gpt4tools.llm.base import DECODINGS, Generation, cut_at_stop, stream_until_
 from gpt4tools.llm.gguf import GGUF_FORMS, merged_gguf
 from gpt4tools.llm.grammar import Grammars, LlamaLogits, TokenMask
 from gpt4tools.llm.llama_decode import DecodeStats, LlamaDecoder
-from gpt4tools.llm.states import DEFAULT_CAPACITY_MB, PromptStates, StatesReport
+from gpt4tools.llm.states import DEFAULT_CAPACITY_MB, StatesReport, store_of
 from gpt4tools.models import DEFAULT_MODEL
 
 
@@ -129,8 +129,7 @@ class LlamaCppLM:
         `grammar_engine`: "llguidance", "llama.cpp", or "auto" (llguidance where installed).
         `decoding`: one of base.DECODINGS. `states_mb`: the memory for saved prompt states
         (gpt4tools/llm/states.py; 0: none, only the context itself is reused)."""
-        if states_mb < 0:
-            raise ValueError(f"states_mb must be >= 0, not {states_mb}")
+        states = store_of(states_mb)  # refuses a bad size before anything loads
         if decoding not in DECODINGS:
             raise ValueError(f"unknown decoding {decoding!r}: choose one of {', '.join(DECODINGS)}")
         if grammar_engine not in GRAMMAR_ENGINES:
@@ -167,7 +166,7 @@ class LlamaCppLM:
         self.grammar_engine = grammar_engine
         self._llg: Grammars | None = None  # llguidance over this vocabulary, made on the first grammar (~1 s)
         self.decoding = decoding
-        self.states = PromptStates(states_mb) if decoding != "library" and states_mb > 0 else None
+        self.states = states if decoding != "library" else None  # llama-cpp-python's own loop keeps its own
         self._decoder = LlamaDecoder(self.llm, DRAFT_TOKENS if decoding == "lookup" else 0, self.states)
         self._decode_lock = threading.Lock()  # one completion at a time: the context holds one sequence
         self.last_stats: DecodeStats | None = None  # the last completion's counts (own loop only)

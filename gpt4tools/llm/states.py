@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -51,6 +51,13 @@ class StatesReport:
                 f"{self.restored} reused ({self.tokens_restored:,} tokens not encoded again)")
 
 
+def store_of(megabytes: float) -> PromptStates | None:
+    """A store of `megabytes` for a backend, or None for 0 (only the context itself is reused)."""
+    if not megabytes >= 0:  # also NaN
+        raise ValueError(f"the memory for saved prompt states must be >= 0 MB, not {megabytes}")
+    return PromptStates(megabytes) if megabytes > 0 else None
+
+
 class PromptStates:
     """An LRU store of (tokens, state) bounded by the states' bytes. Thread-safe; the backend
     decides what a state is (llama.cpp: a sequence's bytes; transformers: a cache object)."""
@@ -65,6 +72,20 @@ class PromptStates:
     def worth_saving(self, held: int, kept: int) -> bool:
         """Whether a context of `held` tokens, about to be cut back to `kept`, should be saved first."""
         return self.capacity_bytes > 0 and held - kept >= self.min_tokens
+
+    def reuse(self, held: Sequence[int], tokens: Sequence[int], shared: int,
+              snapshot: Callable[[], tuple[Any, int]] | None) -> tuple[Any, tuple[int, ...], int] | None:
+        """A backend's prefill asks here before it encodes `tokens` into a context that holds `held`,
+        of which it would keep `shared`. Where that cuts much of the context off, the context is
+        saved first (`snapshot()`: its state and bytes; None: it cannot be saved). Then the saved
+        state sharing the longest prefix with `tokens`, where it shares at least `min_tokens` more
+        than the context: (that state, its tokens, the length shared); else None."""
+        if snapshot is not None and self.worth_saving(len(held), shared) and not self.holds(held):
+            self.save(held, *snapshot())  # first: saving may evict what best() would pick
+        key, length = self.best(tokens)
+        if key is None or length < shared + self.min_tokens:
+            return None
+        return self.get(key, length), key, length
 
     def best(self, tokens: Sequence[int]) -> tuple[tuple[int, ...] | None, int]:
         """The saved tokens sharing the longest prefix with `tokens`, and that length (None, 0: none)."""
@@ -104,10 +125,6 @@ class PromptStates:
         key = tuple(int(t) for t in tokens)
         with self._lock:
             return any(k[: len(key)] == key for k in self._items if len(k) >= len(key))
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
 
     def report(self) -> StatesReport:
         with self._lock:
